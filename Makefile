@@ -1,0 +1,47 @@
+# The two commands: `make run` (the whole chat on one process, embedded default) and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8000
+
+.PHONY: run test test-fast test-faults services services-down services-status venv lint bench browser clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) manage.py migrate --noinput
+	@echo ""
+	@echo "  Chat running at http://127.0.0.1:$(PORT)/  (sign up at http://127.0.0.1:$(PORT)/accounts/signup/)"
+	@echo ""
+	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+
+test: venv services browser
+	$(PY) -m pytest
+
+test-fast: venv services
+	$(PY) -m pytest -m "not faults and not browser"
+
+test-faults: venv services
+	$(PY) -m pytest -m faults
+
+services:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+browser:
+	scripts/browser.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .cache test-artifacts db.sqlite3

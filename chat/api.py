@@ -1,0 +1,99 @@
+"""The HTTP JSON API (contract §3): thin views over selectors and services."""
+
+import functools
+import json
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from chat import selectors, services
+from chat.errors import ChatError, NotFound
+
+
+def error_response(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+
+
+def api_view(*methods: str):
+    """Session auth with a JSON 401, allowed methods, and ChatError -> the contract's error body."""
+
+    def decorate(view):
+        @require_http_methods(list(methods))
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return error_response(401, "not_authenticated", "Log in first.")
+            try:
+                return view(request, *args, **kwargs)
+            except ChatError as exc:
+                return error_response(exc.http_status, exc.code, exc.detail)
+
+        return wrapper
+
+    return decorate
+
+
+def json_body(request: HttpRequest) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ChatError("The body is not valid JSON.", code="invalid") from None
+    if not isinstance(data, dict):
+        raise ChatError("The body must be a JSON object.", code="invalid")
+    return data
+
+
+def _int_param(request: HttpRequest, name: str, *, default=None, low=0, high=None):
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ChatError(f"'{name}' must be an integer.", code="invalid") from None
+    if value < low or (high is not None and value > high):
+        raise ChatError(f"'{name}' must be between {low} and {high}.", code="invalid")
+    return value
+
+
+@api_view("GET", "POST")
+def rooms(request: HttpRequest) -> JsonResponse:
+    if request.method == "GET":
+        return JsonResponse({"rooms": selectors.rooms_for_user(request.user)})
+    data = json_body(request)
+    name, private, slug = data.get("name"), data.get("private", False), data.get("slug")
+    if not isinstance(name, str) or not isinstance(private, bool) or not isinstance(slug, (str, type(None))):
+        raise ChatError("Send {'name': str, 'private': bool} and optionally 'slug': str.", code="invalid")
+    room = services.room_create(owner=request.user, name=name, private=private, slug=slug)
+    return JsonResponse(selectors.room_object(room, 0), status=201)
+
+
+@api_view("POST")
+def room_members(request: HttpRequest, slug: str) -> JsonResponse:
+    room = selectors.room_for_user(request.user, slug)
+    username = json_body(request).get("username")
+    if not isinstance(username, str):
+        raise ChatError("Send {'username': str}.", code="invalid")
+    membership = services.room_add_member(actor=request.user, room=room, username=username)
+    return JsonResponse({"room": room.slug, "username": membership.user.username, "role": membership.role},
+                        status=201)
+
+
+@api_view("GET")
+def room_messages(request: HttpRequest, slug: str) -> JsonResponse:
+    room = selectors.room_for_user(request.user, slug)
+    after = _int_param(request, "after")
+    before = _int_param(request, "before")
+    limit = _int_param(request, "limit", default=50, low=1, high=200)
+    messages, has_more = selectors.history_page(room, after=after, before=before, limit=limit)
+    return JsonResponse({"messages": messages, "has_more": has_more})
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """CSRF refusals as the contract's JSON error (also for the API's unsafe methods)."""
+    if request.path.startswith("/api/"):
+        return error_response(403, "csrf_failed", f"CSRF check failed: {reason}. Send the X-CSRFToken header.")
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason)
+

@@ -1,0 +1,79 @@
+"""The Kafka producer of a web process, kept off the event loop.
+
+kafka-python blocks (bootstrap, metadata waits, a full buffer), so every call runs on one
+dedicated thread, and its delivery future is bridged back to the loop that asked.
+"""
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+
+from chat.bus import records
+
+logger = logging.getLogger(__name__)
+
+
+class MessageProducer:
+    def __init__(self, bootstrap_servers: list[str], topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self._producer = None
+        # One thread: construction happens once, and records from this process keep their order.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-producer")
+
+    def _get(self):
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=2,
+                max_block_ms=5_000,
+                request_timeout_ms=5_000,
+                delivery_timeout_ms=max(settings.KAFKA_DELIVERY_TIMEOUT_MS, 7_000),
+                retry_backoff_ms=200,
+            )
+        return self._producer
+
+    async def send(self, record: dict) -> None:
+        """Resolves when Kafka has the record (acks=all); raises when the producer gives up."""
+        loop = asyncio.get_running_loop()
+        delivered = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if not delivered.done():
+                delivered.set_exception(exc) if exc else delivered.set_result(None)
+
+        def produce() -> None:
+            future = self._get().send(self.topic, key=records.record_key(record), value=records.encode(record))
+            future.add_callback(lambda _: loop.call_soon_threadsafe(settle, None))
+            future.add_errback(lambda exc: loop.call_soon_threadsafe(settle, exc))
+
+        await loop.run_in_executor(self._executor, produce)
+        await delivered
+
+    def ping(self) -> bool:
+        """Blocking: whether the cluster answers a metadata request (for readiness)."""
+        producer = self._get()
+        return bool(producer.partitions_for(self.topic))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+
+
+_producer: MessageProducer | None = None
+_lock = threading.Lock()
+
+
+def get_producer() -> MessageProducer:
+    global _producer
+    with _lock:
+        if _producer is None:
+            _producer = MessageProducer(settings.KAFKA_BOOTSTRAP_SERVERS, settings.KAFKA_TOPIC)
+        return _producer

@@ -1,0 +1,35 @@
+"""Creates the message topic (several partitions, so workers scale) and its dead-letter topic."""
+
+import logging
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dead"
+
+
+def ensure_topics(*, topic: str | None = None, partitions: int | None = None) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    topic = topic or settings.KAFKA_TOPIC
+    partitions = partitions or settings.KAFKA_TOPIC_PARTITIONS
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=15_000)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(name=name, num_partitions=count, replication_factor=1)
+            for name, count in ((topic, partitions), (dead_letter_topic(topic), 1))
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+                logger.info("created Kafka topics %s", ", ".join(t.name for t in wanted))
+            except TopicAlreadyExistsError:
+                pass  # another process created it meanwhile
+    finally:
+        admin.close()

@@ -1,0 +1,161 @@
+"""The consuming loop behind `consume_messages`: Kafka -> one idempotent bulk write -> commit.
+
+Offsets are committed only after the Postgres transaction commits, so a crash at any point
+replays records the database may already hold, and the write ignores those.
+"""
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+
+from kafka.errors import CommitFailedError
+
+from chat.bus import records
+from chat.bus.topics import dead_letter_topic, ensure_topics
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 10.0
+
+
+@dataclass
+class WorkerStats:
+    records: int = 0
+    inserted: int = 0
+    dead: int = 0
+    retries: int = 0
+    batches: int = 0
+    last_batch: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class MessageWorker:
+    def __init__(self, *, group_id: str, topic: str | None = None, max_records: int = 5000,
+                 idle_exit: float | None = None, progress_every: float = 5.0, out=None) -> None:
+        self.topic = topic or settings.KAFKA_TOPIC
+        self.group_id = group_id
+        self.max_records = max_records
+        self.idle_exit = idle_exit
+        self.progress_every = progress_every
+        self.out = out
+        self.stats = WorkerStats()
+        self.stopping = False
+        self._consumer = None
+        self._dead_producer = None
+
+    def stop(self, *_args) -> None:
+        """Finish and commit the current batch, then exit."""
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> WorkerStats:
+        from kafka import KafkaConsumer
+
+        ensure_topics(topic=self.topic)
+        self._consumer = KafkaConsumer(
+            self.topic,
+            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_records,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        self._say(f"consuming {self.topic} as group {self.group_id}")
+        last_progress = last_record = time.monotonic()
+        try:
+            while not self.stopping:
+                polled = self._consumer.poll(timeout_ms=500, max_records=self.max_records)
+                batch = [record for part in polled.values() for record in part]
+                now = time.monotonic()
+                if batch:
+                    self._apply(batch)
+                    last_record = now
+                elif self.idle_exit is not None and now - last_record >= self.idle_exit:
+                    self._say(f"idle for {self.idle_exit:g} s, stopping")
+                    break
+                if now - last_progress >= self.progress_every:
+                    self._progress(now - last_progress)
+                    last_progress = now
+        finally:
+            self._consumer.close(autocommit=False)
+            if self._dead_producer is not None:
+                self._dead_producer.close(timeout=5)
+        self._say(f"stopped after {self.stats.records} records ({self.stats.inserted} new, {self.stats.dead} dead)")
+        return self.stats
+
+    def _apply(self, batch) -> None:
+        """Write the batch (retrying with backoff while Postgres fails), then commit its offsets."""
+        from chat.services import messages_persist
+
+        good = []
+        for record in batch:
+            try:
+                good.append(records.decode(record.value))
+            except records.RecordError as exc:
+                self._dead_letter(record, str(exc))
+        delay = 0.5
+        while good:
+            try:
+                close_old_connections()
+                self.stats.inserted += messages_persist(good)
+                break
+            except DatabaseError as exc:
+                self.stats.retries += 1
+                connection.close()
+                if self.stopping and delay > 2:
+                    raise SystemExit("stopping with an uncommitted batch; it is replayed on the next start") from exc
+                logger.warning("database write failed (%s); retrying in %.1f s", exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+        try:
+            self._consumer.commit()
+        except CommitFailedError as exc:
+            # The group rebalanced mid-batch: the new owner re-reads these records, and the
+            # write above makes that harmless.
+            logger.warning("offset commit failed after a rebalance: %s", exc)
+        self.stats.records += len(batch)
+        self.stats.batches += 1
+        self.stats.last_batch = len(batch)
+
+    def _dead_letter(self, record, reason: str) -> None:
+        from kafka import KafkaProducer
+
+        if self._dead_producer is None:
+            self._dead_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all")
+        headers = [("reason", reason.encode()), ("source", f"{record.topic}:{record.partition}:{record.offset}".encode())]
+        self._dead_producer.send(dead_letter_topic(self.topic), key=record.key, value=record.value or b"",
+                                 headers=headers).get(timeout=30)
+        self.stats.dead += 1
+        logger.warning("record %s:%s:%s dead-lettered: %s", record.topic, record.partition, record.offset, reason)
+
+    def lag(self) -> int:
+        consumer = self._consumer
+        partitions = consumer.assignment()
+        if not partitions:
+            return 0
+        ends = consumer.end_offsets(list(partitions))
+        return sum(max(0, ends[tp] - consumer.position(tp)) for tp in partitions)
+
+    def _progress(self, elapsed: float) -> None:
+        rate = self.stats.records / max(1e-9, time.monotonic() - self.stats.started)
+        try:
+            lag = self.lag()
+        except Exception:
+            lag = -1
+        self._say(f"records={self.stats.records} rate={rate:.0f}/s last_batch={self.stats.last_batch} "
+                  f"lag={lag} dead={self.stats.dead} retries={self.stats.retries}")
+
+    def _say(self, line: str) -> None:
+        if self.out is not None:
+            self.out.write(line)
+            self.out.flush()
+        logger.info(line)

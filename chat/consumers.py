@@ -1,0 +1,177 @@
+"""The chat WebSocket: thin. Parse a frame, call an action, send frames.
+
+Outbound frames go through a bounded outbox drained by one writer task, so the room hub never
+waits on a slow socket; a socket whose outbox overflows is closed with 4408 and resumes with ?after.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat import protocol, services
+from chat.errors import ChatError
+from chat.hub import get_hub
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 2000  # frames queued for one socket before it counts as not reading
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    # No per-socket channel: the per-process hub receives room events and hands them to us.
+    channel_layer_alias = "__per_process_hub_only__"
+
+    who: services.Participant | None = None
+
+    async def dispatch(self, message):
+        # Skip channels' per-message close_old_connections() thread hop: ORM work already goes
+        # through database_sync_to_async, which does it.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- connection lifecycle ---
+
+    async def connect(self):
+        self._outbox: deque[str] = deque()
+        self._wakeup = asyncio.Event()
+        self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
+        self._writer = None
+        self._closing = False
+        await self.accept()
+        self._writer = asyncio.ensure_future(self._write_loop())
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
+        try:
+            self.who = await services.participant_join(user=user, slug=self.scope["url_route"]["kwargs"]["slug"])
+        except ChatError as exc:
+            code = protocol.CLOSE_NOT_FOUND if exc.code == "not_found" else protocol.CLOSE_FORBIDDEN
+            return await self.close(code=code)
+        self.conn_id, self.room_id = self.who.conn_id, self.who.room_id
+        self.user_id, self.username = self.who.user_id, self.who.username
+        await get_hub().join(self)
+        self.push(await services.hello_for(self.who))
+        after = _query_int(self.scope, "after")
+        if after is not None:
+            await self._replay(after)
+        else:
+            self._release_held(after=None)
+        await services.presence_enter(self.who)
+
+    async def disconnect(self, code):
+        if self._writer is not None:
+            self._writer.cancel()
+        if self.who is not None:
+            await get_hub().leave(self)
+            try:
+                await services.presence_exit(self.who)
+            except Exception:
+                logger.warning("presence exit failed for %s; the entry expires on its own", self.who.conn_id)
+
+    # --- inbound frames ---
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.who is None:
+            return
+        if bytes_data is not None:
+            return await self.close(code=protocol.CLOSE_UNSUPPORTED)
+        if len(text_data) > protocol.MAX_FRAME_BYTES or len(text_data.encode()) > protocol.MAX_FRAME_BYTES:
+            return await self.close(code=protocol.CLOSE_TOO_BIG)
+        client_id = None
+        try:
+            frame = protocol.parse(text_data)
+            client_id = frame.fields.get("client_id")
+            await getattr(self, "on_" + frame.type.replace(".", "_"))(**frame.fields)
+        except protocol.ProtocolError as exc:
+            self.push(protocol.error_frame(code=exc.code, detail=exc.detail))
+        except ChatError as exc:
+            self.push(protocol.error_frame(code=exc.code, detail=exc.detail, retry_after=exc.retry_after,
+                                           client_id=client_id))
+
+    async def on_message_send(self, body: str, client_id: str):
+        self.push(await services.message_send(who=self.who, body=body, client_id=client_id))
+
+    async def on_message_edit(self, id: str, body: str):
+        await services.message_edit(who=self.who, message_id=id, body=body)
+
+    async def on_message_delete(self, id: str):
+        await services.message_delete(who=self.who, message_id=id)
+
+    async def on_message_report(self, id: str, reason: str):
+        await services.message_report(who=self.who, message_id=id, reason=reason)
+
+    async def on_typing(self, active: bool):
+        await services.typing_notify(who=self.who, active=active)
+
+    async def on_resume(self, after: int):
+        self._held = []
+        await self._replay(after)
+
+    async def on_read(self, seq: int):
+        raise ChatError("Read state is not available yet.", code="invalid_frame")
+
+    async def on_ping(self):
+        self.push(protocol.pong_frame())
+
+    # --- outbound frames (called by the hub, synchronously, in its fan-out loop) ---
+
+    def deliver(self, text: str, seq: int | None) -> None:
+        if self._held is not None:
+            self._held.append((seq, text))
+        else:
+            self._enqueue(text)
+
+    def close_with(self, code: int) -> None:
+        if not self._closing:
+            self._closing = True
+            asyncio.ensure_future(self.close(code=code))
+
+    def push(self, frame: dict) -> None:
+        self._enqueue(protocol.encode(frame))
+
+    def _enqueue(self, text: str) -> None:
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            logger.info("closing %s: outbox over %d frames", getattr(self, "conn_id", "?"), OUTBOX_LIMIT)
+            self._outbox.clear()
+            return self.close_with(protocol.CLOSE_SLOW_CONSUMER)
+        self._outbox.append(text)
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._outbox:
+                await self.send(text_data=self._outbox.popleft())
+
+    async def _replay(self, after: int) -> None:
+        """Every message after `after`, then the live frames held meanwhile, without duplicates."""
+        frames = await services.messages_since(who=self.who, after=after)
+        for frame in frames:
+            self.push(frame)
+        last = frames[-1]["seq"] if frames else after
+        last = self._release_held(after=last)
+        self.push(protocol.resumed_frame(last_seq=last))
+
+    def _release_held(self, *, after: int | None) -> int | None:
+        """Send the held live frames newer than `after`; returns the highest seq sent."""
+        held, self._held = self._held or [], None
+        for seq, text in held:
+            if seq is None or after is None or seq > after:
+                self._enqueue(text)
+                if seq is not None:
+                    after = seq
+        return after
+
+
+def _query_int(scope, name: str) -> int | None:
+    values = parse_qs(scope.get("query_string", b"").decode()).get(name)
+    try:
+        return max(0, int(values[0])) if values else None
+    except ValueError:
+        return None

@@ -1,0 +1,52 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from chat.roomstate import room_state
+
+logger = logging.getLogger(__name__)
+CHECK_TIMEOUT = 3.0
+draining = False  # set on SIGTERM: the instance stops taking traffic before it closes sockets
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _database_ok() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    connection.close()
+    return True
+
+
+def _kafka_ok() -> bool:
+    from chat.bus.producer import get_producer
+
+    return get_producer().ping()
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": sync_to_async(_database_ok, thread_sensitive=False)()}
+    if settings.REDIS_URL:
+        checks["redis"] = room_state().ping()
+    if settings.KAFKA_BOOTSTRAP_SERVERS:
+        checks["kafka"] = sync_to_async(_kafka_ok, thread_sensitive=False)()
+    results = {}
+    for name, check in checks.items():
+        try:
+            results[name] = "ok" if await asyncio.wait_for(check, CHECK_TIMEOUT) else "failed"
+        except Exception as exc:
+            results[name] = f"failed: {type(exc).__name__}"
+    failed = [name for name, result in results.items() if result != "ok"]
+    if draining:
+        failed.append("draining")
+    status = 503 if failed else 200
+    return JsonResponse({"status": "ok" if not failed else "unavailable", "failed": failed, "checks": results},
+                        status=status)

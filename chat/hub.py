@@ -1,0 +1,136 @@
+"""The per-process room hub.
+
+Each process holds one channel on the channel layer. The hub joins a room's group while at least
+one local socket is in that room, so a room event crosses Redis once per instance; it then hands
+the already-encoded frame to every local socket of the room in one loop. It also keeps this
+process's presence entries alive in Redis, so a crashed instance's users expire on their own.
+"""
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from chat.roomstate import HUB_GROUP, room_group, room_state
+
+logger = logging.getLogger(__name__)
+
+
+class LocalConnection(Protocol):
+    conn_id: str
+    room_id: int
+    user_id: int
+    username: str
+
+    def deliver(self, text: str, seq: int | None) -> None: ...
+
+    def close_with(self, code: int) -> None: ...
+
+
+class RoomHub:
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.rooms: dict[int, set[LocalConnection]] = defaultdict(set)
+        self._subscribed: set[int] = set()
+        self._room_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._start_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+
+    async def join(self, conn: LocalConnection) -> None:
+        await self._ensure_started()
+        self.rooms[conn.room_id].add(conn)
+        # Joiners wait for the subscription, so nothing published after join() returns is missed;
+        # the per-room lock keeps a join and the last leave from racing on subscribe/unsubscribe.
+        async with self._room_locks[conn.room_id]:
+            if conn.room_id not in self._subscribed:
+                await self.layer.group_add(room_group(conn.room_id), self.channel)
+                self._subscribed.add(conn.room_id)
+
+    async def leave(self, conn: LocalConnection) -> None:
+        members = self.rooms.get(conn.room_id)
+        if members is None:
+            return
+        members.discard(conn)
+        if members:
+            return
+        del self.rooms[conn.room_id]
+        async with self._room_locks[conn.room_id]:
+            if conn.room_id in self._subscribed and not self.rooms.get(conn.room_id):
+                await self.layer.group_discard(room_group(conn.room_id), self.channel)
+                self._subscribed.discard(conn.room_id)
+
+    def connections(self):
+        for members in self.rooms.values():
+            yield from members
+
+    def dispatch(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "room.frame":
+            text, seq, exclude = event["text"], event.get("seq"), event.get("exclude")
+            seq = int(seq) if seq is not None else None
+            for conn in tuple(self.rooms.get(int(event["room"]), ())):
+                if conn.conn_id != exclude:
+                    conn.deliver(text, seq)
+        elif kind == "user.frame":
+            for conn in tuple(self.connections()):
+                if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):
+                    conn.deliver(event["text"], None)
+        elif kind == "user.close":
+            for conn in tuple(self.connections()):
+                if conn.user_id == event["user"]:
+                    conn.close_with(event["code"])
+        else:
+            logger.warning("hub ignored an event of unknown type %r", kind)
+
+    async def _ensure_started(self) -> None:
+        if self.channel is not None:
+            return
+        async with self._start_lock:
+            if self.channel is not None:
+                return
+            channel = await self.layer.new_channel("hub.")
+            await self.layer.group_add(HUB_GROUP, channel)
+            self.channel = channel
+            self._tasks = [asyncio.ensure_future(self._receive_loop()), asyncio.ensure_future(self._heartbeat_loop())]
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+                self.dispatch(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub failed to receive or dispatch an event")
+                await asyncio.sleep(0.5)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(1.0, settings.CHAT_PRESENCE_TTL / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                entries = [(c.room_id, c.conn_id, c.username) for c in self.connections()]
+                for room_id in await room_state().presence_refresh(entries):
+                    from chat.services import presence_announce  # services build on the hub's layer
+
+                    await presence_announce(room_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("presence heartbeat failed; retrying next interval")
+
+
+_hubs: dict = {}
+
+
+def get_hub() -> RoomHub:
+    """The hub of this process's running event loop."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = RoomHub()
+    return hub

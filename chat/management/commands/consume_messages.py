@@ -1,0 +1,29 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from chat.bus.worker import MessageWorker
+
+
+class Command(BaseCommand):
+    help = "Consume chat messages from Kafka and store them in the database (one consumer-group member)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--group", default="chat-store", help="Kafka consumer group id (default: chat-store).")
+        parser.add_argument("--topic", default=None, help="Topic to consume (default: KAFKA_TOPIC).")
+        parser.add_argument("--max-records", type=int, default=5000, help="Records per poll and bulk write.")
+        parser.add_argument("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
+        parser.add_argument("--progress-every", type=float, default=5.0, help="Seconds between progress lines.")
+
+    def handle(self, *args, **options):
+        if not settings.KAFKA_BOOTSTRAP_SERVERS:
+            raise CommandError("KAFKA_BOOTSTRAP_SERVERS is not set: the embedded default stores messages inline.")
+        worker = MessageWorker(
+            group_id=options["group"],
+            topic=options["topic"],
+            max_records=options["max_records"],
+            idle_exit=options["idle_exit"],
+            progress_every=options["progress_every"],
+            out=self.stdout,
+        )
+        worker.install_signal_handlers()
+        worker.run()

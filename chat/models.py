@@ -1,0 +1,120 @@
+"""Rooms, their members and messages, and the records staff moderation works with."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Room(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    private = models.BooleanField(default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_rooms"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    # Set once the room has handed out a sequence number: tells a brand-new room from one whose
+    # Redis counter was lost, which must then restart above anything possibly handed out.
+    seq_started = models.BooleanField(default=False, editable=False)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="rooms")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["room", "user"], name="membership_unique_room_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room} ({self.role})"
+
+
+class Message(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    seq = models.BigIntegerField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    hidden = models.BooleanField(default=False, help_text="Hidden by a moderator.")
+    deleted = models.BooleanField(default=False, help_text="Deleted by its author.")
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+
+    class Meta:
+        ordering = ["room", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "seq"], name="message_unique_room_seq"),
+            models.UniqueConstraint(fields=["room", "author", "client_id"], name="message_unique_client_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room.slug}#{self.seq}"
+
+    @property
+    def visible(self) -> bool:
+        return not (self.hidden or self.deleted)
+
+
+class ChatProfile(models.Model):
+    """A user's standing in the chat: bans and mutes set by staff."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_profile")
+    banned = models.BooleanField(default=False)
+    muted_until = models.DateTimeField(null=True, blank=True, help_text="Muted until this time; empty = not muted.")
+
+    def __str__(self) -> str:
+        return f"chat profile of {self.user}"
+
+    def is_muted(self, now=None) -> bool:
+        return self.muted_until is not None and self.muted_until > (now or timezone.now())
+
+
+class Report(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports")
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"report on {self.message_id} by {self.reporter}"
+
+
+class ModerationAction(models.Model):
+    """The audit trail of every moderation action: who did what to whom, when and why."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="moderation_actions"
+    )
+    action = models.CharField(max_length=32)
+    target_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} at {self.created_at:%Y-%m-%d %H:%M}"

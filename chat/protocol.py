@@ -1,0 +1,162 @@
+"""The WebSocket protocol: the only place frame types and their fields are spelled out.
+
+`parse` turns a client's text frame into a `ClientFrame` or raises `ProtocolError` with the
+contract's error code; the builders below make every server frame; `encode` serializes once.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+MAX_FRAME_BYTES = 64 * 1024
+
+# Close codes (contract §4 and §6).
+CLOSE_NOT_LOGGED_IN = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_SLOW_CONSUMER = 4408
+CLOSE_TOO_BIG = 1009
+CLOSE_UNSUPPORTED = 1003
+CLOSE_SERVICE_RESTART = 1012
+
+
+class ProtocolError(Exception):
+    """A client frame the contract rejects; the connection stays open."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFrame:
+    type: str
+    fields: dict[str, Any]
+
+
+# type -> {field: expected python type}
+CLIENT_FRAMES: dict[str, dict[str, type]] = {
+    "message.send": {"body": str, "client_id": str},
+    "message.edit": {"id": str, "body": str},
+    "message.delete": {"id": str},
+    "message.report": {"id": str, "reason": str},
+    "typing": {"active": bool},
+    "resume": {"after": int},
+    "read": {"seq": int},
+    "ping": {},
+}
+TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
+
+
+def parse(text: str) -> ClientFrame:
+    try:
+        data = orjson.loads(text)
+    except (orjson.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("invalid_json", f"The frame is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_frame", "A frame must be a JSON object with a 'type'.")
+    frame_type = data.get("type")
+    if not isinstance(frame_type, str):
+        raise ProtocolError("invalid_frame", "A frame needs a string field 'type'.")
+    schema = CLIENT_FRAMES.get(frame_type)
+    if schema is None:
+        raise ProtocolError("invalid_frame", f"Unknown frame type {frame_type[:64]!r}.")
+    fields = {}
+    for name, expected in schema.items():
+        value = data.get(name)
+        # bool is a subclass of int in Python, so an int field must reject true/false explicitly.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ProtocolError("invalid_frame", f"'{frame_type}' needs '{name}' as {TYPE_NAMES[expected]}.")
+        fields[name] = value
+    if frame_type == "message.send" and not 1 <= len(fields["client_id"]) <= 64:
+        raise ProtocolError("invalid_frame", "'client_id' must be 1 to 64 characters.")
+    if frame_type in ("resume", "read") and next(iter(fields.values())) < 0:
+        raise ProtocolError("invalid_frame", f"'{frame_type}' needs a non-negative integer.")
+    return ClientFrame(frame_type, fields)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return orjson.dumps(frame).decode()
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def message_object(
+    *,
+    id: str,
+    room: str,
+    seq: int,
+    author_id: int,
+    author_username: str,
+    body: str,
+    created_at: datetime | str,
+    edited_at: datetime | str | None,
+    client_id: str | None,
+) -> dict[str, Any]:
+    """The message object, the same in HTTP and WebSocket."""
+    return {
+        "id": str(id),
+        "room": room,
+        "seq": seq,
+        "author": {"id": author_id, "username": author_username},
+        "body": body,
+        "created_at": created_at if isinstance(created_at, str) else isoformat(created_at),
+        "edited_at": edited_at if edited_at is None or isinstance(edited_at, str) else isoformat(edited_at),
+        "client_id": client_id,
+    }
+
+
+def message_frame(message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message", **message}
+
+
+def hello_frame(*, room: dict, user: dict, last_seq: int, online: list[str]) -> dict[str, Any]:
+    return {"type": "hello", "room": room, "user": user, "last_seq": last_seq, "online": online}
+
+
+def ack_frame(*, client_id: str, id: str, seq: int) -> dict[str, Any]:
+    return {"type": "ack", "client_id": client_id, "id": id, "seq": seq}
+
+
+def edited_frame(*, id: str, seq: int, body: str, edited_at: str) -> dict[str, Any]:
+    return {"type": "message.edited", "id": id, "seq": seq, "body": body, "edited_at": edited_at}
+
+
+def deleted_frame(*, id: str, seq: int) -> dict[str, Any]:
+    return {"type": "message.deleted", "id": id, "seq": seq}
+
+
+def typing_frame(*, user: str, active: bool) -> dict[str, Any]:
+    return {"type": "typing", "user": user, "active": active}
+
+
+def presence_frame(*, online: list[str]) -> dict[str, Any]:
+    return {"type": "presence", "online": online}
+
+
+def resumed_frame(*, last_seq: int) -> dict[str, Any]:
+    return {"type": "resumed", "last_seq": last_seq}
+
+
+def read_frame(*, seq: int) -> dict[str, Any]:
+    return {"type": "read", "seq": seq}
+
+
+def pong_frame() -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+def error_frame(*, code: str, detail: str, retry_after: float | None = None, client_id: str | None = None) -> dict:
+    frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame

@@ -1,0 +1,281 @@
+"""Shared, fast room state: sequences, the send step, the recent-message buffer, presence and
+rate limits. `RedisRoomState` is shared by every instance; `MemoryRoomState` serves the embedded
+single-process default. `room_state()` returns the one this process uses.
+"""
+
+import asyncio
+import itertools
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import orjson
+from django.conf import settings
+
+from chat import protocol
+
+HUB_GROUP = "hubs"  # every instance's hub listens here for user-wide events
+
+
+def room_group(room_id: int) -> str:
+    return f"room.{room_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What the atomic send step did: `status` is 'ok' (new seq), 'dup' (client_id seen) or 'seed'."""
+
+    status: str
+    seq: int = 0
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after: float = 0.0
+
+
+def parse_rate(spec: str) -> tuple[int, float]:
+    """'20/10s' -> (burst 20, 2.0 tokens per second)."""
+    count, _, window = spec.partition("/")
+    units = {"s": 1, "m": 60, "h": 3600}
+    window = window.strip() or "1s"
+    unit = window[-1] if window[-1] in units else "s"
+    number = window[:-1] if window[-1] in units else window
+    seconds = float(number or 1) * units[unit]
+    return int(count), int(count) / seconds
+
+
+def split_message_frame(message: dict) -> tuple[str, str]:
+    """Encode a message frame around its seq so the seq can be filled in atomically where it is issued."""
+    marker = -7_654_321_987  # a value no real seq takes
+    text = protocol.encode(protocol.message_frame({**message, "seq": marker}))
+    head, _, tail = text.partition(f'"seq":{marker}')
+    return head + '"seq":', tail
+
+
+# The send step as one atomic script, so the order of seqs in a room is the order of publishes:
+# idempotency by client_id, the room's next seq, the recent buffer, and the group publish in the
+# channels-redis pub/sub wire format (a msgpack map on `<prefix>__group__<group>`).
+SEND_SCRIPT = """
+local prev = redis.call('GET', KEYS[2])
+if prev then return {'dup', prev} end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[5] == '' then return {'seed', ''} end
+  redis.call('SET', KEYS[1], ARGV[5])
+end
+redis.call('INCR', KEYS[1])
+local seq = redis.call('GET', KEYS[1])
+local text = ARGV[1] .. seq .. ARGV[2]
+redis.call('SET', KEYS[2], ARGV[3] .. ':' .. seq, 'EX', tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[3], seq, text)
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))
+redis.call('PUBLISH', KEYS[4], cmsgpack.pack({type='room.frame', room=ARGV[7], text=text, seq=seq}))
+return {'ok', seq}
+"""
+
+REPLACE_SCRIPT = """
+if redis.call('ZCOUNT', KEYS[1], ARGV[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# A token bucket on Redis's clock, so every instance and socket of a user shares one bucket.
+RATE_SCRIPT = """
+local cap = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or cap
+local ts = tonumber(b[2]) or now
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+if tokens < 1 then return {0, tostring((1 - tokens) / rate)} end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
+return {1, '0'}
+"""
+
+CLIENT_ID_TTL = 24 * 3600
+
+
+class RedisRoomState:
+    def __init__(self, url: str, prefix: str, layer_prefix: str) -> None:
+        from redis import asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        self.prefix = prefix
+        self.layer_prefix = layer_prefix
+        self._send = self.redis.register_script(SEND_SCRIPT)
+        self._replace = self.redis.register_script(REPLACE_SCRIPT)
+        self._rate = self.redis.register_script(RATE_SCRIPT)
+
+    def _key(self, *parts: object) -> str:
+        return ":".join([self.prefix, *map(str, parts)])
+
+    async def send(self, *, room_id: int, room_slug: str, user_id: int, client_id: str, message: dict,
+                   seed: int | None) -> SendOutcome:
+        head, tail = split_message_frame(message)
+        status, value = await self._send(
+            keys=[
+                self._key("seq", room_id),
+                self._key("cid", room_id, user_id, client_id),
+                self._key("recent", room_id),
+                f"{self.layer_prefix}__group__{room_group(room_id)}",
+            ],
+            args=[head, tail, message["id"], CLIENT_ID_TTL, "" if seed is None else seed,
+                  settings.CHAT_RECENT_BUFFER, room_id],
+        )
+        status, value = status.decode(), value.decode()
+        if status == "dup":
+            message_id, _, seq = value.partition(":")
+            return SendOutcome("dup", int(seq), message_id)
+        if status == "seed":
+            return SendOutcome("seed")
+        return SendOutcome("ok", int(value), message["id"])
+
+    async def last_seq(self, room_id: int) -> int | None:
+        value = await self.redis.get(self._key("seq", room_id))
+        return None if value is None else int(value)
+
+    async def recent(self, room_id: int, after: int) -> list[dict]:
+        """Buffered message frames with seq > after (tombstones included), ascending."""
+        rows = await self.redis.zrangebyscore(self._key("recent", room_id), f"({after}", "+inf")
+        return [orjson.loads(row) for row in rows]
+
+    async def recent_get(self, room_id: int, seq: int) -> dict | None:
+        rows = await self.redis.zrangebyscore(self._key("recent", room_id), seq, seq)
+        return orjson.loads(rows[0]) if rows else None
+
+    async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
+        await self._replace(keys=[self._key("recent", room_id)], args=[seq, protocol.encode(frame)])
+
+    async def rate_check(self, user_id: int, burst: int, per_second: float) -> RateDecision:
+        allowed, retry = await self._rate(keys=[self._key("rate", user_id)], args=[burst, per_second])
+        return RateDecision(bool(allowed), round(float(retry), 2))
+
+    async def presence_join(self, room_id: int, conn_id: str, username: str) -> None:
+        await self.redis.zadd(self._key("presence", room_id), {f"{conn_id}\t{username}": time.time() + _ttl()})
+
+    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> None:
+        await self.redis.zrem(self._key("presence", room_id), f"{conn_id}\t{username}")
+
+    async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> list[int]:
+        """Extend this instance's connections and drop expired ones; returns rooms that lost someone."""
+        expiry, now = time.time() + _ttl(), time.time()
+        rooms = sorted({room_id for room_id, _, _ in entries})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room_id, conn_id, username in entries:
+                pipe.zadd(self._key("presence", room_id), {f"{conn_id}\t{username}": expiry}, xx=True)
+            for room_id in rooms:
+                pipe.zremrangebyscore(self._key("presence", room_id), "-inf", now)
+            results = await pipe.execute()
+        removed = results[len(entries):]
+        return [room_id for room_id, count in zip(rooms, removed) if count]
+
+    async def presence_online(self, room_id: int) -> list[str]:
+        members = await self.redis.zrangebyscore(self._key("presence", room_id), time.time(), "+inf")
+        return sorted({m.decode().partition("\t")[2] for m in members})
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+
+def _ttl() -> int:
+    return settings.CHAT_PRESENCE_TTL
+
+
+class MemoryRoomState:
+    """The same operations in this process's memory, for the embedded single-process default."""
+
+    def __init__(self) -> None:
+        self.seqs: dict[int, int] = {}
+        self.client_ids: dict[tuple, tuple[str, int]] = {}
+        self.recent_frames: dict[int, dict[int, dict]] = defaultdict(dict)
+        self.presence: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
+        self.buckets: dict[int, tuple[float, float]] = {}
+        self.lock = asyncio.Lock()
+
+    async def send(self, *, room_id: int, room_slug: str, user_id: int, client_id: str, message: dict,
+                   seed: int | None) -> SendOutcome:
+        from channels.layers import get_channel_layer
+
+        # The lock keeps "take a seq" and "publish" together, so publishes go out in seq order.
+        async with self.lock:
+            previous = self.client_ids.get((room_id, user_id, client_id))
+            if previous:
+                return SendOutcome("dup", previous[1], previous[0])
+            if room_id not in self.seqs:
+                if seed is None:
+                    return SendOutcome("seed")
+                self.seqs[room_id] = seed
+            self.seqs[room_id] += 1
+            seq = self.seqs[room_id]
+            self.client_ids[(room_id, user_id, client_id)] = (message["id"], seq)
+            frame = protocol.message_frame({**message, "seq": seq})
+            buffer = self.recent_frames[room_id]
+            buffer[seq] = frame
+            for old in itertools.islice(sorted(buffer), max(0, len(buffer) - settings.CHAT_RECENT_BUFFER)):
+                del buffer[old]
+            await get_channel_layer().group_send(
+                room_group(room_id), {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq}
+            )
+        return SendOutcome("ok", seq, message["id"])
+
+    async def last_seq(self, room_id: int) -> int | None:
+        return self.seqs.get(room_id)
+
+    async def recent(self, room_id: int, after: int) -> list[dict]:
+        buffer = self.recent_frames.get(room_id, {})
+        return [buffer[seq] for seq in sorted(buffer) if seq > after]
+
+    async def recent_get(self, room_id: int, seq: int) -> dict | None:
+        return self.recent_frames.get(room_id, {}).get(seq)
+
+    async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
+        if seq in self.recent_frames.get(room_id, {}):
+            self.recent_frames[room_id][seq] = frame
+
+    async def rate_check(self, user_id: int, burst: int, per_second: float) -> RateDecision:
+        now = time.monotonic()
+        tokens, stamp = self.buckets.get(user_id, (burst, now))
+        tokens = min(burst, tokens + (now - stamp) * per_second)
+        if tokens < 1:
+            return RateDecision(False, round((1 - tokens) / per_second, 2))
+        self.buckets[user_id] = (tokens - 1, now)
+        return RateDecision(True)
+
+    async def presence_join(self, room_id: int, conn_id: str, username: str) -> None:
+        self.presence[room_id][conn_id] = (username, time.time() + _ttl())
+
+    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> None:
+        self.presence[room_id].pop(conn_id, None)
+
+    async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> list[int]:
+        for room_id, conn_id, username in entries:
+            self.presence[room_id][conn_id] = (username, time.time() + _ttl())
+        return []
+
+    async def presence_online(self, room_id: int) -> list[str]:
+        now = time.time()
+        return sorted({name for name, expiry in self.presence[room_id].values() if expiry > now})
+
+    async def ping(self) -> bool:
+        return True
+
+
+_states: dict = {}
+
+
+def room_state() -> RedisRoomState | MemoryRoomState:
+    """This process's room state; a Redis client belongs to one event loop, so one per loop."""
+    if not settings.REDIS_URL:
+        return _states.setdefault("memory", MemoryRoomState())
+    loop = asyncio.get_running_loop()
+    state = _states.get(loop)
+    if state is None:
+        layer_prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+        state = _states[loop] = RedisRoomState(settings.REDIS_URL, settings.CHAT_REDIS_PREFIX, layer_prefix)
+    return state

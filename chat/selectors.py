@@ -1,0 +1,111 @@
+"""Reads: rooms a user may see, history pages, messages for replay."""
+
+from django.core.exceptions import ValidationError
+from django.db.models import Max, Q
+
+from chat import permissions, protocol
+from chat.errors import Forbidden, NotFound
+from chat.models import ChatProfile, Message, Room
+
+REPLAY_PAGE = 1000
+
+
+def room_object(room: Room, last_seq: int | None = None) -> dict:
+    obj = {"slug": room.slug, "name": room.name, "private": room.private}
+    if last_seq is not None:
+        obj["last_seq"] = last_seq
+    return obj
+
+
+def rooms_for_user(user) -> list[dict]:
+    rooms = Room.objects.annotate(last_seq=Max("messages__seq")).order_by("name")
+    if not user.is_staff:
+        rooms = rooms.filter(Q(private=False) | Q(memberships__user=user)).distinct()
+    return [room_object(room, room.last_seq or 0) for room in rooms]
+
+
+def room_for_user(user, slug: str) -> Room:
+    """The room, if the user may read it. A private room the user is not in looks like no room."""
+    room = Room.objects.filter(slug=slug).first()
+    if room is None or not permissions.can_read_room(user, room):
+        raise NotFound(f"No room '{slug}'.")
+    return room
+
+
+def room_for_socket(user, slug: str) -> tuple[Room, ChatProfile | None]:
+    """The room and the user's chat profile, for a socket: NotFound, or Forbidden (banned/not a member)."""
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        raise NotFound(f"No room '{slug}'.")
+    profile = ChatProfile.objects.filter(user=user).first()
+    if permissions.is_banned(profile) or not permissions.can_read_room(user, room):
+        raise Forbidden("You may not join this room.")
+    return room, profile
+
+
+def room_max_seq(room_id: int) -> int:
+    return Message.objects.filter(room_id=room_id).aggregate(m=Max("seq"))["m"] or 0
+
+
+def message_to_object(message: Message, room_slug: str) -> dict:
+    return protocol.message_object(
+        id=str(message.id),
+        room=room_slug,
+        seq=message.seq,
+        author_id=message.author_id,
+        author_username=message.author.username,
+        body=message.body,
+        created_at=message.created_at,
+        edited_at=message.edited_at,
+        client_id=message.client_id,
+    )
+
+
+def _visible(room: Room):
+    return Message.objects.filter(room=room, hidden=False, deleted=False).select_related("author")
+
+
+def history_page(room: Room, *, after: int | None, before: int | None, limit: int) -> tuple[list[dict], bool]:
+    """A page in ascending seq: the oldest `limit` above `after`, else the newest `limit` below `before`."""
+    messages = _visible(room)
+    if after is not None:
+        rows = list(messages.filter(seq__gt=after).order_by("seq")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+    else:
+        if before is not None:
+            messages = messages.filter(seq__lt=before)
+        rows = list(messages.order_by("-seq")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit][::-1]
+    return [message_to_object(m, room.slug) for m in rows], has_more
+
+
+def persisted_since(room: Room, after: int) -> list[dict]:
+    """Every persisted message with seq > after (visible or not, so replay can tell), ascending."""
+    out, cursor = [], after
+    while True:
+        page = list(
+            Message.objects.filter(room=room, seq__gt=cursor).select_related("author").order_by("seq")[:REPLAY_PAGE]
+        )
+        for m in page:
+            frame = protocol.message_frame(message_to_object(m, room.slug))
+            if not m.visible:
+                frame = protocol.deleted_frame(id=str(m.id), seq=m.seq)
+            out.append(frame)
+        if len(page) < REPLAY_PAGE:
+            return out
+        cursor = page[-1].seq
+
+
+def message_for_change(message_id: str) -> dict | None:
+    """A stored message's author, room and seq, for edit/delete/report checks."""
+    try:
+        message = Message.objects.select_related("author", "room").get(id=message_id)
+    except (Message.DoesNotExist, ValidationError, ValueError):
+        return None
+    return {
+        "message": message_to_object(message, message.room.slug),
+        "room_id": message.room_id,
+        "visible": message.visible,
+    }

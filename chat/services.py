@@ -1,0 +1,313 @@
+"""Actions: every change to chat state goes through one function here.
+
+Async actions run on the event loop of a web process (the socket path); ORM work inside them goes
+through `database_sync_to_async`. Sync actions serve views, the admin and the worker.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from chat import permissions, protocol, selectors
+from chat.bus import records
+from chat.errors import ChatError, Conflict, Forbidden, NotFound, NotPersisted
+from chat.models import Membership, Message, Report, Room
+from chat.roomstate import parse_rate, room_group, room_state
+from chat.signals import message_changed, message_sent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Participant:
+    """One socket's user in one room, as the socket path knows them."""
+
+    user_id: int
+    username: str
+    is_staff: bool
+    room_id: int
+    room_slug: str
+    room_name: str
+    room_private: bool
+    muted_until: object = None
+    conn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+# --- rooms -------------------------------------------------------------------------------------
+
+
+def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> Room:
+    name = (name or "").strip()
+    if not name or len(name) > 120:
+        raise ChatError("A room needs a name of 1 to 120 characters.", code="invalid")
+    slug = slugify(slug if slug is not None else name)[:64]
+    if not slug:
+        raise ChatError("The room's slug must contain letters or digits.", code="invalid")
+    try:
+        with transaction.atomic():
+            room = Room.objects.create(slug=slug, name=name, private=private, owner=owner)
+            Membership.objects.create(room=room, user=owner, role=Membership.Role.OWNER)
+    except IntegrityError:
+        raise Conflict(f"A room with the slug '{slug}' exists already.", code="slug_taken") from None
+    return room
+
+
+def room_add_member(*, actor, room: Room, username: str) -> Membership:
+    if not permissions.can_manage_members(actor, room):
+        raise Forbidden("Only the room's owner or staff may add members.")
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise NotFound(f"No user '{username}'.")
+    membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    return membership
+
+
+def room_seq_seed(*, room_id: int) -> int:
+    """Where a room's Redis counter restarts when it has none.
+
+    A brand-new room starts after what Postgres holds. A room that handed out seqs before may have
+    messages still in Kafka, so it restarts above both Postgres and the clock in microseconds: more
+    than any count of messages a room could have been sent since its counter last started.
+    """
+    with transaction.atomic():
+        room = Room.objects.select_for_update().get(id=room_id)
+        seed = selectors.room_max_seq(room_id)
+        if room.seq_started and settings.KAFKA_BOOTSTRAP_SERVERS:
+            seed = max(seed, time.time_ns() // 1000)
+        if not room.seq_started:
+            room.seq_started = True
+            room.save(update_fields=["seq_started"])
+    return seed
+
+
+# --- the socket path ---------------------------------------------------------------------------
+
+
+async def participant_join(*, user, slug: str) -> Participant:
+    """Who is joining where, or NotFound / Forbidden."""
+    room, profile = await database_sync_to_async(selectors.room_for_socket)(user, slug)
+    return Participant(
+        user_id=user.id,
+        username=user.username,
+        is_staff=user.is_staff,
+        room_id=room.id,
+        room_slug=room.slug,
+        room_name=room.name,
+        room_private=room.private,
+        muted_until=profile.muted_until if profile else None,
+    )
+
+
+async def hello_for(who: Participant) -> dict:
+    state = room_state()
+    last_seq = await state.last_seq(who.room_id)
+    if last_seq is None:
+        last_seq = await database_sync_to_async(selectors.room_max_seq)(who.room_id)
+    return protocol.hello_frame(
+        room={"slug": who.room_slug, "name": who.room_name, "private": who.room_private},
+        user={"id": who.user_id, "username": who.username},
+        last_seq=last_seq,
+        online=await state.presence_online(who.room_id),
+    )
+
+
+async def presence_enter(who: Participant) -> None:
+    state = room_state()
+    before = await state.presence_online(who.room_id)
+    await state.presence_join(who.room_id, who.conn_id, who.username)
+    if who.username not in before:
+        await presence_announce(who.room_id)
+
+
+async def presence_exit(who: Participant) -> None:
+    state = room_state()
+    await state.presence_leave(who.room_id, who.conn_id, who.username)
+    if who.username not in await state.presence_online(who.room_id):
+        await presence_announce(who.room_id)
+
+
+async def presence_announce(room_id: int) -> None:
+    online = await room_state().presence_online(room_id)
+    await room_broadcast(room_id, protocol.presence_frame(online=online))
+
+
+async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
+    event = {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": frame.get("seq")}
+    if exclude:
+        event["exclude"] = exclude
+    await get_channel_layer().group_send(room_group(room_id), event)
+
+
+def _clean_body(body: str) -> str:
+    if not body.strip():
+        raise ChatError("The message is empty.", code="empty_body")
+    if len(body) > settings.CHAT_MAX_MESSAGE_LENGTH:
+        raise ChatError(
+            f"The message has {len(body)} characters; the limit is {settings.CHAT_MAX_MESSAGE_LENGTH}.",
+            code="too_long",
+        )
+    return body
+
+
+async def message_send(*, who: Participant, body: str, client_id: str) -> dict:
+    """Sequence, broadcast and enqueue one message; returns the ack frame once Kafka has it."""
+    body = _clean_body(body)
+    if permissions.is_muted(who.muted_until):
+        raise ChatError("You are muted in this chat for now.", code="muted")
+    state = room_state()
+    decision = await state.rate_check(who.user_id, *parse_rate(settings.CHAT_RATE_LIMIT))
+    if not decision.allowed:
+        raise ChatError(
+            f"Too many messages; try again in {decision.retry_after} s.",
+            code="rate_limited",
+            retry_after=decision.retry_after,
+        )
+    message = protocol.message_object(
+        id=str(uuid.uuid4()),
+        room=who.room_slug,
+        seq=0,
+        author_id=who.user_id,
+        author_username=who.username,
+        body=body,
+        created_at=timezone.now(),
+        edited_at=None,
+        client_id=client_id,
+    )
+    send = dict(room_id=who.room_id, room_slug=who.room_slug, user_id=who.user_id, client_id=client_id)
+    outcome = await state.send(**send, message=message, seed=None)
+    if outcome.status == "seed":
+        seed = await database_sync_to_async(room_seq_seed)(room_id=who.room_id)
+        outcome = await state.send(**send, message=message, seed=seed)
+    if outcome.status == "dup":
+        # A retry: enqueue the original again (the worker ignores a record it has) and ack it again.
+        original = await state.recent_get(who.room_id, outcome.seq)
+        if original and original.get("id") == outcome.message_id:
+            message = {k: v for k, v in original.items() if k != "type"}
+        else:
+            message = {**message, "id": outcome.message_id, "seq": outcome.seq}
+    else:
+        message["seq"] = outcome.seq
+    record = records.message_record("message.created", message, room_id=who.room_id)
+    try:
+        await message_sent.asend(sender=Message, record=record)
+    except NotPersisted:
+        raise
+    except Exception as exc:
+        logger.warning("message %s in room %s not persisted: %s", message["id"], who.room_slug, exc)
+        raise NotPersisted(f"The message could not be stored ({type(exc).__name__}); send it again.") from exc
+    return protocol.ack_frame(client_id=client_id, id=message["id"], seq=message["seq"])
+
+
+async def _message_for_change(who: Participant, message_id: str) -> tuple[dict, bool]:
+    """The message's current state (the recent buffer is newer than Postgres), or NotFound."""
+    stored = await database_sync_to_async(selectors.message_for_change)(message_id)
+    current, visible = None, False
+    if stored and stored["room_id"] == who.room_id:
+        current, visible = stored["message"], stored["visible"]
+    buffered = await room_state().recent_get(who.room_id, current["seq"]) if current else None
+    if current is None:
+        for frame in await room_state().recent(who.room_id, 0):
+            if frame.get("id") == message_id:
+                buffered = frame
+                break
+    if buffered is not None:
+        if buffered["type"] != "message":
+            raise NotFound("No such message.")
+        current, visible = {k: v for k, v in buffered.items() if k != "type"}, True
+    if current is None or not visible:
+        raise NotFound("No such message.")
+    return current, visible
+
+
+async def message_edit(*, who: Participant, message_id: str, body: str) -> None:
+    body = _clean_body(body)
+    message, _ = await _message_for_change(who, message_id)
+    if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
+        raise Forbidden("Only the author or staff may edit this message.")
+    edited = {**message, "body": body, "edited_at": protocol.isoformat(timezone.now())}
+    await room_state().recent_replace(who.room_id, edited["seq"], protocol.message_frame(edited))
+    await room_broadcast(
+        who.room_id, protocol.edited_frame(id=edited["id"], seq=edited["seq"], body=body, edited_at=edited["edited_at"])
+    )
+    await _enqueue_change(records.message_record("message.edited", edited, room_id=who.room_id))
+
+
+async def message_delete(*, who: Participant, message_id: str) -> None:
+    message, _ = await _message_for_change(who, message_id)
+    if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
+        raise Forbidden("Only the author or staff may delete this message.")
+    await message_remove(room_id=who.room_id, message=message, by="author")
+
+
+async def message_remove(*, room_id: int, message: dict, by: str) -> None:
+    """Take a message out of every client and of history: deleted by its author or hidden by staff."""
+    frame = protocol.deleted_frame(id=message["id"], seq=message["seq"])
+    await room_state().recent_replace(room_id, message["seq"], frame)
+    await room_broadcast(room_id, frame)
+    await _enqueue_change(records.message_record("message.deleted", message, room_id=room_id, by=by))
+
+
+async def _enqueue_change(record: dict) -> None:
+    try:
+        await message_changed.asend(sender=Message, record=record)
+    except Exception as exc:
+        raise NotPersisted(f"The change could not be stored ({type(exc).__name__}); try again.") from exc
+
+
+async def message_report(*, who: Participant, message_id: str, reason: str) -> None:
+    reason = reason.strip()
+    if not reason:
+        raise ChatError("A report needs a reason.", code="empty_body")
+    await database_sync_to_async(report_create)(reporter_id=who.user_id, room_id=who.room_id,
+                                                 message_id=message_id, reason=reason[:2000])
+
+
+def report_create(*, reporter_id: int, room_id: int, message_id: str, reason: str) -> Report:
+    message = selectors.message_for_change(message_id)
+    if message is None or message["room_id"] != room_id:
+        raise NotFound("No such message (it may not be stored yet; try again in a moment).")
+    return Report.objects.create(message_id=message_id, reporter_id=reporter_id, reason=reason)
+
+
+async def typing_notify(*, who: Participant, active: bool) -> None:
+    await room_broadcast(who.room_id, protocol.typing_frame(user=who.username, active=active), exclude=who.conn_id)
+
+
+async def messages_since(*, who: Participant, after: int) -> list[dict]:
+    """Every visible message with seq > after, in order: Postgres, overlaid by the newer recent buffer."""
+    room = Room(id=who.room_id, slug=who.room_slug)
+    by_seq = {f["seq"]: f for f in await database_sync_to_async(selectors.persisted_since)(room, after)}
+    for frame in await room_state().recent(who.room_id, after):
+        by_seq[frame["seq"]] = frame
+    return [by_seq[seq] for seq in sorted(by_seq) if by_seq[seq]["type"] == "message"]
+
+
+# --- persistence (the worker, and inline storage in the embedded default) -----------------------
+
+
+def messages_persist(batch: list[dict]) -> int:
+    """Apply decoded records in one transaction, idempotently; returns how many rows were new."""
+    rows = [records.record_to_message(r) for r in batch]
+    with transaction.atomic():
+        before = Message.objects.filter(id__in=[row.id for row in rows]).count()
+        Message.objects.bulk_create(rows, ignore_conflicts=True)
+        for record in batch:
+            if record["event"] == "message.edited":
+                Message.objects.filter(id=record["id"]).exclude(edited_at__gte=record["edited_at"]).update(
+                    body=record["body"], edited_at=record["edited_at"]
+                )
+            elif record["event"] == "message.deleted":
+                flag = "hidden" if record.get("by") == "moderator" else "deleted"
+                Message.objects.filter(id=record["id"]).update(**{flag: True})
+            elif record["event"] == "message.restored":
+                Message.objects.filter(id=record["id"]).update(hidden=False)
+    return len({row.id for row in rows}) - before

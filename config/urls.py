@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from chat import api, health, views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("rooms/<slug:slug>/", views.room, name="room"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("api/rooms/", api.rooms),
+    path("api/rooms/<slug:slug>/members/", api.room_members),
+    path("api/rooms/<slug:slug>/messages/", api.room_messages),
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+]

@@ -1,0 +1,127 @@
+"""The test stack: real Postgres, Redis and Kafka (started by `scripts/services.sh up`), a fresh
+database, a topic and key prefix of this run's own, and web instances and a worker as processes."""
+
+import os
+import uuid
+
+RUN = uuid.uuid4().hex[:8]
+SERVICES = {
+    "DATABASE_URL": os.environ.get("TEST_DATABASE_URL", "postgres://chat:chat@127.0.0.1:5432/chat_test"),
+    "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+}
+TEST_ENV = {
+    **SERVICES,
+    "KAFKA_TOPIC": f"chat.test.{RUN}",
+    "CHAT_REDIS_PREFIX": f"chat-test-{RUN}",
+    "CHAT_LAYER_PREFIX": f"chat-test-layer-{RUN}",
+    "SECRET_KEY": "test-secret-key-not-for-production",
+    "DEBUG": "false",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "SESSION_COOKIE_SECURE": "false",
+    "CSRF_COOKIE_SECURE": "false",
+    "CHAT_RATE_LIMIT": "100000/1s",
+    "CHAT_PRESENCE_TTL": "6",
+    "KAFKA_DELIVERY_TIMEOUT_MS": "10000",
+    "DJANGO_SETTINGS_MODULE": "config.settings",
+    "DJANGO_ALLOW_ASYNC_UNSAFE": "true",  # tests set up users and rooms from async test bodies
+    "PYTHONUNBUFFERED": "1",
+}
+os.environ.update(TEST_ENV)
+
+import django  # noqa: E402
+import psycopg2  # noqa: E402
+import pytest  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from chat import services  # noqa: E402
+from tests.support import PYTHON, Process, WebServer, unique  # noqa: E402
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database():
+    """A fresh database for this run, migrated."""
+    from django.conf import settings
+    from django.db import connections
+
+    db = settings.DATABASES["default"]
+    admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
+                             port=db["PORT"])
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+    admin.close()
+    call_command("migrate", verbosity=0)
+    from chat.bus.topics import ensure_topics
+
+    ensure_topics()
+    yield
+    connections.close_all()
+
+
+@pytest.fixture(scope="session")
+def web_a():
+    server = WebServer(f"web-a-{RUN}", child_env()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def web_b():
+    server = WebServer(f"web-b-{RUN}", child_env()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker():
+    proc = Process(f"worker-{RUN}", [PYTHON, "manage.py", "consume_messages", "--group", f"store-{RUN}",
+                                     "--progress-every", "2"], child_env()).start()
+    yield proc
+    proc.stop()
+
+
+def make_user(prefix: str = "user", **extra):
+    return get_user_model().objects.create_user(username=unique(prefix), password="pw-" + uuid.uuid4().hex, **extra)
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+def make_room(owner, *, private: bool = False):
+    return services.room_create(owner=owner, name=unique("room"), private=private)
+
+
+@pytest.fixture
+def alice():
+    user = make_user("alice")
+    user.cookie = session_cookie(user)
+    return user
+
+
+@pytest.fixture
+def bob():
+    user = make_user("bob")
+    user.cookie = session_cookie(user)
+    return user
+
+
+@pytest.fixture
+def room(alice):
+    return make_room(alice)

@@ -1,0 +1,172 @@
+"""Test helpers: real processes (daphne, uvicorn, the worker), users with sessions, socket clients."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+class Process:
+    """A child process of the project with its log in test-artifacts/."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.proc: subprocess.Popen | None = None
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name}.log"
+
+    def start(self) -> "Process":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class WebServer(Process):
+    def __init__(self, name: str, env: dict[str, str], server: str = "daphne", port: int | None = None) -> None:
+        self.port = port or free_port()
+        if server == "daphne":
+            argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"]
+        else:
+            argv = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+                    "config.asgi:application"]
+        super().__init__(name, argv, env)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "WebServer":
+        super().start()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def up():
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited:\n{self.log()[-3000:]}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout, 0.1, f"{self.name} to answer /healthz")
+
+
+class ChatSocket:
+    """A real WebSocket client speaking the contract, with helpers that wait on frames."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.frames: list[dict] = []  # everything received, in order
+
+    async def send(self, frame: dict | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 10) -> dict:
+        frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def recv_type(self, *types: str, timeout: float = 10) -> dict:
+        """The next frame of one of `types`, skipping others (they stay in self.frames)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"no {types} frame within {timeout} s; got {self.frames[-5:]}")
+            frame = await self.recv(remaining)
+            if frame["type"] in types:
+                return frame
+
+    async def seen_or_next(self, frame_type: str, timeout: float = 10) -> dict:
+        """The first `frame_type` frame received so far, or the next one to arrive."""
+        for frame in self.frames:
+            if frame["type"] == frame_type:
+                return frame
+        return await self.recv_type(frame_type, timeout=timeout)
+
+    async def messages(self, count: int, timeout: float = 20) -> list[dict]:
+        return [await self.recv_type("message", timeout=timeout) for _ in range(count)]
+
+    async def close_code(self, timeout: float = 10) -> int:
+        """Wait until the server closes the socket; returns the close code."""
+        try:
+            while True:
+                await self.recv(timeout)
+        except websockets.ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd else exc.code
+        except asyncio.TimeoutError:
+            raise AssertionError(f"socket still open after {timeout} s") from None
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@asynccontextmanager
+async def chat_socket(server: WebServer, slug: str, cookie: str | None, *, after: int | None = None,
+                      origin: str | None = None, hello: bool = True):
+    url = f"ws://127.0.0.1:{server.port}/ws/chat/{slug}/" + (f"?after={after}" if after is not None else "")
+    headers = {"Cookie": f"sessionid={cookie}"} if cookie else {}
+    async with websockets.connect(url, origin=origin or server.url, additional_headers=headers,
+                                  max_size=None, open_timeout=10) as ws:
+        client = ChatSocket(ws)
+        if hello:
+            first = await client.recv()
+            assert first["type"] == "hello", first
+        yield client
