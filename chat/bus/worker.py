@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection
 
 from kafka.errors import CommitFailedError
 
@@ -99,15 +99,19 @@ class MessageWorker:
         good = []
         for record in batch:
             try:
-                good.append(records.decode(record.value))
+                good.append((record, records.decode(record.value)))
             except records.RecordError as exc:
                 self._dead_letter(record, str(exc))
         delay = 0.5
         while good:
             try:
                 close_old_connections()
-                self.stats.inserted += messages_persist(good)
+                self.stats.inserted += messages_persist([decoded for _, decoded in good])
                 break
+            except IntegrityError:
+                # A record the schema refuses (say, of a room that no longer exists) must not block
+                # the partition: apply one by one and dead-letter the ones refused.
+                good = self._apply_one_by_one(good)
             except DatabaseError as exc:
                 self.stats.retries += 1
                 connection.close()
@@ -125,6 +129,17 @@ class MessageWorker:
         self.stats.records += len(batch)
         self.stats.batches += 1
         self.stats.last_batch = len(batch)
+
+    def _apply_one_by_one(self, pairs):
+        """Store each record alone; dead-letter those the database refuses. Returns none left to do."""
+        from chat.services import messages_persist
+
+        for record, decoded in pairs:
+            try:
+                self.stats.inserted += messages_persist([decoded])
+            except IntegrityError as exc:
+                self._dead_letter(record, f"refused by the database: {exc}".strip()[:500])
+        return []
 
     def _dead_letter(self, record, reason: str) -> None:
         from kafka import KafkaProducer

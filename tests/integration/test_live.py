@@ -101,3 +101,20 @@ async def test_many_senders_one_order_everywhere(web_a, web_b, room):
         mine = [int(m["body"].split(":")[1]) for m in got1 if m["body"].startswith(f"{index}:")]
         assert mine == list(range(per_sender))
     wait_until(lambda: Message.objects.filter(room=room).count() == total, 30, message="all 500 in Postgres")
+
+
+async def test_the_same_app_runs_under_uvicorn(web_a, alice, bob, room):
+    from tests.conftest import child_env
+    from tests.support import WebServer
+
+    uvicorn_server = WebServer(unique("uvicorn"), child_env(), server="uvicorn").start()
+    try:
+        async with chat_socket(uvicorn_server, room.slug, alice.cookie) as u, \
+                chat_socket(web_a, room.slug, bob.cookie) as d:
+            await u.send({"type": "message.send", "body": "from uvicorn", "client_id": client_id()})
+            ack = await u.recv_type("ack")
+            assert (await d.recv_type("message"))["seq"] == ack["seq"]
+            await d.send({"type": "message.send", "body": "from daphne", "client_id": client_id()})
+            assert (await u.recv_type("message"))["body"] == "from daphne"
+    finally:
+        uvicorn_server.stop()
