@@ -2,6 +2,7 @@
 validation (ALLOWED_HOSTS) and session authentication."""
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -13,6 +14,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+
+if "daphne" in sys.modules:
+    from config import daphne_close_codes
+
+    daphne_close_codes.install()
 
 application = ProtocolTypeRouter(
     {
