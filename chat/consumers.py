@@ -18,6 +18,7 @@ from chat.hub import get_hub
 logger = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 2000  # frames queued for one socket before it counts as not reading
+MAX_UNCONFIRMED = 1000  # sent messages of one socket still waiting for Kafka
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -42,6 +43,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
         self._writer = None
         self._closing = False
+        self._confirming: set[asyncio.Task] = set()
         await self.accept()
         self._writer = asyncio.ensure_future(self._write_loop())
         user = self.scope.get("user")
@@ -94,7 +96,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                            client_id=client_id))
 
     async def on_message_send(self, body: str, client_id: str):
-        self.push(await services.message_send(who=self.who, body=body, client_id=client_id))
+        if len(self._confirming) >= MAX_UNCONFIRMED:
+            raise ChatError("Too many messages waiting to be stored; wait for their acks.", code="rate_limited",
+                            retry_after=1.0)
+        sent = await services.message_send(who=self.who, body=body, client_id=client_id)
+        # Wait for durability off this socket's frame loop, so a slow Kafka delays acks, not sends.
+        task = asyncio.ensure_future(self._confirm(sent))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _confirm(self, sent: services.SentMessage) -> None:
+        try:
+            self.push(await services.message_confirm(sent))
+        except ChatError as exc:
+            self.push(protocol.error_frame(code=exc.code, detail=exc.detail, client_id=sent.client_id))
 
     async def on_message_edit(self, id: str, body: str):
         await services.message_edit(who=self.who, message_id=id, body=body)

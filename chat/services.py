@@ -158,8 +158,16 @@ def _clean_body(body: str) -> str:
     return body
 
 
-async def message_send(*, who: Participant, body: str, client_id: str) -> dict:
-    """Sequence, broadcast and enqueue one message; returns the ack frame once Kafka has it."""
+@dataclass(frozen=True)
+class SentMessage:
+    """A message that is sequenced and broadcast; `message_confirm` waits until it is durable."""
+
+    client_id: str
+    record: dict
+
+
+async def message_send(*, who: Participant, body: str, client_id: str) -> SentMessage:
+    """Check, sequence and broadcast one message (or find the first one of a retried client_id)."""
     body = _clean_body(body)
     if permissions.is_muted(who.muted_until):
         raise ChatError("You are muted in this chat for now.", code="muted")
@@ -196,15 +204,18 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> dict:
             message = {**message, "id": outcome.message_id, "seq": outcome.seq}
     else:
         message["seq"] = outcome.seq
-    record = records.message_record("message.created", message, room_id=who.room_id)
+    return SentMessage(client_id, records.message_record("message.created", message, room_id=who.room_id))
+
+
+async def message_confirm(sent: SentMessage) -> dict:
+    """Fire the post-send signal (its receiver hands the record to Kafka); the ack once it is durable."""
+    record = sent.record
     try:
         await message_sent.asend(sender=Message, record=record)
-    except NotPersisted:
-        raise
     except Exception as exc:
-        logger.warning("message %s in room %s not persisted: %s", message["id"], who.room_slug, exc)
+        logger.warning("message %s in room %s not persisted: %s", record["id"], record["room"], exc)
         raise NotPersisted(f"The message could not be stored ({type(exc).__name__}); send it again.") from exc
-    return protocol.ack_frame(client_id=client_id, id=message["id"], seq=message["seq"])
+    return protocol.ack_frame(client_id=sent.client_id, id=record["id"], seq=record["seq"])
 
 
 async def _message_for_change(who: Participant, message_id: str) -> tuple[dict, bool]:

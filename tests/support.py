@@ -130,7 +130,10 @@ class ChatSocket:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise AssertionError(f"no {types} frame within {timeout} s; got {self.frames[-5:]}")
-            frame = await self.recv(remaining)
+            try:
+                frame = await self.recv(remaining)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"no {types} frame within {timeout} s; last frames: {self.frames[-5:]}") from None
             if frame["type"] in types:
                 return frame
 

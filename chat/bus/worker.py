@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection
 
+from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 
 from chat.bus import records
@@ -31,6 +32,22 @@ class WorkerStats:
     batches: int = 0
     last_batch: int = 0
     started: float = field(default_factory=time.monotonic)
+
+
+class _AssignmentLogger(ConsumerRebalanceListener):
+    def __init__(self, worker: "MessageWorker") -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked) -> None:
+        if revoked:
+            self.worker._say(f"partitions revoked: {_partition_list(revoked)}")
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.worker._say(f"partitions assigned: {_partition_list(assigned)}")
+
+
+def _partition_list(partitions) -> str:
+    return ",".join(str(tp.partition) for tp in sorted(partitions, key=lambda tp: tp.partition)) or "none"
 
 
 class MessageWorker:
@@ -60,7 +77,6 @@ class MessageWorker:
 
         ensure_topics(topic=self.topic)
         self._consumer = KafkaConsumer(
-            self.topic,
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -69,6 +85,7 @@ class MessageWorker:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
+        self._consumer.subscribe([self.topic], listener=_AssignmentLogger(self))
         self._say(f"consuming {self.topic} as group {self.group_id}")
         last_progress = last_record = time.monotonic()
         try:

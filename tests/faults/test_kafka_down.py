@@ -21,6 +21,7 @@ async def test_kafka_stopped_live_chat_flows_and_nothing_acked_is_lost(web_a, we
     async with chat_socket(web_a, room.slug, alice.cookie) as a, chat_socket(web_b, room.slug, bob.cookie) as b:
         await a.send({"type": "message.send", "body": "warm up", "client_id": unique("c")})
         await a.recv_type("ack")
+        await b.recv_type("message")
         await asyncio.to_thread(services, "down", "kafka")
         try:
             sent = []

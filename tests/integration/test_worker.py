@@ -49,9 +49,15 @@ def test_two_workers_share_partitions_and_store_everything_once():
     author = make_user("author")
     rooms = [make_room(author) for _ in range(8)]
     batch = created_records(rooms, author, 250)
-    produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
     group = unique("group")
-    first, second = run_worker(topic, group, unique("w1"), idle=6), run_worker(topic, group, unique("w2"), idle=6)
+    first, second = run_worker(topic, group, unique("w1"), idle=8), run_worker(topic, group, unique("w2"), idle=8)
+
+    def both_assigned() -> bool:
+        logs = [first.log(), second.log()]
+        return all("partitions assigned: " in log and not log.rstrip().endswith("assigned: none") for log in logs)
+
+    wait_until(both_assigned, 60, message="both workers holding partitions")
+    produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
     assert first.proc.wait(90) == 0 and second.proc.wait(90) == 0, first.log() + second.log()
     assert Message.objects.filter(room__in=rooms).count() == len(batch)
     stored = lambda log: int(log.rsplit("stopped after ", 1)[1].split()[0])  # noqa: E731
