@@ -1,0 +1,85 @@
+"""The per-process room hub on the real Redis channel layer: two hubs stand for two instances."""
+
+import asyncio
+from dataclasses import dataclass, field
+
+from channels.layers import get_channel_layer
+
+from chat.hub import RoomHub
+from chat.roomstate import HUB_GROUP, room_group
+from tests.support import unique
+
+
+@dataclass(eq=False)
+class Sink:
+    """A local connection as the hub sees it, recording what it is handed."""
+
+    room_id: int
+    user_id: int = 1
+    username: str = "u"
+    conn_id: str = field(default_factory=lambda: unique("conn"))
+    got: list = field(default_factory=list)
+    closed: list = field(default_factory=list)
+
+    def deliver(self, text, seq):
+        self.got.append((seq, text))
+
+    def close_with(self, code):
+        self.closed.append(code)
+
+
+async def until(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_one_publish_reaches_every_local_socket_of_the_room_on_every_hub():
+    layer = get_channel_layer()
+    hub_a, hub_b = RoomHub(), RoomHub()
+    room_id = int(unique("1").split("-")[1], 16) % 10**9
+    a1, a2, b1 = Sink(room_id), Sink(room_id), Sink(room_id)
+    elsewhere = Sink(room_id + 1)
+    for hub, sink in ((hub_a, a1), (hub_a, a2), (hub_b, b1), (hub_b, elsewhere)):
+        await hub.join(sink)
+    await layer.group_send(room_group(room_id), {"type": "room.frame", "room": room_id, "text": "T", "seq": "7"})
+    await until(lambda: a1.got and a2.got and b1.got)
+    assert a1.got == a2.got == b1.got == [(7, "T")]
+    assert elsewhere.got == []
+    # Excluding the typist's own socket; leaving unsubscribes the hub once its last socket is gone.
+    await layer.group_send(room_group(room_id), {"type": "room.frame", "room": room_id, "text": "U", "seq": None,
+                                                 "exclude": a1.conn_id})
+    await until(lambda: len(a2.got) == 2 and len(b1.got) == 2)
+    assert len(a1.got) == 1
+    await hub_b.leave(b1)
+    assert room_id not in hub_b.rooms
+    await layer.group_send(room_group(room_id), {"type": "room.frame", "room": room_id, "text": "V", "seq": "9"})
+    await until(lambda: len(a2.got) == 3)
+    assert len(b1.got) == 2
+
+
+async def test_user_events_reach_every_socket_of_that_user_on_every_hub():
+    layer = get_channel_layer()
+    hub_a, hub_b = RoomHub(), RoomHub()
+    mallory_a, mallory_b, other = Sink(10**9 + 1, user_id=10**12 + 666), Sink(10**9 + 2, user_id=10**12 + 666), Sink(10**9 + 1, user_id=10**12 + 7)
+    await hub_a.join(mallory_a)
+    await hub_a.join(other)
+    await hub_b.join(mallory_b)
+    await layer.group_send(HUB_GROUP, {"type": "user.close", "user": 10**12 + 666, "code": 4403})
+    await until(lambda: mallory_a.closed and mallory_b.closed)
+    assert other.closed == []
+    await layer.group_send(HUB_GROUP, {"type": "user.frame", "user": 10**12 + 7, "text": "R", "exclude": None})
+    await until(lambda: other.got)
+    assert other.got == [(None, "R")] and mallory_a.got == []
+
+
+async def test_a_bad_event_does_not_stop_the_hub():
+    layer = get_channel_layer()
+    hub = RoomHub()
+    sink = Sink(5)
+    await hub.join(sink)
+    await layer.group_send(room_group(5), {"type": "room.frame", "room": "not-a-number", "text": "X"})
+    await layer.group_send(room_group(5), {"type": "room.frame", "room": 5, "text": "ok", "seq": 1})
+    await until(lambda: sink.got)
+    assert sink.got == [(1, "ok")]
