@@ -4,6 +4,7 @@ single-process default. `room_state()` returns the one this process uses.
 """
 
 import asyncio
+import functools
 import itertools
 import time
 from collections import defaultdict
@@ -23,19 +24,16 @@ def room_group(room_id: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
-    """What the atomic send step did: `status` is 'ok' (new seq), 'dup' (client_id seen) or 'seed'."""
+    """What the atomic send step did: `status` is 'ok' (a new seq), 'dup' (client_id seen before),
+    'limited' (the user's rate limit; see retry_after) or 'seed' (the room's counter is missing)."""
 
     status: str
     seq: int = 0
     message_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    allowed: bool
     retry_after: float = 0.0
 
 
+@functools.lru_cache(maxsize=8)
 def parse_rate(spec: str) -> tuple[int, float]:
     """'20/10s' -> (burst 20, 2.0 tokens per second)."""
     count, _, window = spec.partition("/")
@@ -56,15 +54,27 @@ def split_message_frame(message: dict) -> tuple[str, str]:
 
 
 # The send step as one atomic script, so the order of seqs in a room is the order of publishes:
-# idempotency by client_id, the room's next seq, the recent buffer, and the group publish in the
+# idempotency by client_id, the user's token bucket (on Redis's clock, shared by every instance
+# and socket of the user), the room's next seq, the recent buffer, and the group publish in the
 # channels-redis pub/sub wire format (a msgpack map on `<prefix>__group__<group>`).
 SEND_SCRIPT = """
 local prev = redis.call('GET', KEYS[2])
 if prev then return {'dup', prev} end
+local cap = tonumber(ARGV[8])
+local rate = tonumber(ARGV[9])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local bucket = redis.call('HMGET', KEYS[5], 'tokens', 'ts')
+local tokens = tonumber(bucket[1]) or cap
+local ts = tonumber(bucket[2]) or now
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+if tokens < 1 then return {'limited', tostring((1 - tokens) / rate)} end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[5] == '' then return {'seed', ''} end
   redis.call('SET', KEYS[1], ARGV[5])
 end
+redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[5], math.ceil(cap / rate) + 1)
 redis.call('INCR', KEYS[1])
 local seq = redis.call('GET', KEYS[1])
 local text = ARGV[1] .. seq .. ARGV[2]
@@ -82,22 +92,6 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# A token bucket on Redis's clock, so every instance and socket of a user shares one bucket.
-RATE_SCRIPT = """
-local cap = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or cap
-local ts = tonumber(b[2]) or now
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-if tokens < 1 then return {0, tostring((1 - tokens) / rate)} end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
-return {1, '0'}
-"""
-
 CLIENT_ID_TTL = 24 * 3600
 
 
@@ -110,13 +104,12 @@ class RedisRoomState:
         self.layer_prefix = layer_prefix
         self._send = self.redis.register_script(SEND_SCRIPT)
         self._replace = self.redis.register_script(REPLACE_SCRIPT)
-        self._rate = self.redis.register_script(RATE_SCRIPT)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.prefix, *map(str, parts)])
 
-    async def send(self, *, room_id: int, room_slug: str, user_id: int, client_id: str, message: dict,
-                   seed: int | None) -> SendOutcome:
+    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
+                   rate: tuple[int, float]) -> SendOutcome:
         head, tail = split_message_frame(message)
         status, value = await self._send(
             keys=[
@@ -124,9 +117,10 @@ class RedisRoomState:
                 self._key("cid", room_id, user_id, client_id),
                 self._key("recent", room_id),
                 f"{self.layer_prefix}__group__{room_group(room_id)}",
+                self._key("rate", user_id),
             ],
             args=[head, tail, message["id"], CLIENT_ID_TTL, "" if seed is None else seed,
-                  settings.CHAT_RECENT_BUFFER, room_id],
+                  settings.CHAT_RECENT_BUFFER, room_id, rate[0], rate[1]],
         )
         status, value = status.decode(), value.decode()
         if status == "dup":
@@ -134,6 +128,8 @@ class RedisRoomState:
             return SendOutcome("dup", int(seq), message_id)
         if status == "seed":
             return SendOutcome("seed")
+        if status == "limited":
+            return SendOutcome("limited", retry_after=round(float(value), 2))
         return SendOutcome("ok", int(value), message["id"])
 
     async def last_seq(self, room_id: int) -> int | None:
@@ -151,10 +147,6 @@ class RedisRoomState:
 
     async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
         await self._replace(keys=[self._key("recent", room_id)], args=[seq, protocol.encode(frame)])
-
-    async def rate_check(self, user_id: int, burst: int, per_second: float) -> RateDecision:
-        allowed, retry = await self._rate(keys=[self._key("rate", user_id)], args=[burst, per_second])
-        return RateDecision(bool(allowed), round(float(retry), 2))
 
     async def presence_join(self, room_id: int, conn_id: str, username: str) -> None:
         await self.redis.zadd(self._key("presence", room_id), {f"{conn_id}\t{username}": time.time() + _ttl()})
@@ -198,8 +190,8 @@ class MemoryRoomState:
         self.buckets: dict[int, tuple[float, float]] = {}
         self.lock = asyncio.Lock()
 
-    async def send(self, *, room_id: int, room_slug: str, user_id: int, client_id: str, message: dict,
-                   seed: int | None) -> SendOutcome:
+    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
+                   rate: tuple[int, float]) -> SendOutcome:
         from channels.layers import get_channel_layer
 
         # The lock keeps "take a seq" and "publish" together, so publishes go out in seq order.
@@ -207,10 +199,17 @@ class MemoryRoomState:
             previous = self.client_ids.get((room_id, user_id, client_id))
             if previous:
                 return SendOutcome("dup", previous[1], previous[0])
+            burst, per_second = rate
+            now = time.monotonic()
+            tokens, stamp = self.buckets.get(user_id, (burst, now))
+            tokens = min(burst, tokens + (now - stamp) * per_second)
+            if tokens < 1:
+                return SendOutcome("limited", retry_after=round((1 - tokens) / per_second, 2))
             if room_id not in self.seqs:
                 if seed is None:
                     return SendOutcome("seed")
                 self.seqs[room_id] = seed
+            self.buckets[user_id] = (tokens - 1, now)
             self.seqs[room_id] += 1
             seq = self.seqs[room_id]
             self.client_ids[(room_id, user_id, client_id)] = (message["id"], seq)
@@ -237,15 +236,6 @@ class MemoryRoomState:
     async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
         if seq in self.recent_frames.get(room_id, {}):
             self.recent_frames[room_id][seq] = frame
-
-    async def rate_check(self, user_id: int, burst: int, per_second: float) -> RateDecision:
-        now = time.monotonic()
-        tokens, stamp = self.buckets.get(user_id, (burst, now))
-        tokens = min(burst, tokens + (now - stamp) * per_second)
-        if tokens < 1:
-            return RateDecision(False, round((1 - tokens) / per_second, 2))
-        self.buckets[user_id] = (tokens - 1, now)
-        return RateDecision(True)
 
     async def presence_join(self, room_id: int, conn_id: str, username: str) -> None:
         self.presence[room_id][conn_id] = (username, time.time() + _ttl())

@@ -171,14 +171,6 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
     body = _clean_body(body)
     if permissions.is_muted(who.muted_until):
         raise ChatError("You are muted in this chat for now.", code="muted")
-    state = room_state()
-    decision = await state.rate_check(who.user_id, *parse_rate(settings.CHAT_RATE_LIMIT))
-    if not decision.allowed:
-        raise ChatError(
-            f"Too many messages; try again in {decision.retry_after} s.",
-            code="rate_limited",
-            retry_after=decision.retry_after,
-        )
     message = protocol.message_object(
         id=str(uuid.uuid4()),
         room=who.room_slug,
@@ -190,11 +182,19 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
         edited_at=None,
         client_id=client_id,
     )
-    send = dict(room_id=who.room_id, room_slug=who.room_slug, user_id=who.user_id, client_id=client_id)
-    outcome = await state.send(**send, message=message, seed=None)
+    state = room_state()
+    send = dict(room_id=who.room_id, user_id=who.user_id, client_id=client_id, message=message,
+                rate=parse_rate(settings.CHAT_RATE_LIMIT))
+    outcome = await state.send(**send, seed=None)
     if outcome.status == "seed":
         seed = await database_sync_to_async(room_seq_seed)(room_id=who.room_id)
-        outcome = await state.send(**send, message=message, seed=seed)
+        outcome = await state.send(**send, seed=seed)
+    if outcome.status == "limited":
+        raise ChatError(
+            f"Too many messages; try again in {outcome.retry_after} s.",
+            code="rate_limited",
+            retry_after=outcome.retry_after,
+        )
     if outcome.status == "dup":
         # A retry: enqueue the original again (the worker ignores a record it has) and ack it again.
         original = await state.recent_get(who.room_id, outcome.seq)

@@ -1,74 +1,245 @@
-"""No container engine runs here, so the deployment files are checked by parsing: the compose
-stack, nginx, the Dockerfile and the Procfile must describe the same processes and settings."""
+"""The deployment files describe the same processes and settings as the code.
 
+No container engine runs here, so the Procfile, docker/Dockerfile, docker/compose.yaml and
+docker/nginx.conf are parsed and checked against each other and against config/settings/base.py.
+Nothing here needs Django settings, a database or a network.
+"""
+
+import json
 import re
 import shlex
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
-from tests.support import ROOT
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
 
-COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
-SERVICES = COMPOSE["services"]
-NGINX = (ROOT / "docker" / "nginx.conf").read_text()
-DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
-PROCFILE = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+SERVICES: dict[str, dict] = COMPOSE["services"]
+WEB = sorted(name for name in SERVICES if re.fullmatch(r"web(-\d+)?", name))
+APP = [*WEB, "worker", "migrate"]
+NGINX = (DOCKER / "nginx.conf").read_text()
+# Continuation lines joined, so each instruction is one line.
+DOCKERFILE = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+PROCFILE_LINES = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()]
+PROCFILE = dict(line.split(":", 1) for line in PROCFILE_LINES)
 SETTINGS_SOURCE = (ROOT / "config" / "settings" / "base.py").read_text()
-WEB = sorted(name for name in SERVICES if name.startswith("web"))
+# Every variable the settings read: env("NAME", ...), env.str("NAME", ...), env.bool(...), ...
+SETTINGS_VARS = set(re.findall(r"\benv(?:\.\w+)?\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']", SETTINGS_SOURCE))
 
 
-def argv(command: str | list) -> list[str]:
-    words = shlex.split(command) if isinstance(command, str) else list(command)
-    return ["8000" if w == "${PORT:-8000}" else w for w in words]
+def argv(command: str | list[str]) -> list[str]:
+    """A command as its words, with `${PORT:-8000}` read as its default."""
+    words = shlex.split(command) if isinstance(command, str) else [str(word) for word in command]
+    return [re.sub(r"\$\{PORT:-(\d+)\}", r"\1", word) for word in words]
 
 
-def test_procfile_has_the_three_process_types():
-    assert set(PROCFILE) == {"web", "worker", "release"}
-    assert argv(PROCFILE["web"])[:1] == ["daphne"] and argv(PROCFILE["web"])[-1] == "config.asgi:application"
+def published_ports(service: dict) -> list[tuple[int | None, int]]:
+    """(host, container) port pairs of a service's short-syntax `ports` ("8080:80", "80")."""
+    pairs = []
+    for entry in service.get("ports", []):
+        *host, container = str(entry).split(":")
+        pairs.append((int(host[-1]) if host else None, int(container.split("/")[0])))
+    return pairs
+
+
+# --- Procfile ------------------------------------------------------------------------------------
+
+
+def test_procfile_has_exactly_web_worker_and_release():
+    assert [line.split(":", 1)[0] for line in PROCFILE_LINES] == ["web", "worker", "release"]
+    assert argv(PROCFILE["web"]) == ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
     assert argv(PROCFILE["worker"]) == ["python", "manage.py", "consume_messages"]
-    assert argv(PROCFILE["release"])[:3] == ["python", "manage.py", "migrate"]
+    assert argv(PROCFILE["release"]) == ["python", "manage.py", "migrate", "--noinput"]
 
 
-def test_compose_runs_the_procfile_processes():
+# --- compose: the processes ---------------------------------------------------------------------
+
+
+def test_compose_has_every_part_of_the_deployment():
     assert {"nginx", "postgres", "redis", "kafka", "migrate", "worker"} <= set(SERVICES)
-    assert len(WEB) >= 2
+    assert len(WEB) >= 2, "the point of the stack is more than one web instance behind nginx"
+
+
+def test_compose_runs_the_procfile_commands():
     for name in WEB:
-        assert argv(SERVICES[name]["command"]) == argv(PROCFILE["web"])
+        assert argv(SERVICES[name]["command"]) == argv(PROCFILE["web"]), name
     assert argv(SERVICES["worker"]["command"]) == argv(PROCFILE["worker"])
     assert argv(SERVICES["migrate"]["command"]) == argv(PROCFILE["release"])
-    assert SERVICES["migrate"]["restart"] == "no"
+
+
+def test_migrate_runs_once_before_web_and_worker():
+    migrate = SERVICES["migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in [*WEB, "worker"]:
-        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        condition = SERVICES[name]["depends_on"]["migrate"]["condition"]
+        assert condition == "service_completed_successfully", name
 
 
-def test_the_dockerfile_default_command_is_the_web_process():
-    cmd = re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.M).group(1)
-    assert argv(yaml.safe_load(cmd)) == argv(PROCFILE["web"])
-    assert "requirements.txt" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE and "/healthz" in DOCKERFILE
+def test_app_services_share_one_image():
+    images = {SERVICES[name].get("image") for name in APP}
+    builds = {json.dumps(SERVICES[name].get("build"), sort_keys=True) for name in APP}
+    assert len(images) == 1 and len(builds) == 1
+    assert SERVICES["web-1"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert (DOCKER / SERVICES["web-1"]["build"]["context"] / "manage.py").is_file()
 
 
-def test_app_services_point_at_the_compose_services_and_use_known_settings():
-    read_by_settings = set(re.findall(r'env\.(?:str|bool|int|list|db_url_config)\("([A-Z_]+)"', SETTINGS_SOURCE))
-    for name in [*WEB, "worker", "migrate"]:
+def test_only_web_services_keep_the_images_http_healthcheck():
+    for name in ["worker", "migrate"]:
+        assert SERVICES[name]["healthcheck"] == {"disable": True}, name
+    for name in WEB:
+        assert "healthcheck" not in SERVICES[name], name
+
+
+# --- compose: configuration ---------------------------------------------------------------------
+
+
+def test_settings_variables_are_found():
+    # Guards the pattern, so a failure in the next test names a stray variable, not a broken regex.
+    expected = {"DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "SECRET_KEY", "DEBUG"}
+    assert expected <= SETTINGS_VARS
+
+
+def test_app_services_set_only_variables_the_settings_read():
+    for name in APP:
+        unknown = set(SERVICES[name]["environment"]) - SETTINGS_VARS
+        assert not unknown, f"{name} sets variables config/settings/base.py never reads: {sorted(unknown)}"
+
+
+def test_app_services_share_one_environment():
+    first = SERVICES[APP[0]]["environment"]
+    for name in APP[1:]:
+        assert SERVICES[name]["environment"] == first, name
+
+
+def test_app_services_point_at_the_compose_services():
+    for name in APP:
         env = SERVICES[name]["environment"]
-        assert env["DATABASE_URL"].endswith("@postgres:5432/chat")
-        assert env["REDIS_URL"].startswith("redis://redis:6379")
-        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
-        unknown = set(env) - read_by_settings
-        assert not unknown, f"{name} sets variables the settings never read: {unknown}"
+        database = urlsplit(env["DATABASE_URL"])
+        assert database.scheme in {"postgres", "postgresql"}
+        assert (database.hostname, database.port) == ("postgres", 5432)
+        assert database.path == "/" + SERVICES["postgres"]["environment"]["POSTGRES_DB"]
+        assert database.username == SERVICES["postgres"]["environment"]["POSTGRES_USER"]
+        redis = urlsplit(env["REDIS_URL"])
+        assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
+        assert env["KAFKA_BOOTSTRAP_SERVERS"].split(",") == ["kafka:9092"]
 
 
-def test_nginx_balances_every_web_service_with_websocket_upgrade():
-    upstream = re.search(r"upstream chat_web \{(.*?)\}", NGINX, re.S).group(1)
-    assert sorted(re.findall(r"server ([\w-]+):8000;", upstream)) == WEB
-    assert "ip_hash" not in upstream and "sticky" not in upstream
-    assert "proxy_set_header Upgrade $http_upgrade" in NGINX
-    assert "proxy_set_header Connection $connection_upgrade" in NGINX
-    nginx = SERVICES["nginx"]
-    assert nginx["ports"] and any("nginx.conf" in volume for volume in nginx["volumes"])
+def test_secret_key_comes_from_the_operator():
+    for name in APP:
+        env = SERVICES[name]["environment"]
+        assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "compose refuses to start without SECRET_KEY"
+        assert str(env["DEBUG"]).lower() == "false"
 
 
-def test_kafka_runs_in_kraft_mode_without_zookeeper():
+def test_trusted_origins_and_hosts_match_what_nginx_publishes():
+    env = SERVICES["web-1"]["environment"]
+    hosts = env["ALLOWED_HOSTS"].split(",")
+    host_ports = {host for host, _ in published_ports(SERVICES["nginx"])}
+    for origin in env["CSRF_TRUSTED_ORIGINS"].split(","):
+        parts = urlsplit(origin)
+        assert parts.port in host_ports and parts.hostname in hosts, origin
+    assert "127.0.0.1" in hosts, "the image's healthcheck sends Host: 127.0.0.1"
+
+
+# --- Kafka ---------------------------------------------------------------------------------------
+
+
+def test_kafka_is_one_kraft_node_without_zookeeper():
     kafka = SERVICES["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert str(kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"]) == f"{kafka['KAFKA_NODE_ID']}@kafka:9093"
+    assert "CONTROLLER://:9093" in kafka["KAFKA_LISTENERS"].split(",")
     assert not [name for name in SERVICES if "zookeeper" in name]
+    assert not [key for key in kafka if "ZOOKEEPER" in key]
+    replication = {value for key, value in kafka.items() if key.endswith(("REPLICATION_FACTOR", "MIN_ISR"))}
+    assert replication == {1}, "one broker: one replica of everything"
+
+
+def test_kafka_advertises_the_address_the_app_bootstraps_from():
+    kafka = SERVICES["kafka"]["environment"]
+    bootstrap = SERVICES["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+    assert kafka["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{bootstrap}"
+
+
+def test_kafka_auto_created_topics_get_the_apps_partition_count():
+    kafka = SERVICES["kafka"]["environment"]
+    app = SERVICES["worker"]["environment"]
+    assert str(kafka["KAFKA_NUM_PARTITIONS"]) == str(app["KAFKA_TOPIC_PARTITIONS"])
+
+
+def test_kafka_keeps_its_log_in_a_volume():
+    kafka = SERVICES["kafka"]
+    targets = {str(volume).split(":")[1] for volume in kafka["volumes"]}
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] in targets
+
+
+# --- nginx ---------------------------------------------------------------------------------------
+
+
+def test_nginx_service_publishes_a_port_and_mounts_the_config():
+    nginx = SERVICES["nginx"]
+    assert published_ports(nginx) and all(container == 80 for _, container in published_ports(nginx))
+    mounts = [str(volume).split(":") for volume in nginx["volumes"]]
+    assert any((DOCKER / source).resolve() == DOCKER / "nginx.conf" for source, *_ in mounts)
+    assert set(WEB) <= set(nginx["depends_on"])
+
+
+def test_nginx_round_robins_over_every_web_service():
+    upstream = re.search(r"upstream chat_web \{(.*?)\}", NGINX, re.DOTALL).group(1)
+    assert sorted(re.findall(r"server ([\w.-]+):8000;", upstream)) == WEB
+    lines = [line.strip() for line in upstream.splitlines()]
+    directives = {line.split()[0] for line in lines if line and not line.startswith("#")}
+    assert directives == {"server"}, "round robin: no ip_hash, hash, sticky or least_conn"
+    proxy_passes = re.findall(r"proxy_pass (\S+);", NGINX)
+    assert proxy_passes and set(proxy_passes) == {"http://chat_web"}
+
+
+def test_nginx_upgrades_websockets():
+    assert re.search(r"map \$http_upgrade \$connection_upgrade \{", NGINX)
+    assert "proxy_http_version 1.1;" in NGINX
+    assert "proxy_set_header Upgrade $http_upgrade;" in NGINX
+    assert "proxy_set_header Connection $connection_upgrade;" in NGINX
+    assert "proxy_set_header Host $host;" in NGINX
+    websocket = re.search(r"location /ws/ \{(.*?)\}", NGINX, re.DOTALL).group(1)
+    assert int(re.search(r"proxy_read_timeout (\d+)s;", websocket).group(1)) >= 600
+
+
+# --- Dockerfile ----------------------------------------------------------------------------------
+
+
+def instructions(keyword: str) -> list[str]:
+    return re.findall(rf"^{keyword}\s+(.*)$", DOCKERFILE, re.MULTILINE)
+
+
+def test_dockerfile_default_command_is_the_procfile_web_line():
+    (cmd,) = instructions("CMD")
+    assert argv(json.loads(cmd)) == argv(PROCFILE["web"])
+    assert instructions("EXPOSE") == ["8000"]
+
+
+def test_dockerfile_builds_an_unprivileged_image_of_the_app():
+    assert instructions("FROM") == ["python:3.11-slim"]
+    assert any("pip install --no-cache-dir -r requirements.txt" in run for run in instructions("RUN"))
+    (user,) = instructions("USER")
+    assert user not in {"root", "0"}
+    (healthcheck,) = instructions("HEALTHCHECK")
+    assert "/healthz" in healthcheck and "curl" not in healthcheck
+
+
+def test_dockerfile_copies_manage_py_config_templates_and_every_local_app():
+    copied = {words.split()[0] for words in instructions("COPY")}
+    installed = re.search(r"INSTALLED_APPS = \[(.*?)\]", SETTINGS_SOURCE, re.DOTALL).group(1)
+    packages = {app.split(".")[0] for app in re.findall(r"\"([\w.]+)\"", installed)}
+    local_apps = {package for package in packages if (ROOT / package).is_dir()}
+    assert local_apps and local_apps | {"manage.py", "config", "templates", "requirements.txt"} <= copied
+
+
+def test_dockerfile_sets_build_only_settings_for_collectstatic_alone():
+    for line in DOCKERFILE.splitlines():
+        if "SECRET_KEY" in line and not line.lstrip().startswith("#"):
+            assert line.startswith("RUN ") and "collectstatic" in line, line
+    assert not [env for env in instructions("ENV") if "SECRET_KEY" in env or "DEBUG" in env]

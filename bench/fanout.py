@@ -1,0 +1,260 @@
+"""Cross-instance fan-out benchmark: one room, receivers split over two web instances, a sender at
+stepped rates. Prints per step: offered and delivered deliveries/s, lost, send->receive latency
+percentiles, send->ack latency, and the load generator's own CPU; writes JSON (and a PNG plot when
+matplotlib is installed) to results/.
+
+    .venv/bin/python -m bench.fanout --server daphne --receivers 200 --rates 50,100,200
+"""
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _receive(url: str, origin: str, cookies: list[str], ready, control, results) -> None:
+    latencies: dict[int, list[float]] = {}
+    counts: dict[int, int] = {}
+
+    async def one(cookie: str) -> None:
+        async with websockets.connect(url, origin=origin, additional_headers={"Cookie": f"sessionid={cookie}"},
+                                      max_size=None, compression=None) as ws:
+            ready.put(1)
+            async for raw in ws:
+                now = time.time_ns()
+                frame = orjson.loads(raw)
+                if frame["type"] != "message":
+                    continue
+                step, sent_ns, _ = frame["body"].split(":", 2)
+                step = int(step)
+                counts[step] = counts.get(step, 0) + 1
+                latencies.setdefault(step, []).append((now - int(sent_ns)) / 1e6)
+
+    tasks = [asyncio.ensure_future(one(c)) for c in cookies]
+    start_cpu = cpu_seconds()
+    await asyncio.get_running_loop().run_in_executor(None, control.get)  # "stop"
+    for t in tasks:
+        t.cancel()
+    results.put({"counts": counts, "latencies": latencies, "cpu": cpu_seconds() - start_cpu})
+
+
+def receiver_process(url, origin, cookies, ready, control, results) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_receive(url, origin, cookies, ready, control, results))
+
+
+async def send_steps(url: str, origin: str, cookies: list[str], rates: list[int], seconds: float) -> list[dict]:
+    """Each step, every sender socket sends its share of the rate; real users each send a little."""
+    sent_at: dict[str, int] = {}
+    acks: dict[int, list[float]] = {}
+    errors = 0
+
+    async def read_acks(ws):
+        nonlocal errors
+        async for raw in ws:
+            frame = orjson.loads(raw)
+            if frame["type"] == "ack":
+                step = int(frame["client_id"].split("-")[0])
+                acks.setdefault(step, []).append((time.time_ns() - sent_at.pop(frame["client_id"])) / 1e6)
+            elif frame["type"] == "error":
+                errors += 1
+
+    async def send_share(ws, index: int, step: int, rate: float, began: float) -> int:
+        interval, count = 1.0 / rate, int(rate * seconds)
+        await asyncio.sleep(index * interval / len(sockets))  # spread the senders' ticks
+        for n in range(count):
+            delay = began + n * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            cid = f"{step}-{index}-{n}"
+            sent_at[cid] = time.time_ns()
+            await ws.send(orjson.dumps({"type": "message.send", "client_id": cid,
+                                        "body": f"{step}:{sent_at[cid]}:x"}).decode())
+        return count
+
+    sockets = [await websockets.connect(url, origin=origin, additional_headers={"Cookie": f"sessionid={c}"},
+                                        max_size=None, compression=None) for c in cookies]
+    readers = [asyncio.ensure_future(read_acks(ws)) for ws in sockets]
+    steps = []
+    try:
+        for step, rate in enumerate(rates):
+            cpu0, began = cpu_seconds(), time.perf_counter()
+            counts = await asyncio.gather(*(send_share(ws, i, step, rate / len(sockets), began)
+                                            for i, ws in enumerate(sockets)))
+            elapsed = time.perf_counter() - began
+            await asyncio.sleep(2.0)  # let stragglers and acks arrive before the next step
+            steps.append({"rate": rate, "sent": sum(counts), "send_seconds": elapsed,
+                          "sender_cpu": cpu_seconds() - cpu0, "ack_ms": acks.get(step, [])})
+        steps[-1]["send_errors"] = errors
+    finally:
+        for reader in readers:
+            reader.cancel()
+        for ws in sockets:
+            await ws.close()
+    return steps
+
+
+def run(server: str, receivers: int, rates: list[int], seconds: float, senders: int = 10) -> dict:
+    from bench import stack
+
+    stack.setup_django()
+    from tests.support import Process, WebServer
+
+    web = [WebServer(f"bench-{server}-{i}-{stack.RUN}", stack.child_env(), server=server).start() for i in range(2)]
+    worker = Process(f"bench-worker-{stack.RUN}", [stack.PYTHON, "manage.py", "consume_messages",
+                                                   "--group", f"bench-{stack.RUN}"], stack.child_env()).start()
+    from chat import services
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.create_user(username=f"owner-{stack.RUN}")
+    room = services.room_create(owner=owner, name=f"bench {stack.RUN}", private=False)
+    cookies = [c for _, c in stack.users_with_cookies(receivers + senders, f"r{server}")]
+    sender_cookies, cookies = cookies[:senders], cookies[senders:]
+    ctx = mp.get_context("fork")
+    ready, results = ctx.Queue(), ctx.Queue()
+    procs, controls = [], []
+    half = len(cookies) // 2
+    try:
+        for index, part in enumerate((cookies[:half], cookies[half:])):
+            srv = web[index]
+            control = ctx.Queue()
+            proc = ctx.Process(target=receiver_process, args=(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/",
+                                                               srv.url, part, ready, control, results))
+            proc.start()
+            procs.append(proc)
+            controls.append(control)
+        for _ in range(len(cookies)):
+            ready.get(timeout=120)
+        sender_server = web[0]
+        # Step 0 warms up (producer bootstrap, the room's first seq) and is left out of the report.
+        steps = asyncio.run(send_steps(f"ws://127.0.0.1:{sender_server.port}/ws/chat/{room.slug}/",
+                                       sender_server.url, sender_cookies, [10, *rates], seconds))
+        for control in controls:
+            control.put("stop")
+        parts = [results.get(timeout=120) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+        for srv in web:
+            srv.stop()
+        worker.stop()
+    report = []
+    for step, entry in enumerate(steps):
+        if step == 0:
+            continue
+        latencies = [v for part in parts for v in part["latencies"].get(step, [])]
+        delivered = sum(part["counts"].get(step, 0) for part in parts)
+        expected = entry["sent"] * len(cookies)
+        report.append({
+            "server": server, "receivers": len(cookies), "rate_msgs": entry["rate"],
+            "offered_deliveries_per_s": entry["rate"] * len(cookies),
+            "delivered_per_s": round(delivered / max(entry["send_seconds"], 1e-9)),
+            "expected": expected, "delivered": delivered, "lost": expected - delivered,
+            "p50_ms": round(percentile(latencies, 50), 2), "p90_ms": round(percentile(latencies, 90), 2),
+            "p99_ms": round(percentile(latencies, 99), 2), "max_ms": round(max(latencies, default=float("nan")), 2),
+            "ack_p50_ms": round(percentile(entry["ack_ms"], 50), 2),
+            "ack_p99_ms": round(percentile(entry["ack_ms"], 99), 2),
+            "sender_behind": round(entry["send_seconds"] - seconds, 2),
+            "sender_cpu_pct": round(100 * entry["sender_cpu"] / max(entry["send_seconds"], 1e-9)),
+        })
+    receiver_cpu = sum(part["cpu"] for part in parts)
+    return {"steps": report, "loadgen_receiver_cpu_s": round(receiver_cpu, 1), "senders": senders}
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = ["server", "receivers", "offered_deliveries_per_s", "delivered_per_s", "lost", "p50_ms", "p90_ms",
+               "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "sender_behind", "sender_cpu_pct"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.rjust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).rjust(widths[c]) for c in columns))
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for server in sorted({r["server"] for r in rows}):
+        mine = [r for r in rows if r["server"] == server]
+        x = [r["offered_deliveries_per_s"] for r in mine]
+        ax.plot(x, [r["p50_ms"] for r in mine], marker="o", label=f"{server} p50")
+        ax.plot(x, [r["p99_ms"] for r in mine], marker="s", label=f"{server} p99")
+    ax.set_xlabel("offered deliveries/s")
+    ax.set_ylabel("send→receive latency (ms)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("Fan-out across two instances")
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default="daphne,uvicorn")
+    parser.add_argument("--receivers", type=int, default=200)
+    parser.add_argument("--rates", default="50,100,200,400", help="messages/s per step (x receivers = offered)")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--senders", type=int, default=10, help="sender sockets sharing each step's rate")
+    parser.add_argument("--out", default=str(ROOT / "results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, meta = [], {}
+    for server in args.servers.split(","):
+        print(f"== {server}: {args.receivers} receivers over two instances, rates {args.rates} msg/s", flush=True)
+        # Each server runs in a fresh process so Django and the stack start clean.
+        result_path = out / f"fanout-{server}.json"
+        subprocess.run([os.sys.executable, "-m", "bench.fanout_one", server, str(args.receivers), args.rates,
+                        str(args.seconds), str(args.senders), str(result_path)], check=True, cwd=ROOT)
+        result = json.loads(result_path.read_text())
+        rows += result["steps"]
+        meta[server] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"]}
+    print()
+    print_table(rows)
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    summary = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "platform": platform.platform()},
+               "revision": revision.stdout.strip(), "rows": rows, "meta": meta}
+    (out / "fanout.json").write_text(json.dumps(summary, indent=2))
+    if plot(rows, out / "fanout.png"):
+        print(f"\nplot: {out / 'fanout.png'}")
+    print(f"json: {out / 'fanout.json'}")
+
+
+if __name__ == "__main__":
+    main()
