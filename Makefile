@@ -19,7 +19,7 @@ run: venv
 	@echo ""
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
-test: venv services browser
+test: venv services browser lint
 	$(PY) -m pytest
 
 test-fast: venv services

@@ -131,8 +131,9 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
     web = [WebServer(f"bench-{server}-{i}-{stack.RUN}", stack.child_env(), server=server).start() for i in range(2)]
     worker = Process(f"bench-worker-{stack.RUN}", [stack.PYTHON, "manage.py", "consume_messages",
                                                    "--group", f"bench-{stack.RUN}"], stack.child_env()).start()
-    from chat import services
     from django.contrib.auth import get_user_model
+
+    from chat import services
 
     owner = get_user_model().objects.create_user(username=f"owner-{stack.RUN}")
     room = services.room_create(owner=owner, name=f"bench {stack.RUN}", private=False)

@@ -7,7 +7,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from chat import selectors, services
-from chat.errors import ChatError, NotFound
+from chat.errors import ChatError
 
 
 def error_response(status: int, code: str, detail: str) -> JsonResponse:

@@ -72,7 +72,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await get_hub().leave(self)
             try:
                 await services.presence_exit(self.who)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a dying socket must not raise; the entry expires anyway
                 logger.warning("presence exit failed for %s; the entry expires on its own", self.who.conn_id)
 
     # --- inbound frames ---
@@ -144,7 +144,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def close_with(self, code: int) -> None:
         if not self._closing:
             self._closing = True
-            asyncio.ensure_future(self.close(code=code))
+            self._close_task = asyncio.ensure_future(self.close(code=code))
 
     def push(self, frame: dict) -> None:
         self._enqueue(protocol.encode(frame))

@@ -165,7 +165,7 @@ class RedisRoomState:
                 pipe.zremrangebyscore(self._key("presence", room_id), "-inf", now)
             results = await pipe.execute()
         removed = results[len(entries):]
-        return [room_id for room_id, count in zip(rooms, removed) if count]
+        return [room_id for room_id, count in zip(rooms, removed, strict=True) if count]
 
     async def presence_online(self, room_id: int) -> list[str]:
         members = await self.redis.zrangebyscore(self._key("presence", room_id), time.time(), "+inf")

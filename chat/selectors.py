@@ -18,10 +18,12 @@ def room_object(room: Room, last_seq: int | None = None) -> dict:
 
 
 def rooms_for_user(user) -> list[dict]:
-    rooms = Room.objects.annotate(last_seq=Max("messages__seq")).order_by("name")
+    rooms = Room.objects.annotate(last_seq=Max("messages__seq"), last_activity=Max("messages__created_at"))
+    rooms = rooms.order_by("name")
     if not user.is_staff:
         rooms = rooms.filter(Q(private=False) | Q(memberships__user=user)).distinct()
-    return [room_object(room, room.last_seq or 0) for room in rooms]
+    return [{**room_object(room, room.last_seq or 0), "last_activity": protocol.isoformat(room.last_activity)}
+            for room in rooms]
 
 
 def room_for_user(user, slug: str) -> Room:

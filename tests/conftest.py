@@ -125,3 +125,17 @@ def bob():
 @pytest.fixture
 def room(alice):
     return make_room(alice)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fault scenarios stop and restart the real services: run them after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+
+
+@pytest.fixture(autouse=True)
+def fresh_db_connection():
+    """Each test starts on a live database connection, even after a fault test restarted Postgres."""
+    from django.db import connections
+
+    connections.close_all()
+    yield

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -50,7 +51,7 @@ class Process:
         self.log_path = ARTIFACTS / f"{name}.log"
 
     def start(self) -> "Process":
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process writes to it until it exits
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         return self
@@ -132,7 +133,7 @@ class ChatSocket:
                 raise AssertionError(f"no {types} frame within {timeout} s; got {self.frames[-5:]}")
             try:
                 frame = await self.recv(remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError(f"no {types} frame within {timeout} s; last frames: {self.frames[-5:]}") from None
             if frame["type"] in types:
                 return frame
@@ -154,7 +155,7 @@ class ChatSocket:
                 await self.recv(timeout)
         except websockets.ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd else exc.code
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"socket still open after {timeout} s") from None
 
     async def close(self) -> None:
@@ -173,3 +174,59 @@ async def chat_socket(server: WebServer, slug: str, cookie: str | None, *, after
             first = await client.recv()
             assert first["type"] == "hello", first
         yield client
+
+
+class FailoverProxy:
+    """A minimal TCP load balancer on 127.0.0.1 for tests: each new connection goes to the first
+    backend that accepts it, so killing that instance sends reconnects to the next one."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self.backends = backends
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="failover-proxy", daemon=True)
+
+    def start(self) -> "FailoverProxy":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise AssertionError("the test proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _open_backend(self):
+        for port in self.backends:
+            try:
+                return await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue
+        raise OSError("no backend accepts connections")
+
+    async def _handle(self, client_reader, client_writer) -> None:
+        try:
+            backend_reader, backend_writer = await self._open_backend()
+        except OSError:
+            client_writer.close()
+            return
+
+        async def pipe(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection
-
 from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 
@@ -163,7 +162,8 @@ class MessageWorker:
 
         if self._dead_producer is None:
             self._dead_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all")
-        headers = [("reason", reason.encode()), ("source", f"{record.topic}:{record.partition}:{record.offset}".encode())]
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        headers = [("reason", reason.encode()), ("source", source.encode())]
         self._dead_producer.send(dead_letter_topic(self.topic), key=record.key, value=record.value or b"",
                                  headers=headers).get(timeout=30)
         self.stats.dead += 1
@@ -181,7 +181,7 @@ class MessageWorker:
         rate = self.stats.records / max(1e-9, time.monotonic() - self.stats.started)
         try:
             lag = self.lag()
-        except Exception:
+        except Exception:  # noqa: BLE001 - progress output must not stop the worker
             lag = -1
         self._say(f"records={self.stats.records} rate={rate:.0f}/s last_batch={self.stats.last_batch} "
                   f"lag={lag} dead={self.stats.dead} retries={self.stats.retries}")

@@ -1,3 +1,3 @@
 """Settings: everything is read from the environment in base.py."""
 
-from .base import *  # noqa: F401,F403
+from .base import *  # noqa: F403  # noqa: F401,F403

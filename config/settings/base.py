@@ -112,6 +112,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve the app's static files even where `collectstatic` has not run (tests, `make stack`).
+WHITENOISE_USE_FINDERS = True
 
 # Production hardening, switchable by environment where a proxy terminates TLS.
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)

@@ -62,7 +62,9 @@ async def test_one_publish_reaches_every_local_socket_of_the_room_on_every_hub()
 async def test_user_events_reach_every_socket_of_that_user_on_every_hub():
     layer = get_channel_layer()
     hub_a, hub_b = RoomHub(), RoomHub()
-    mallory_a, mallory_b, other = Sink(10**9 + 1, user_id=10**12 + 666), Sink(10**9 + 2, user_id=10**12 + 666), Sink(10**9 + 1, user_id=10**12 + 7)
+    mallory, someone_else = 10**12 + 666, 10**12 + 7
+    mallory_a, mallory_b = Sink(10**9 + 1, user_id=mallory), Sink(10**9 + 2, user_id=mallory)
+    other = Sink(10**9 + 1, user_id=someone_else)
     await hub_a.join(mallory_a)
     await hub_a.join(other)
     await hub_b.join(mallory_b)

@@ -1,12 +1,11 @@
 """Reconnect without gaps, idempotent send, sequences that survive Redis losing its data, send errors."""
 
-import asyncio
 
 import pytest
 import redis
 
 from chat.models import Message
-from tests.conftest import SERVICES, TEST_ENV, make_user, session_cookie
+from tests.conftest import SERVICES
 from tests.support import chat_socket, unique, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")

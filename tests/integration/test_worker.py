@@ -60,7 +60,9 @@ def test_two_workers_share_partitions_and_store_everything_once():
     produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
     assert first.proc.wait(90) == 0 and second.proc.wait(90) == 0, first.log() + second.log()
     assert Message.objects.filter(room__in=rooms).count() == len(batch)
-    stored = lambda log: int(log.rsplit("stopped after ", 1)[1].split()[0])  # noqa: E731
+    def stored(log: str) -> int:
+        return int(log.rsplit("stopped after ", 1)[1].split()[0])
+
     # Both members got partitions (8 room keys over 4 partitions), and together read each record once
     # or, across a rebalance, more than once: never fewer.
     assert stored(first.log()) > 0 and stored(second.log()) > 0
