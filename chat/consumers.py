@@ -57,13 +57,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conn_id, self.room_id = self.who.conn_id, self.who.room_id
         self.user_id, self.username = self.who.user_id, self.who.username
         await get_hub().join(self)
+        await services.presence_enter(self.who)  # first, so hello's online list includes this user
         self.push(await services.hello_for(self.who))
         after = _query_int(self.scope, "after")
         if after is not None:
             await self._replay(after)
         else:
             self._release_held(after=None)
-        await services.presence_enter(self.who)
 
     async def disconnect(self, code):
         if self._writer is not None:

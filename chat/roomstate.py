@@ -171,6 +171,15 @@ class RedisRoomState:
         members = await self.redis.zrangebyscore(self._key("presence", room_id), time.time(), "+inf")
         return sorted({m.decode().partition("\t")[2] for m in members})
 
+    async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
+        """At most one "typing" start per user and room every `every` seconds, across instances;
+        a stop always goes out and lets the next start through at once."""
+        key = self._key("typing", room_id, user_id)
+        if not active:
+            await self.redis.delete(key)
+            return True
+        return bool(await self.redis.set(key, 1, nx=True, px=int(every * 1000)))
+
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
@@ -188,6 +197,7 @@ class MemoryRoomState:
         self.recent_frames: dict[int, dict[int, dict]] = defaultdict(dict)
         self.presence: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
         self.buckets: dict[int, tuple[float, float]] = {}
+        self.typing_until: dict[tuple[int, int], float] = {}
         self.lock = asyncio.Lock()
 
     async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
@@ -251,6 +261,16 @@ class MemoryRoomState:
     async def presence_online(self, room_id: int) -> list[str]:
         now = time.time()
         return sorted({name for name, expiry in self.presence[room_id].values() if expiry > now})
+
+    async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
+        key, now = (room_id, user_id), time.monotonic()
+        if not active:
+            self.typing_until.pop(key, None)
+            return True
+        if self.typing_until.get(key, 0) > now:
+            return False
+        self.typing_until[key] = now + every
+        return True
 
     async def ping(self) -> bool:
         return True

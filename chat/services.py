@@ -290,6 +290,9 @@ def report_create(*, reporter_id: int, room_id: int, message_id: str, reason: st
 
 
 async def typing_notify(*, who: Participant, active: bool) -> None:
+    """Relay "typing" to the others, never stored; repeated starts within the throttle are dropped."""
+    if not await room_state().typing_allow(who.room_id, who.user_id, active, settings.CHAT_TYPING_THROTTLE):
+        return
     await room_broadcast(who.room_id, protocol.typing_frame(user=who.username, active=active), exclude=who.conn_id)
 
 

@@ -173,6 +173,7 @@ async def chat_socket(server: WebServer, slug: str, cookie: str | None, *, after
         if hello:
             first = await client.recv()
             assert first["type"] == "hello", first
+            client.hello = first
         yield client
 
 

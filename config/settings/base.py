@@ -133,6 +133,8 @@ CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/10s")
 CHAT_REDIS_PREFIX = env.str("CHAT_REDIS_PREFIX", default="chat")
 CHAT_RECENT_BUFFER = env.int("CHAT_RECENT_BUFFER", default=1000)
 CHAT_PRESENCE_TTL = env.int("CHAT_PRESENCE_TTL", default=30)
+# Seconds between two "typing" starts of one user in one room that are relayed (clients send one every 3 s).
+CHAT_TYPING_THROTTLE = env.float("CHAT_TYPING_THROTTLE", default=2.0)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
