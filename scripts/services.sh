@@ -10,12 +10,14 @@
 #   scripts/services.sh status       [postgres|redis|kafka ...]  exit 0 when all named are up
 #
 # Environment: CHAT_PG_FAST=1 turns off fsync, synchronous_commit and full_page_writes (tests only).
-# State lives in .cache/ (Kafka's jars, config, data and log; Redis's log); Postgres keeps Debian's
-# cluster (/var/lib/postgresql, log in /var/log/postgresql).
+# State lives in one place per machine, not per checkout, so every clone (and CI's clean clone)
+# finds, reuses and can stop the same broker: $CHAT_SERVICES_HOME, by default
+# ~/.cache/chat-services (Kafka's jars, config, data and log; Redis's log). Postgres keeps
+# Debian's cluster (/var/lib/postgresql, log in /var/log/postgresql).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="$ROOT/.cache"
+CACHE="${CHAT_SERVICES_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/chat-services}"
 KAFKA_POM="$ROOT/scripts/kafka/pom.xml"
 KAFKA_LOG4J="$ROOT/scripts/kafka/log4j2.xml"
 KAFKA_HOME="$CACHE/kafka"
