@@ -23,6 +23,8 @@ def api_view(*methods: str):
         def wrapper(request: HttpRequest, *args, **kwargs):
             if not request.user.is_authenticated:
                 return error_response(401, "not_authenticated", "Log in first.")
+            if selectors.user_is_banned(request.user):
+                return error_response(403, "banned", "This account is banned from the chat.")
             try:
                 return view(request, *args, **kwargs)
             except ChatError as exc:

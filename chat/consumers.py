@@ -146,6 +146,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._closing = True
             self._close_task = asyncio.ensure_future(self.close(code=code))
 
+    def set_muted_until(self, until) -> None:
+        if self.who is not None:
+            self.who.muted_until = until
+
     def push(self, frame: dict) -> None:
         self._enqueue(protocol.encode(frame))
 

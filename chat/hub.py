@@ -9,6 +9,7 @@ process's presence entries alive in Redis, so a crashed instance's users expire 
 import asyncio
 import logging
 from collections import defaultdict
+from datetime import datetime
 from typing import Protocol
 
 from channels.layers import get_channel_layer
@@ -28,6 +29,8 @@ class LocalConnection(Protocol):
     def deliver(self, text: str, seq: int | None) -> None: ...
 
     def close_with(self, code: int) -> None: ...
+
+    def set_muted_until(self, until: datetime | None) -> None: ...
 
 
 class RoomHub:
@@ -83,6 +86,12 @@ class RoomHub:
             for conn in tuple(self.connections()):
                 if conn.user_id == event["user"]:
                     conn.close_with(event["code"])
+        elif kind == "user.standing":
+            until = event.get("muted_until")
+            until = datetime.fromisoformat(until) if until else None
+            for conn in tuple(self.connections()):
+                if conn.user_id == event["user"]:
+                    conn.set_muted_until(until)
         else:
             logger.warning("hub ignored an event of unknown type %r", kind)
 

@@ -45,6 +45,10 @@ def room_for_socket(user, slug: str) -> tuple[Room, ChatProfile | None]:
     return room, profile
 
 
+def user_is_banned(user) -> bool:
+    return permissions.is_banned(ChatProfile.objects.filter(user=user).first())
+
+
 def room_max_seq(room_id: int) -> int:
     return Message.objects.filter(room_id=room_id).aggregate(m=Max("seq"))["m"] or 0
 

@@ -8,7 +8,9 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -20,8 +22,8 @@ from django.utils.text import slugify
 from chat import permissions, protocol, selectors
 from chat.bus import records
 from chat.errors import ChatError, Conflict, Forbidden, NotFound, NotPersisted
-from chat.models import Membership, Message, Report, Room
-from chat.roomstate import parse_rate, room_group, room_state
+from chat.models import ChatProfile, Membership, Message, ModerationAction, Report, Room
+from chat.roomstate import HUB_GROUP, parse_rate, room_group, room_state
 from chat.signals import message_changed, message_sent
 
 logger = logging.getLogger(__name__)
@@ -325,3 +327,100 @@ def messages_persist(batch: list[dict]) -> int:
             elif record["event"] == "message.restored":
                 Message.objects.filter(id=record["id"]).update(hidden=False)
     return len({row.id for row in rows}) - before
+
+
+# --- moderation (staff, from the admin: sync code that reaches every instance live) --------------
+
+MUTED_INDEFINITELY = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _moderation_record(*, actor, action: str, reason: str, user=None, message: Message | None = None) -> None:
+    ModerationAction.objects.create(actor=actor, action=action, target_user=user, target_message=message,
+                                    reason=reason)
+
+
+def _after_commit(coroutine_function, **kwargs) -> None:
+    """Run a live effect once the database change is committed (at once outside a transaction).
+
+    async_to_sync from the admin's worker thread runs it on the server's own event loop, where the
+    channel layer's connections live."""
+    transaction.on_commit(lambda: async_to_sync(coroutine_function)(**kwargs))
+
+
+def profile_for(user) -> ChatProfile:
+    return ChatProfile.objects.get_or_create(user=user)[0]
+
+
+def user_ban(*, actor, user, reason: str = "") -> None:
+    """Ban: every open socket of the user closes with 4403 on every instance; joins and the API refuse."""
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"banned": True})
+        _moderation_record(actor=actor, action="ban", reason=reason, user=user)
+        _after_commit(user_disconnect, user_id=user.id, code=protocol.CLOSE_FORBIDDEN)
+
+
+def user_unban(*, actor, user, reason: str = "") -> None:
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"banned": False})
+        _moderation_record(actor=actor, action="unban", reason=reason, user=user)
+
+
+def user_mute(*, actor, user, until: datetime | None = None, reason: str = "") -> None:
+    """Mute until `until` (or indefinitely): sends get `error: muted`, on open sockets too."""
+    until = until or MUTED_INDEFINITELY
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"muted_until": until})
+        _moderation_record(actor=actor, action="mute", reason=reason or f"until {until:%Y-%m-%d %H:%M %Z}",
+                           user=user)
+        _after_commit(user_standing_update, user_id=user.id, muted_until=until)
+
+
+def user_unmute(*, actor, user, reason: str = "") -> None:
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"muted_until": None})
+        _moderation_record(actor=actor, action="unmute", reason=reason, user=user)
+        _after_commit(user_standing_update, user_id=user.id, muted_until=None)
+
+
+def message_hide(*, actor, message: Message, reason: str = "") -> None:
+    """Hide: gone from every connected client (`message.deleted`), from history and from resume."""
+    with transaction.atomic():
+        Message.objects.filter(pk=message.pk).update(hidden=True)
+        _moderation_record(actor=actor, action="hide", reason=reason, user=message.author, message=message)
+        _after_commit(message_remove, room_id=message.room_id,
+                      message=selectors.message_to_object(message, message.room.slug), by="moderator")
+
+
+def message_unhide(*, actor, message: Message, reason: str = "") -> None:
+    """Unhide: back in history and resume. Not re-broadcast live: clients get a room's messages in
+    increasing seq, and this one is old; they see it on their next history load."""
+    with transaction.atomic():
+        Message.objects.filter(pk=message.pk).update(hidden=False)
+        _moderation_record(actor=actor, action="unhide", reason=reason, user=message.author, message=message)
+        _after_commit(_message_restore, room_id=message.room_id,
+                      message=selectors.message_to_object(message, message.room.slug))
+
+
+def report_resolve(*, actor, report: Report, hide: bool) -> None:
+    with transaction.atomic():
+        if hide:
+            message_hide(actor=actor, message=report.message, reason=f"report #{report.pk}: {report.reason}")
+        Report.objects.filter(pk=report.pk).update(resolved=True)
+        _moderation_record(actor=actor, action="resolve report", reason=f"report #{report.pk}", user=report.reporter,
+                           message=report.message)
+
+
+async def _message_restore(*, room_id: int, message: dict) -> None:
+    if await room_state().recent_get(room_id, message["seq"]) is not None:
+        await room_state().recent_replace(room_id, message["seq"], protocol.message_frame(message))
+    await _enqueue_change(records.message_record("message.restored", message, room_id=room_id))
+
+
+async def user_disconnect(*, user_id: int, code: int) -> None:
+    await get_channel_layer().group_send(HUB_GROUP, {"type": "user.close", "user": user_id, "code": code})
+
+
+async def user_standing_update(*, user_id: int, muted_until: datetime | None) -> None:
+    await get_channel_layer().group_send(
+        HUB_GROUP, {"type": "user.standing", "user": user_id, "muted_until": protocol.isoformat(muted_until)}
+    )

@@ -6,7 +6,7 @@ import uuid
 
 RUN = uuid.uuid4().hex[:8]
 SERVICES = {
-    "DATABASE_URL": os.environ.get("TEST_DATABASE_URL", "postgres://chat:chat@127.0.0.1:5432/chat_test"),
+    "DATABASE_URL": os.environ.get("TEST_DATABASE_URL", f"postgres://chat:chat@127.0.0.1:5432/chat_test_{RUN}"),
     "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
 }
@@ -52,7 +52,7 @@ def child_env(**overrides: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def database():
-    """A fresh database for this run, migrated."""
+    """A fresh database of this run's own (runs from two checkouts can share the server), migrated."""
     from django.conf import settings
     from django.db import connections
 
@@ -70,6 +70,12 @@ def database():
     ensure_topics()
     yield
     connections.close_all()
+    admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
+                             port=db["PORT"])
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
+    admin.close()
 
 
 @pytest.fixture(scope="session")

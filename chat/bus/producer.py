@@ -37,6 +37,8 @@ class MessageProducer:
                 request_timeout_ms=5_000,
                 delivery_timeout_ms=max(settings.KAFKA_DELIVERY_TIMEOUT_MS, 7_000),
                 retry_backoff_ms=200,
+                # Try a restarted broker again within 2 s (the default backs off up to 30 s).
+                reconnect_backoff_max_ms=2_000,
             )
         return self._producer
 
