@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat import protocol, services
+from chat import drain, protocol, services
 from chat.errors import ChatError
 from chat.hub import get_hub
 
@@ -46,6 +46,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._confirming: set[asyncio.Task] = set()
         await self.accept()
         self._writer = asyncio.ensure_future(self._write_loop())
+        if drain.is_draining():  # shutting down: try another instance
+            return await self.close(code=protocol.CLOSE_SERVICE_RESTART)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)

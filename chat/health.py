@@ -8,11 +8,11 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from chat import drain
 from chat.roomstate import room_state
 
 logger = logging.getLogger(__name__)
 CHECK_TIMEOUT = 3.0
-draining = False  # set on SIGTERM: the instance stops taking traffic before it closes sockets
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -33,6 +33,8 @@ def _kafka_ok() -> bool:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
+    if drain.is_draining():  # answer at once: the balancer must stop sending traffic here now
+        return JsonResponse({"status": "unavailable", "failed": ["draining"], "checks": {}}, status=503)
     checks = {"database": sync_to_async(_database_ok, thread_sensitive=False)()}
     if settings.REDIS_URL:
         checks["redis"] = room_state().ping()
@@ -45,8 +47,6 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         except Exception as exc:  # noqa: BLE001 - any failure of a dependency means "not ready"
             results[name] = f"failed: {type(exc).__name__}"
     failed = [name for name, result in results.items() if result != "ok"]
-    if draining:
-        failed.append("draining")
     status = 503 if failed else 200
     return JsonResponse({"status": "ok" if not failed else "unavailable", "failed": failed, "checks": results},
                         status=status)

@@ -66,6 +66,10 @@ class RoomHub:
                 await self.layer.group_discard(room_group(conn.room_id), self.channel)
                 self._subscribed.discard(conn.room_id)
 
+    def close_all(self, code: int) -> None:
+        for conn in tuple(self.connections()):
+            conn.close_with(code)
+
     def connections(self):
         for members in self.rooms.values():
             yield from members

@@ -47,8 +47,13 @@ class Participant:
 # --- rooms -------------------------------------------------------------------------------------
 
 
+def _without_nul(text: str) -> str:
+    """Postgres text cannot hold NUL; it is the one character dropped from user input."""
+    return text.replace("\x00", "")
+
+
 def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> Room:
-    name = (name or "").strip()
+    name = _without_nul(name or "").strip()
     if not name or len(name) > 120:
         raise ChatError("A room needs a name of 1 to 120 characters.", code="invalid")
     slug = slugify(slug if slug is not None else name)[:64]
@@ -66,7 +71,7 @@ def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> 
 def room_add_member(*, actor, room: Room, username: str) -> Membership:
     if not permissions.can_manage_members(actor, room):
         raise Forbidden("Only the room's owner or staff may add members.")
-    user = get_user_model().objects.filter(username=username).first()
+    user = get_user_model().objects.filter(username=_without_nul(username)).first()
     if user is None:
         raise NotFound(f"No user '{username}'.")
     membership, _ = Membership.objects.get_or_create(room=room, user=user)
@@ -150,6 +155,7 @@ async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = Non
 
 
 def _clean_body(body: str) -> str:
+    body = _without_nul(body)
     if not body.strip():
         raise ChatError("The message is empty.", code="empty_body")
     if len(body) > settings.CHAT_MAX_MESSAGE_LENGTH:
@@ -277,7 +283,7 @@ async def _enqueue_change(record: dict) -> None:
 
 
 async def message_report(*, who: Participant, message_id: str, reason: str) -> None:
-    reason = reason.strip()
+    reason = _without_nul(reason).strip()
     if not reason:
         raise ChatError("A report needs a reason.", code="empty_body")
     await database_sync_to_async(report_create)(reporter_id=who.user_id, room_id=who.room_id,

@@ -13,6 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chat import drain  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 if "daphne" in sys.modules:
@@ -20,9 +21,14 @@ if "daphne" in sys.modules:
 
     daphne_close_codes.install()
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+async def application(scope, receive, send):
+    drain.install()  # once, on the first request: the server's own signal handlers exist by then
+    return await router(scope, receive, send)

@@ -119,6 +119,10 @@ WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -133,6 +137,10 @@ CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/10s")
 CHAT_REDIS_PREFIX = env.str("CHAT_REDIS_PREFIX", default="chat")
 CHAT_RECENT_BUFFER = env.int("CHAT_RECENT_BUFFER", default=1000)
 CHAT_PRESENCE_TTL = env.int("CHAT_PRESENCE_TTL", default=30)
+# On SIGTERM, how long a web instance waits for its sockets to close (1012) before it exits.
+CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=5.0)
+# ...after failing /readyz for this long first, so the load balancer sends reconnects elsewhere.
+CHAT_DRAIN_GRACE_SECONDS = env.float("CHAT_DRAIN_GRACE_SECONDS", default=2.0)
 # Seconds between two "typing" starts of one user in one room that are relayed (clients send one every 3 s).
 CHAT_TYPING_THROTTLE = env.float("CHAT_TYPING_THROTTLE", default=2.0)
 

@@ -69,3 +69,11 @@ def test_createsuperuser_noinput_from_the_environment():
     assert done.returncode == 0, done.stderr
     assert get_user_model().objects.get(username=username).is_superuser
     assert os.environ["DATABASE_URL"] == env["DATABASE_URL"]
+
+
+def test_no_debug_pages_in_production(web_a, alice):
+    missing = httpx.get(f"{web_a.url}/no/such/page/", cookies={"sessionid": alice.cookie})
+    assert missing.status_code == 404
+    assert "Traceback" not in missing.text and "URLconf" not in missing.text
+    framed = httpx.get(f"{web_a.url}/accounts/login/")
+    assert framed.headers["x-frame-options"] == "DENY" and framed.headers["x-content-type-options"] == "nosniff"
