@@ -1,23 +1,28 @@
 """The chat WebSocket: thin. Parse a frame, call an action, send frames.
 
 Outbound frames go through a bounded outbox drained by one writer task, so the room hub never
-waits on a slow socket; a socket whose outbox overflows is closed with 4408 and resumes with ?after.
+waits on a slow socket. The writer waits while the socket's transport is full (uvicorn's send
+does; under daphne, config/daphne_backpressure.py tells us), so a client that does not read fills
+the outbox: past CHAT_SOCKET_BUFFER_BYTES of live frames it is closed with 4408 and resumes with
+?after. Replayed frames do not count: a large resume is paced, not cut.
 """
 
 import asyncio
 import logging
+import time
 from collections import deque
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from chat import drain, protocol, services
+from chat import drain, metrics, protocol, services
 from chat.errors import ChatError
 from chat.hub import get_hub
 
 logger = logging.getLogger(__name__)
 
-OUTBOX_LIMIT = 2000  # frames queued for one socket before it counts as not reading
+SOCKET_HIGH_WATER = 256 * 1024  # unsent bytes in the server's transport above which the writer waits
 MAX_UNCONFIRMED = 1000  # sent messages of one socket still waiting for Kafka
 
 
@@ -38,13 +43,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- connection lifecycle ---
 
     async def connect(self):
-        self._outbox: deque[str] = deque()
+        self._outbox: deque[tuple[str, int]] = deque()  # (text, bytes counted against the limit)
+        self._outbox_bytes = 0
+        self._unsent_bytes = self.scope.get("extensions", {}).get("chat.unsent_bytes")
         self._wakeup = asyncio.Event()
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
         self._writer = None
         self._closing = False
         self._confirming: set[asyncio.Task] = set()
         await self.accept()
+        metrics.CONNECTIONS.inc()
+        self._counted = True
         self._writer = asyncio.ensure_future(self._write_loop())
         if drain.is_draining():  # shutting down: try another instance
             return await self.close(code=protocol.CLOSE_SERVICE_RESTART)
@@ -68,7 +77,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._release_held(after=None)
 
     async def disconnect(self, code):
-        if self._writer is not None:
+        if getattr(self, "_counted", False):
+            metrics.CONNECTIONS.dec()
+            self._counted = False
+        if getattr(self, "_writer", None) is not None:
             self._writer.cancel()
         if self.who is not None:
             await get_hub().leave(self)
@@ -89,11 +101,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = None
         try:
             frame = protocol.parse(text_data)
+            metrics.FRAMES_IN.labels(type=frame.type).inc()
             client_id = frame.fields.get("client_id")
             await getattr(self, "on_" + frame.type.replace(".", "_"))(**frame.fields)
         except protocol.ProtocolError as exc:
+            metrics.FRAMES_IN.labels(type="invalid").inc()
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail))
         except ChatError as exc:
+            if exc.code == "rate_limited":
+                metrics.RATE_LIMITED.inc()
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail, retry_after=exc.retry_after,
                                            client_id=client_id))
 
@@ -101,15 +117,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if len(self._confirming) >= MAX_UNCONFIRMED:
             raise ChatError("Too many messages waiting to be stored; wait for their acks.", code="rate_limited",
                             retry_after=1.0)
+        received = time.monotonic()
         sent = await services.message_send(who=self.who, body=body, client_id=client_id)
         # Wait for durability off this socket's frame loop, so a slow Kafka delays acks, not sends.
-        task = asyncio.ensure_future(self._confirm(sent))
+        task = asyncio.ensure_future(self._confirm(sent, received))
         self._confirming.add(task)
         task.add_done_callback(self._confirming.discard)
 
-    async def _confirm(self, sent: services.SentMessage) -> None:
+    async def _confirm(self, sent: services.SentMessage, received: float) -> None:
         try:
             self.push(await services.message_confirm(sent))
+            metrics.SEND_ACK_SECONDS.observe(time.monotonic() - received)
         except ChatError as exc:
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail, client_id=sent.client_id))
 
@@ -153,14 +171,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.who.muted_until = until
 
     def push(self, frame: dict) -> None:
+        metrics.FRAMES_OUT.labels(type=frame["type"]).inc()
+        if frame["type"] == "error":
+            metrics.ERRORS_SENT.labels(code=frame["code"]).inc()
         self._enqueue(protocol.encode(frame))
 
-    def _enqueue(self, text: str) -> None:
-        if len(self._outbox) >= OUTBOX_LIMIT:
-            logger.info("closing %s: outbox over %d frames", getattr(self, "conn_id", "?"), OUTBOX_LIMIT)
+    async def close(self, code=None, reason=None):
+        metrics.CLOSES.labels(code=str(code or 1000)).inc()
+        await super().close(code=code, reason=reason)
+
+    def _enqueue(self, text: str, *, counted: bool = True) -> None:
+        if self._closing:
+            return
+        weight = len(text) if counted else 0
+        if self._outbox_bytes + weight > settings.CHAT_SOCKET_BUFFER_BYTES:
+            logger.info("closing %s: not reading, over %d bytes queued", getattr(self, "conn_id", "?"),
+                        settings.CHAT_SOCKET_BUFFER_BYTES)
             self._outbox.clear()
+            self._outbox_bytes = 0
+            metrics.SLOW_CONSUMER_CUTS.inc()
             return self.close_with(protocol.CLOSE_SLOW_CONSUMER)
-        self._outbox.append(text)
+        self._outbox.append((text, weight))
+        self._outbox_bytes += weight
         self._wakeup.set()
 
     async def _write_loop(self) -> None:
@@ -168,13 +200,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._outbox:
-                await self.send(text_data=self._outbox.popleft())
+                if self._unsent_bytes is not None and self._unsent_bytes() > SOCKET_HIGH_WATER:
+                    await asyncio.sleep(0.01)  # the client reads slower than we write: let it catch up
+                    continue
+                text, weight = self._outbox.popleft()
+                self._outbox_bytes -= weight
+                await self.send(text_data=text)
 
     async def _replay(self, after: int) -> None:
         """Every message after `after`, then the live frames held meanwhile, without duplicates."""
         frames = await services.messages_since(who=self.who, after=after)
         for frame in frames:
-            self.push(frame)
+            metrics.FRAMES_OUT.labels(type=frame["type"]).inc()
+            self._enqueue(protocol.encode(frame), counted=False)
         last = frames[-1]["seq"] if frames else after
         last = self._release_held(after=last)
         self.push(protocol.resumed_frame(last_seq=last))

@@ -1,4 +1,4 @@
-"""Liveness and readiness for load balancers and orchestrators."""
+"""Operational endpoints: liveness, readiness and Prometheus metrics."""
 
 import asyncio
 import logging
@@ -6,13 +6,19 @@ import logging
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chat import drain
 from chat.roomstate import room_state
 
 logger = logging.getLogger(__name__)
 CHECK_TIMEOUT = 3.0
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for this process (restrict access at the load balancer)."""
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:

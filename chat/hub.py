@@ -15,6 +15,7 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from chat import metrics
 from chat.roomstate import HUB_GROUP, room_group, room_state
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,11 @@ class RoomHub:
         if kind == "room.frame":
             text, seq, exclude = event["text"], event.get("seq"), event.get("exclude")
             seq = int(seq) if seq is not None else None
-            for conn in tuple(self.rooms.get(int(event["room"]), ())):
+            members = tuple(self.rooms.get(int(event["room"]), ()))
+            for conn in members:
                 if conn.conn_id != exclude:
                     conn.deliver(text, seq)
+            metrics.FANOUT_DELIVERIES.inc(len(members))
         elif kind == "user.frame":
             for conn in tuple(self.connections()):
                 if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):

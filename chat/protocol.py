@@ -73,6 +73,8 @@ def parse(text: str) -> ClientFrame:
         fields[name] = value
     if frame_type == "message.send" and not 1 <= len(fields["client_id"]) <= 64:
         raise ProtocolError("invalid_frame", "'client_id' must be 1 to 64 characters.")
+    if frame_type == "message.send" and "\x00" in fields["client_id"]:
+        raise ProtocolError("invalid_frame", "'client_id' must not contain NUL characters.")
     if frame_type in ("resume", "read") and next(iter(fields.values())) < 0:
         raise ProtocolError("invalid_frame", f"'{frame_type}' needs a non-negative integer.")
     return ClientFrame(frame_type, fields)

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from chat import permissions, protocol, selectors
+from chat import metrics, permissions, protocol, selectors
 from chat.bus import records
 from chat.errors import ChatError, Conflict, Forbidden, NotFound, NotPersisted
 from chat.models import ChatProfile, Membership, Message, ModerationAction, Report, Room
@@ -212,6 +212,7 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
             message = {**message, "id": outcome.message_id, "seq": outcome.seq}
     else:
         message["seq"] = outcome.seq
+        metrics.MESSAGES_SENT.inc()
     return SentMessage(client_id, records.message_record("message.created", message, room_id=who.room_id))
 
 
@@ -221,6 +222,7 @@ async def message_confirm(sent: SentMessage) -> dict:
     try:
         await message_sent.asend(sender=Message, record=record)
     except Exception as exc:
+        metrics.KAFKA_PRODUCE_ERRORS.inc()
         logger.warning("message %s in room %s not persisted: %s", record["id"], record["room"], exc)
         raise NotPersisted(f"The message could not be stored ({type(exc).__name__}); send it again.") from exc
     return protocol.ack_frame(client_id=sent.client_id, id=record["id"], seq=record["seq"])
@@ -279,6 +281,7 @@ async def _enqueue_change(record: dict) -> None:
     try:
         await message_changed.asend(sender=Message, record=record)
     except Exception as exc:
+        metrics.KAFKA_PRODUCE_ERRORS.inc()
         raise NotPersisted(f"The change could not be stored ({type(exc).__name__}); try again.") from exc
 
 

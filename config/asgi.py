@@ -17,9 +17,10 @@ from chat import drain  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 if "daphne" in sys.modules:
-    from config import daphne_close_codes
+    from config import daphne_backpressure, daphne_close_codes
 
     daphne_close_codes.install()
+    daphne_backpressure.install()
 
 router = ProtocolTypeRouter(
     {

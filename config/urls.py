@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/rooms/<slug:slug>/messages/", api.room_messages),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    path("metrics", health.metrics_view),
 ]

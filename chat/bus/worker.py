@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, close_old_connections, connection
+from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connection
 from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 
+from chat import metrics
 from chat.bus import records
 from chat.bus.topics import dead_letter_topic, ensure_topics
 
@@ -124,12 +125,14 @@ class MessageWorker:
                 close_old_connections()
                 self.stats.inserted += messages_persist([decoded for _, decoded in good])
                 break
-            except IntegrityError:
-                # A record the schema refuses (say, of a room that no longer exists) must not block
-                # the partition: apply one by one and dead-letter the ones refused.
+            except (IntegrityError, DataError, ValueError):
+                # A record the schema refuses (say, of a room that no longer exists, or text the
+                # driver cannot send) must not block the partition: apply one by one and
+                # dead-letter the ones refused.
                 good = self._apply_one_by_one(good)
             except DatabaseError as exc:
                 self.stats.retries += 1
+                metrics.WORKER_RETRIES.inc()
                 connection.close()
                 if self.stopping and delay > 2:
                     raise SystemExit("stopping with an uncommitted batch; it is replayed on the next start") from exc
@@ -145,6 +148,8 @@ class MessageWorker:
         self.stats.records += len(batch)
         self.stats.batches += 1
         self.stats.last_batch = len(batch)
+        metrics.WORKER_RECORDS.inc(len(batch))
+        metrics.WORKER_BATCH_SIZE.observe(len(batch))
 
     def _apply_one_by_one(self, pairs):
         """Store each record alone; dead-letter those the database refuses. Returns none left to do."""
@@ -153,7 +158,7 @@ class MessageWorker:
         for record, decoded in pairs:
             try:
                 self.stats.inserted += messages_persist([decoded])
-            except IntegrityError as exc:
+            except (IntegrityError, DataError, ValueError) as exc:
                 self._dead_letter(record, f"refused by the database: {exc}".strip()[:500])
         return []
 
@@ -167,6 +172,7 @@ class MessageWorker:
         self._dead_producer.send(dead_letter_topic(self.topic), key=record.key, value=record.value or b"",
                                  headers=headers).get(timeout=30)
         self.stats.dead += 1
+        metrics.WORKER_DEAD_LETTERED.inc()
         logger.warning("record %s:%s:%s dead-lettered: %s", record.topic, record.partition, record.offset, reason)
 
     def lag(self) -> int:
@@ -175,7 +181,10 @@ class MessageWorker:
         if not partitions:
             return 0
         ends = consumer.end_offsets(list(partitions))
-        return sum(max(0, ends[tp] - consumer.position(tp)) for tp in partitions)
+        behind = {tp: max(0, ends[tp] - consumer.position(tp)) for tp in partitions}
+        for tp, lag in behind.items():
+            metrics.WORKER_LAG.labels(partition=str(tp.partition)).set(lag)
+        return sum(behind.values())
 
     def _progress(self, elapsed: float) -> None:
         rate = self.stats.records / max(1e-9, time.monotonic() - self.stats.started)

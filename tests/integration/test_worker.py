@@ -81,7 +81,9 @@ def test_undecodable_records_go_to_the_dead_letter_topic_and_consumption_goes_on
     author = make_user("author")
     room = make_room(author)
     good = created_records([room], author, 2)
+    refused = {**created_records([room], author, 1)[0], "client_id": "nul\x00inside"}  # Postgres cannot store it
     produce(topic, [
+        (records.record_key(refused), records.encode(refused)),
         (b"1", b"{not json"),
         (records.record_key(good[0]), records.encode(good[0])),
         (b"1", json.dumps({"event": "message.created", "id": "nope"}).encode()),
@@ -94,9 +96,11 @@ def test_undecodable_records_go_to_the_dead_letter_topic_and_consumption_goes_on
                              consumer_timeout_ms=5000)
     dead = list(consumer)
     consumer.close()
-    assert [d.value for d in dead][:1] == [b"{not json"] and len(dead) == 2
-    reasons = [dict(d.headers)["reason"].decode() for d in dead]
-    assert "not JSON" in reasons[0] and "malformed" in reasons[1]
+    reasons = {d.value: dict(d.headers)["reason"].decode() for d in dead}
+    assert len(dead) == 3
+    assert "not JSON" in reasons[b"{not json"]
+    assert "refused by the database" in reasons[records.encode(refused)] and "NUL" in reasons[records.encode(refused)]
+    assert [reason for reason in reasons.values() if "malformed" in reason]
 
 
 def test_sigterm_commits_the_batch_and_exits_zero():

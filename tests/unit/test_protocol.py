@@ -29,6 +29,7 @@ def parse_error(text: str) -> ProtocolError:
         ('{"type": "message.send", "body": 5, "client_id": "a"}', "invalid_frame"),
         ('{"type": "message.send", "body": "hi", "client_id": ""}', "invalid_frame"),
         ('{"type": "message.send", "body": "hi", "client_id": "' + "x" * 65 + '"}', "invalid_frame"),
+        ('{"type": "message.send", "body": "hi", "client_id": "a\\u0000b"}', "invalid_frame"),
         ('{"type": "typing", "active": "yes"}', "invalid_frame"),
         ('{"type": "resume", "after": true}', "invalid_frame"),
         ('{"type": "resume", "after": 1.5}', "invalid_frame"),

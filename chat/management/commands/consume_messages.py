@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from prometheus_client import start_http_server
 
 from chat.bus.worker import MessageWorker
 
@@ -13,6 +14,8 @@ class Command(BaseCommand):
         parser.add_argument("--max-records", type=int, default=5000, help="Records per poll and bulk write.")
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
         parser.add_argument("--progress-every", type=float, default=5.0, help="Seconds between progress lines.")
+        parser.add_argument("--metrics-port", type=int, default=settings.WORKER_METRICS_PORT,
+                            help="Serve Prometheus metrics on this port (0: off; default: WORKER_METRICS_PORT).")
 
     def handle(self, *args, **options):
         if not settings.KAFKA_BOOTSTRAP_SERVERS:
@@ -25,5 +28,8 @@ class Command(BaseCommand):
             progress_every=options["progress_every"],
             out=self.stdout,
         )
+        if options["metrics_port"]:
+            start_http_server(options["metrics_port"], addr=settings.WORKER_METRICS_ADDR)
+            self.stdout.write(f"metrics on http://{settings.WORKER_METRICS_ADDR}:{options['metrics_port']}/metrics")
         worker.install_signal_handlers()
         worker.run()

@@ -1,0 +1,30 @@
+"""Prometheus metrics of a web process (served at /metrics) and of a worker (its own port).
+
+Names follow Prometheus conventions; label values are bounded (frame types, close codes, partitions).
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- web ---
+CONNECTIONS = Gauge("chat_connections_open", "WebSocket connections open on this process")
+FRAMES_IN = Counter("chat_frames_in_total", "Client frames received, by type", ["type"])
+FRAMES_OUT = Counter("chat_frames_out_total", "Frames queued to sockets, by type", ["type"])
+MESSAGES_SENT = Counter("chat_messages_sent_total", "Messages sequenced and broadcast")
+SEND_ACK_SECONDS = Histogram(
+    "chat_send_ack_seconds", "From receiving message.send to the ack (includes Kafka)",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+FANOUT_DELIVERIES = Counter("chat_fanout_deliveries_total", "Room frames handed to local sockets by the hub")
+RATE_LIMITED = Counter("chat_rate_limited_total", "Sends refused by the rate limit")
+ERRORS_SENT = Counter("chat_errors_sent_total", "Error frames sent, by code", ["code"])
+CLOSES = Counter("chat_socket_closes_total", "Sockets closed by the server, by close code", ["code"])
+SLOW_CONSUMER_CUTS = Counter("chat_slow_consumer_cuts_total", "Sockets cut (4408) for not reading their frames")
+KAFKA_PRODUCE_ERRORS = Counter("chat_kafka_produce_errors_total", "Records the Kafka producer gave up on")
+
+# --- worker ---
+WORKER_RECORDS = Counter("chat_worker_records_total", "Kafka records applied to Postgres")
+WORKER_BATCH_SIZE = Histogram("chat_worker_batch_size", "Records per Postgres write",
+                              buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000))
+WORKER_LAG = Gauge("chat_worker_lag", "Records behind the end of the log, per partition", ["partition"])
+WORKER_RETRIES = Counter("chat_worker_retries_total", "Batches retried after a database error")
+WORKER_DEAD_LETTERED = Counter("chat_worker_dead_lettered_total", "Records sent to the dead-letter topic")
