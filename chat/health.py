@@ -33,9 +33,9 @@ def _database_ok() -> bool:
 
 
 def _kafka_ok() -> bool:
-    from chat.bus.producer import get_producer
+    from chat.bus.topics import cluster_answers
 
-    return get_producer().ping()
+    return cluster_answers()
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:

@@ -59,11 +59,6 @@ class MessageProducer:
         await loop.run_in_executor(self._executor, produce)
         await delivered
 
-    def ping(self) -> bool:
-        """Blocking: whether the cluster answers a metadata request (for readiness)."""
-        producer = self._get()
-        return bool(producer.partitions_for(self.topic))
-
     def close(self) -> None:
         if self._producer is not None:
             self._producer.close(timeout=5)

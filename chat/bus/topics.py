@@ -1,6 +1,7 @@
 """Creates the message topic (several partitions, so workers scale) and its dead-letter topic."""
 
 import logging
+import threading
 
 from django.conf import settings
 
@@ -33,3 +34,20 @@ def ensure_topics(*, topic: str | None = None, partitions: int | None = None) ->
                 pass  # another process created it meanwhile
     finally:
         admin.close()
+
+
+_admin = None
+_admin_lock = threading.Lock()
+
+
+def cluster_answers() -> bool:
+    """Blocking: whether a broker answers a metadata request now (not from a cache), for readiness."""
+    global _admin
+    from kafka.admin import KafkaAdminClient
+
+    with _admin_lock:
+        if _admin is None:
+            _admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=2_500,
+                                      reconnect_backoff_max_ms=1_000)
+        admin = _admin
+    return bool(admin.describe_cluster().get("brokers"))
