@@ -91,6 +91,26 @@ def room_messages(request: HttpRequest, slug: str) -> JsonResponse:
     return JsonResponse({"messages": messages, "has_more": has_more})
 
 
+@api_view("POST")
+def dms(request: HttpRequest) -> JsonResponse:
+    username = json_body(request).get("username")
+    if not isinstance(username, str):
+        raise ChatError("Send {'username': str}.", code="invalid")
+    room, created = services.dm_open(actor=request.user, username=username)
+    return JsonResponse(selectors.room_object(room, selectors.room_max_seq(room.id)), status=201 if created else 200)
+
+
+@api_view("GET")
+def search(request: HttpRequest) -> JsonResponse:
+    query = request.GET.get("q", "").replace("\x00", "").strip()
+    if not query:
+        raise ChatError("Send the words to look for as ?q=.", code="invalid")
+    limit = _int_param(request, "limit", default=20, low=1, high=100)
+    room = request.GET.get("room") or None
+    return JsonResponse({"messages": selectors.messages_search(request.user, query=query[:200], room_slug=room,
+                                                                limit=limit)})
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     """CSRF refusals as the contract's JSON error (also for the API's unsafe methods)."""
     if request.path.startswith("/api/"):

@@ -48,6 +48,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._unsent_bytes = self.scope.get("extensions", {}).get("chat.unsent_bytes")
         self._wakeup = asyncio.Event()
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
+        self._sent_seq: int | None = None  # the highest message seq queued to this socket
         self._writer = None
         self._closing = False
         self._confirming: set[asyncio.Task] = set()
@@ -74,7 +75,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if after is not None:
             await self._replay(after)
         else:
-            self._release_held(after=None)
+            self._release_held()
 
     async def disconnect(self, code):
         if getattr(self, "_counted", False):
@@ -148,7 +149,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._replay(after)
 
     async def on_read(self, seq: int):
-        raise ChatError("Read state is not available yet.", code="invalid_frame")
+        await services.read_mark(who=self.who, seq=seq)
 
     async def on_ping(self):
         self.push(protocol.pong_frame())
@@ -156,10 +157,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- outbound frames (called by the hub, synchronously, in its fan-out loop) ---
 
     def deliver(self, text: str, seq: int | None) -> None:
+        """A room frame from the hub; `seq` is set for message frames only."""
         if self._held is not None:
             self._held.append((seq, text))
         else:
-            self._enqueue(text)
+            self._send_live(text, seq)
 
     def close_with(self, code: int) -> None:
         if not self._closing:
@@ -213,19 +215,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for frame in frames:
             metrics.FRAMES_OUT.labels(type=frame["type"]).inc()
             self._enqueue(protocol.encode(frame), counted=False)
-        last = frames[-1]["seq"] if frames else after
-        last = self._release_held(after=last)
-        self.push(protocol.resumed_frame(last_seq=last))
+        self._sent_seq = max(frames[-1]["seq"] if frames else after, self._sent_seq or 0)
+        self._release_held()
+        self.push(protocol.resumed_frame(last_seq=self._sent_seq))
 
-    def _release_held(self, *, after: int | None) -> int | None:
-        """Send the held live frames newer than `after`; returns the highest seq sent."""
+    def _release_held(self) -> None:
         held, self._held = self._held or [], None
         for seq, text in held:
-            if seq is None or after is None or seq > after:
-                self._enqueue(text)
-                if seq is not None:
-                    after = seq
-        return after
+            self._send_live(text, seq)
+
+    def _send_live(self, text: str, seq: int | None) -> None:
+        # Messages come live in seq order, but one published while the replay read the buffer can
+        # arrive live after the replay sent it (and after the held frames went): skip what went out.
+        if seq is not None:
+            if self._sent_seq is not None and seq <= self._sent_seq:
+                return
+            self._sent_seq = seq
+        self._enqueue(text)
 
 
 def _query_int(scope, name: str) -> int | None:

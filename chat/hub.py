@@ -86,7 +86,8 @@ class RoomHub:
                     conn.deliver(text, seq)
             metrics.FANOUT_DELIVERIES.inc(len(members))
         elif kind == "user.frame":
-            for conn in tuple(self.connections()):
+            room = event.get("room")
+            for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.connections()):
                 if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):
                     conn.deliver(event["text"], None)
         elif kind == "user.close":

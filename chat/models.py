@@ -18,6 +18,8 @@ class Room(models.Model):
     # Set once the room has handed out a sequence number: tells a brand-new room from one whose
     # Redis counter was lost, which must then restart above anything possibly handed out.
     seq_started = models.BooleanField(default=False, editable=False)
+    # For direct messages: "<lower user id>:<higher user id>", so a pair has exactly one room.
+    direct_key = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="rooms")
 
     class Meta:
@@ -118,3 +120,18 @@ class ModerationAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ReadState(models.Model):
+    """How far a user has read a room: the highest seq seen, which never moves backwards."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_states")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="read_states")
+    seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "room"], name="read_state_unique_user_room")]
+
+    def __str__(self) -> str:
+        return f"{self.user} read {self.room} to {self.seq}"

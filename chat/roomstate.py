@@ -160,7 +160,8 @@ class RedisRoomState:
         rooms = sorted({room_id for room_id, _, _ in entries})
         async with self.redis.pipeline(transaction=False) as pipe:
             for room_id, conn_id, username in entries:
-                pipe.zadd(self._key("presence", room_id), {f"{conn_id}\t{username}": expiry}, xx=True)
+                # Not "xx": re-adding heals the set after Redis restarts empty.
+                pipe.zadd(self._key("presence", room_id), {f"{conn_id}\t{username}": expiry})
             for room_id in rooms:
                 pipe.zremrangebyscore(self._key("presence", room_id), "-inf", now)
             results = await pipe.execute()

@@ -1,11 +1,14 @@
 """Reads: rooms a user may see, history pages, messages for replay."""
 
+from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.core.exceptions import ValidationError
-from django.db.models import Max, Q
+from django.db import connection
+from django.db.models import Count, Max, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 
 from chat import permissions, protocol
 from chat.errors import Forbidden, NotFound
-from chat.models import ChatProfile, Message, Room
+from chat.models import ChatProfile, Message, ReadState, Room
 
 REPLAY_PAGE = 1000
 
@@ -18,12 +21,51 @@ def room_object(room: Room, last_seq: int | None = None) -> dict:
 
 
 def rooms_for_user(user) -> list[dict]:
-    rooms = Room.objects.annotate(last_seq=Max("messages__seq"), last_activity=Max("messages__created_at"))
-    rooms = rooms.order_by("name")
-    if not user.is_staff:
-        rooms = rooms.filter(Q(private=False) | Q(memberships__user=user)).distinct()
-    return [{**room_object(room, room.last_seq or 0), "last_activity": protocol.isoformat(room.last_activity)}
-            for room in rooms]
+    """Public rooms and the private rooms (DMs included) the user belongs to, with unread counts."""
+    # Nested inside the message count below, so the room is two queries out.
+    read_to = ReadState.objects.filter(user=user, room=OuterRef(OuterRef("pk"))).values("seq")[:1]
+    unread = (
+        Message.objects.filter(room=OuterRef("pk"), hidden=False, deleted=False,
+                               seq__gt=Coalesce(Subquery(read_to), 0))
+        .exclude(author=user).order_by().values("room").annotate(count=Count("id")).values("count")
+    )
+    visible = Room.objects.filter(Q(private=False) | Q(memberships__user=user)).values("pk")
+    rooms = (
+        Room.objects.filter(pk__in=visible)
+        .annotate(last_seq=Max("messages__seq"), last_activity=Max("messages__created_at"),
+                  unread=Coalesce(Subquery(unread), 0))
+        .order_by("name")
+    )
+    return [{**room_object(room, room.last_seq or 0), "unread": room.unread,
+             "last_activity": protocol.isoformat(room.last_activity)} for room in rooms]
+
+
+def read_seq(user_id: int, room_id: int) -> int:
+    return ReadState.objects.filter(user_id=user_id, room_id=room_id).values_list("seq", flat=True).first() or 0
+
+
+def readable_rooms(user):
+    """Rooms whose messages the user may read (the same rule as permissions.can_read_room)."""
+    if user.is_staff:
+        return Room.objects.all()
+    return Room.objects.filter(Q(private=False) | Q(memberships__user=user)).distinct()
+
+
+def messages_search(user, *, query: str, room_slug: str | None, limit: int) -> list[dict]:
+    """Visible messages matching `query` in rooms the user may read, newest first."""
+    rooms = readable_rooms(user)
+    if room_slug is not None:
+        rooms = rooms.filter(slug=room_slug)
+    messages = Message.objects.filter(room__in=rooms.values("pk"), hidden=False, deleted=False)
+    if connection.vendor == "postgresql":
+        # The same expression as the GIN index (migration 0004), so Postgres can use it.
+        vector = SearchVector("body", config="simple")
+        messages = messages.annotate(search=vector).filter(
+            search=SearchQuery(query, config="simple", search_type="websearch"))
+    else:
+        messages = messages.filter(body__icontains=query)
+    rows = messages.select_related("author", "room").order_by("-created_at", "-seq")[:limit]
+    return [message_to_object(m, m.room.slug) for m in rows]
 
 
 def room_for_user(user, slug: str) -> Room:

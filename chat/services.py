@@ -22,7 +22,7 @@ from django.utils.text import slugify
 from chat import metrics, permissions, protocol, selectors
 from chat.bus import records
 from chat.errors import ChatError, Conflict, Forbidden, NotFound, NotPersisted
-from chat.models import ChatProfile, Membership, Message, ModerationAction, Report, Room
+from chat.models import ChatProfile, Membership, Message, ModerationAction, ReadState, Report, Room
 from chat.roomstate import HUB_GROUP, parse_rate, room_group, room_state
 from chat.signals import message_changed, message_sent
 
@@ -68,7 +68,31 @@ def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> 
     return room
 
 
+def dm_open(*, actor, username: str) -> tuple[Room, bool]:
+    """The one private two-member room of a pair (the same whoever asks); True when just created."""
+    other = get_user_model().objects.filter(username=_without_nul(username)).first()
+    if other is None:
+        raise NotFound(f"No user '{username}'.")
+    if other.pk == actor.pk:
+        raise ChatError("A direct message needs another user.", code="invalid")
+    low, high = sorted([actor, other], key=lambda user: user.pk)
+    key = f"{low.pk}:{high.pk}"
+    room = Room.objects.filter(direct_key=key).first()
+    if room is not None:
+        return room, False
+    try:
+        with transaction.atomic():
+            room = Room.objects.create(slug=f"dm-{low.pk}-{high.pk}", name=f"{low.username} & {high.username}",
+                                       private=True, direct_key=key)
+            Membership.objects.bulk_create([Membership(room=room, user=low), Membership(room=room, user=high)])
+    except IntegrityError:  # the other one asked at the same moment
+        return Room.objects.get(direct_key=key), False
+    return room, True
+
+
 def room_add_member(*, actor, room: Room, username: str) -> Membership:
+    if room.direct_key:
+        raise Forbidden("A direct-message room has exactly its two members.")
     if not permissions.can_manage_members(actor, room):
         raise Forbidden("Only the room's owner or staff may add members.")
     user = get_user_model().objects.filter(username=_without_nul(username)).first()
@@ -148,7 +172,10 @@ async def presence_announce(room_id: int) -> None:
 
 
 async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
-    event = {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": frame.get("seq")}
+    # Only message frames carry a seq for the sockets' duplicate check; edits and deletes of older
+    # messages must always get through.
+    seq = frame["seq"] if frame["type"] == "message" else None
+    event = {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq}
     if exclude:
         event["exclude"] = exclude
     await get_channel_layer().group_send(room_group(room_id), event)
@@ -298,6 +325,28 @@ def report_create(*, reporter_id: int, room_id: int, message_id: str, reason: st
     if message is None or message["room_id"] != room_id:
         raise NotFound("No such message (it may not be stored yet; try again in a moment).")
     return Report.objects.create(message_id=message_id, reporter_id=reporter_id, reason=reason)
+
+
+async def read_mark(*, who: Participant, seq: int) -> None:
+    """Mark the room read up to `seq` (never backwards, never past the newest message) and tell the
+    user's other sockets in the room, on every instance."""
+    newest = await room_state().last_seq(who.room_id)
+    if newest is None:
+        newest = await database_sync_to_async(selectors.room_max_seq)(who.room_id)
+    seq = min(seq, newest)
+    if await database_sync_to_async(read_state_advance)(user_id=who.user_id, room_id=who.room_id, seq=seq):
+        await get_channel_layer().group_send(HUB_GROUP, {
+            "type": "user.frame", "user": who.user_id, "room": who.room_id, "exclude": who.conn_id,
+            "text": protocol.encode(protocol.read_frame(seq=seq)),
+        })
+
+
+def read_state_advance(*, user_id: int, room_id: int, seq: int) -> bool:
+    """Move the read mark forward to `seq`; False when it was there or further already."""
+    state, created = ReadState.objects.get_or_create(user_id=user_id, room_id=room_id, defaults={"seq": seq})
+    if created:
+        return seq > 0
+    return ReadState.objects.filter(pk=state.pk, seq__lt=seq).update(seq=seq) > 0
 
 
 async def typing_notify(*, who: Participant, active: bool) -> None:

@@ -34,6 +34,8 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
                 "userId": request.user.id,
                 "isStaff": request.user.is_staff,
                 "maxLength": settings.CHAT_MAX_MESSAGE_LENGTH,
+                "readSeq": selectors.read_seq(request.user.id, room.id),
+                "direct": bool(room.direct_key),
             },
         },
     )

@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/rooms/", api.rooms),
     path("api/rooms/<slug:slug>/members/", api.room_members),
     path("api/rooms/<slug:slug>/messages/", api.room_messages),
+    path("api/dms/", api.dms),
+    path("api/search/", api.search),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", health.metrics_view),

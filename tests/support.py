@@ -179,10 +179,13 @@ async def chat_socket(server: WebServer, slug: str, cookie: str | None, *, after
 
 class FailoverProxy:
     """A minimal TCP load balancer on 127.0.0.1 for tests: each new connection goes to the first
-    backend that accepts it, so killing that instance sends reconnects to the next one."""
+    backend that accepts it, so killing that instance sends reconnects to the next one. With
+    `rotate`, connections start at the next backend each time (round robin over those alive)."""
 
-    def __init__(self, backends: list[int]) -> None:
+    def __init__(self, backends: list[int], *, rotate: bool = False) -> None:
         self.backends = backends
+        self.rotate = rotate
+        self._turn = 0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
@@ -206,7 +209,9 @@ class FailoverProxy:
         self._loop.run_forever()
 
     async def _open_backend(self):
-        for port in self.backends:
+        start = self._turn % len(self.backends) if self.rotate else 0
+        self._turn += 1
+        for port in self.backends[start:] + self.backends[:start]:
             try:
                 return await asyncio.open_connection("127.0.0.1", port)
             except OSError:
@@ -231,3 +236,79 @@ class FailoverProxy:
                 writer.close()
 
         await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
+
+
+class StayingReader:
+    """A client that stays in a room through restarts, as the web client does: on any close it
+    reconnects (through `endpoint`, e.g. a balancer) with ?after=<last seq seen> and keeps every
+    message's seq, in arrival order, so a test can check nothing was missed or doubled."""
+
+    def __init__(self, endpoint, slug: str, cookie: str) -> None:
+        self.endpoint, self.slug, self.cookie = endpoint, slug, cookie
+        self.seqs: list[int] = []
+        self.trace: list[tuple[int, int, int]] = []  # (connection number, its ?after, seq) for failure reports
+        self.reconnects = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                after = self.seqs[-1] if self.seqs else 0
+                async with chat_socket(self.endpoint, self.slug, self.cookie, after=after) as sock:
+                    while not stop.is_set():
+                        # No timeout: a recv cancelled just as a frame lands must not count it twice
+                        # (the test cancels the reader when done).
+                        frame = json.loads(await sock.ws.recv())
+                        if frame["type"] == "message":
+                            self.seqs.append(frame["seq"])
+                            self.trace.append((self.reconnects, after, frame["seq"], frame["id"][:8],
+                                               round(time.monotonic(), 3)))
+            except (websockets.ConnectionClosed, OSError, AssertionError, TimeoutError):
+                pass
+            if not stop.is_set():
+                self.reconnects += 1
+                await asyncio.sleep(0.1)
+
+
+class StayingSender:
+    """Sends `count` messages at `interval`, reconnecting like the web client and re-sending every
+    unacked message with its client_id; `acked` maps client_id -> (id, seq)."""
+
+    def __init__(self, endpoint, slug: str, cookie: str, count: int, interval: float = 0.03) -> None:
+        self.endpoint, self.slug, self.cookie = endpoint, slug, cookie
+        self.count, self.interval = count, interval
+        self.pending: dict[str, str] = {}
+        self.acked: dict[str, tuple[str, int]] = {}
+        self.created = 0
+
+    async def run(self, deadline: float) -> None:
+        while len(self.acked) < self.count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(self.acked)} of {self.count} acked in time")
+            try:
+                async with chat_socket(self.endpoint, self.slug, self.cookie) as sock:
+                    for client_id, body in list(self.pending.items()):
+                        await sock.send({"type": "message.send", "body": body, "client_id": client_id})
+                    while len(self.acked) < self.count:
+                        if self.created < self.count:
+                            client_id = uuid.uuid4().hex
+                            self.pending[client_id] = f"load {self.created}"
+                            self.created += 1
+                            await sock.send({"type": "message.send", "body": self.pending[client_id],
+                                             "client_id": client_id})
+                        await self._collect(sock, self.interval if self.created < self.count else 1.0)
+            except (websockets.ConnectionClosed, OSError, AssertionError):
+                await asyncio.sleep(0.1)
+
+    async def _collect(self, sock: "ChatSocket", wait: float) -> None:
+        end = time.monotonic() + wait
+        while (left := end - time.monotonic()) > 0:
+            try:
+                frame = await sock.recv(timeout=left)
+            except TimeoutError:
+                return
+            if frame["type"] == "ack":
+                self.pending.pop(frame["client_id"], None)
+                self.acked[frame["client_id"]] = (frame["id"], frame["seq"])
+            elif frame["type"] == "error" and frame.get("client_id"):
+                # not_persisted or rate_limited: it stays pending and goes again on the next connection
+                raise AssertionError(f"send refused: {frame}")

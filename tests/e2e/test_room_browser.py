@@ -177,3 +177,49 @@ def test_sign_up_create_a_private_room_add_a_member_and_post(browser, web_a, wor
     expect(members.get_by_role("status")).to_contain_text("nobody-here", timeout=WAIT_MS)
     page.screenshot(path=str(ARTIFACTS / "room-phone.png"), full_page=True)
     context.close()
+
+
+def test_unread_badge_divider_and_search_that_jumps_to_the_message(browser, web_a, worker, alice, bob, room):
+    import asyncio
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support import chat_socket
+
+    word = "walrus" + uuid.uuid4().hex[:6]
+
+    async def bob_says():
+        async with chat_socket(web_a, room.slug, bob.cookie) as b:
+            for body in ("first news", f"the {word} has landed", "last news"):
+                await b.send({"type": "message.send", "body": body, "client_id": uuid.uuid4().hex})
+                await b.recv_type("ack")
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API owns this thread's event loop
+        thread.submit(asyncio.run, bob_says()).result()
+    wait_until(lambda: Message.objects.filter(room=room).count() == 3, 20, message="bob's messages stored")
+
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    context.add_cookies([{"name": "sessionid", "value": alice.cookie, "domain": "127.0.0.1", "path": "/"}])
+    page = context.new_page()
+    page.goto(f"{web_a.url}/")
+    entry = page.get_by_role("list", name="Rooms").locator(f'li[data-slug="{room.slug}"]')
+    expect(entry.get_by_label("3 unread")).to_have_text("3")
+
+    entry.get_by_role("link", name=room.name).click()
+    wait_connected(page)
+    expect(page.get_by_role("separator")).to_have_text("New messages")
+    page.wait_for_function("window.chat.readSeq === window.chat.lastSeq", timeout=WAIT_MS)  # read once seen
+    page.goto(f"{web_a.url}/")
+    expect(entry.locator(".unread")).to_have_count(0)
+
+    page.get_by_role("searchbox", name="Words to find").fill(word)
+    page.get_by_role("button", name="Search").click()
+    results = page.get_by_role("list", name="Search results")
+    expect(results.get_by_role("listitem")).to_have_count(1, timeout=WAIT_MS)
+    results.get_by_role("link").click()
+    wait_connected(page)
+    target = bubble(page, f"the {word} has landed")
+    expect(target).to_have_class(re.compile(r"\bhighlight\b"))
+    expect(target).to_be_in_viewport()
+    page.screenshot(path=str(ARTIFACTS / "search-jump.png"))
+    context.close()

@@ -28,6 +28,7 @@ const state = {
   online: [],
   historyLoaded: false,
   hasOlder: false,
+  readSeq: config.readSeq ?? 0,
 };
 window.chat = state;
 
@@ -161,6 +162,7 @@ function addMessage(message) {
   }
   insertBySeq(li, message.seq);
   if (stick) list.scrollTop = list.scrollHeight;
+  if (state.historyLoaded) noteRead();
   return true;
 }
 
@@ -194,14 +196,46 @@ async function fetchMessages(params) {
   return response.json();
 }
 
+const jumpTo = Number(new URLSearchParams(location.search).get("at")) || null;
+
 async function loadHistory() {
-  const page = await fetchMessages({});
+  // From a search result (?at=<seq>): the page around that message, newer ones follow by resume.
+  const page = await fetchMessages(jumpTo ? { before: String(jumpTo + Math.floor(PAGE / 2)) } : {});
   for (const message of page.messages) addMessage(message);
   state.hasOlder = page.has_more;
   olderButton.hidden = !page.has_more;
-  list.scrollTop = list.scrollHeight;
+  showNewDivider();
+  const target = jumpTo && list.querySelector(`li[data-seq="${jumpTo}"]`);
+  if (target) {
+    target.classList.add("highlight");
+    target.scrollIntoView({ block: "center" });
+  } else {
+    list.scrollTop = list.scrollHeight;
+  }
   state.historyLoaded = true;
 }
+
+// --- read state ---
+
+function showNewDivider() {
+  const firstNew = [...list.querySelectorAll("li.message:not(.own)")].find((li) => Number(li.dataset.seq) > state.readSeq);
+  if (!firstNew || list.querySelector(".new-divider")) return;
+  const divider = el("li", { class: "new-divider", role: "separator" }, "New messages");
+  divider.dataset.seq = String(state.readSeq + 0.5); // keeps insertBySeq's order
+  firstNew.before(divider);
+}
+
+let readTimer = null;
+function noteRead() {
+  // Read = this tab is visible and scrolled to the newest message.
+  if (document.visibilityState !== "visible" || !nearBottom() || state.lastSeq <= state.readSeq) return;
+  clearTimeout(readTimer);
+  readTimer = setTimeout(() => {
+    if (state.lastSeq > state.readSeq && send({ type: "read", seq: state.lastSeq })) state.readSeq = state.lastSeq;
+  }, 800);
+}
+list.addEventListener("scroll", noteRead);
+document.addEventListener("visibilitychange", noteRead);
 
 async function loadOlder() {
   if (loadingOlder || !state.hasOlder) return;
@@ -296,6 +330,7 @@ const handlers = {
     setState("connected", "Connected");
     showError("");
     resendPending();
+    noteRead();
   },
   message(frame) {
     const { type, ...message } = frame;
@@ -333,7 +368,9 @@ const handlers = {
     setOnline(frame.online);
   },
   pong() {},
-  read() {},
+  read(frame) {
+    state.readSeq = Math.max(state.readSeq, frame.seq); // another tab or device read this far
+  },
   error(frame) {
     const entry = frame.client_id ? pending.get(frame.client_id) : null;
     if (entry) {
@@ -460,7 +497,26 @@ function renderTyping() {
 
 function setOnline(names) {
   state.online = [...names].sort();
-  onlineList.replaceChildren(...state.online.map((name) => el("li", {}, name)));
+  onlineList.replaceChildren(...state.online.map((name) => {
+    const li = el("li", {}, name);
+    if (name !== config.username && !config.direct) {
+      const button = actionButton("Message", () => openDirect(name));
+      button.setAttribute("aria-label", `Message ${name} directly`);
+      li.append(" ", button);
+    }
+    return li;
+  }));
+}
+
+async function openDirect(username) {
+  const response = await fetch("/api/dms/", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: JSON.stringify({ username }),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (response.ok) window.location.href = `/rooms/${data.slug}/`;
+  else showError(data.error?.detail ?? "Could not open a direct conversation.");
 }
 
 // --- edit, delete, report ---
