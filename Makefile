@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 
-.PHONY: run test test-fast test-faults services services-down services-status venv lint bench browser clean
+.PHONY: run test test-fast test-faults services services-down services-status venv lint bench browser clean stack stack-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,17 @@ services-status:
 
 browser:
 	scripts/browser.sh
+
+# Fan-out benchmark (daphne and uvicorn side by side): prints a table, writes results/fanout.{json,png}.
+bench: venv services
+	$(PY) -m bench.fanout
+
+# The full local deployment without Docker: services, two daphne instances behind nginx, two workers.
+stack: venv
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import drain, metrics, protocol, services
+from chat import drain, logcontext, metrics, protocol, services
 from chat.errors import ChatError
 from chat.hub import get_hub
 
@@ -67,6 +67,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             code = protocol.CLOSE_NOT_FOUND if exc.code == "not_found" else protocol.CLOSE_FORBIDDEN
             return await self.close(code=code)
         self.conn_id, self.room_id = self.who.conn_id, self.who.room_id
+        logcontext.conn_id.set(self.conn_id)  # this connection's task: its log lines carry the id
         self.user_id, self.username = self.who.user_id, self.who.username
         await get_hub().join(self)
         await services.presence_enter(self.who)  # first, so hello's online list includes this user

@@ -99,3 +99,10 @@ def test_health_and_readiness(web_a):
         ready = c.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "kafka": "ok"}
+
+
+def test_every_response_carries_a_request_id(web_a):
+    with client_for(web_a) as client:
+        assert len(client.get("/healthz").headers["x-request-id"]) == 32
+        assert client.get("/healthz", headers={"X-Request-ID": "from-the-balancer"}).headers["x-request-id"] == \
+            "from-the-balancer"

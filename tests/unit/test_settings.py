@@ -55,3 +55,16 @@ def test_service_urls_leave_the_embedded_default():
                     CHAT_MAX_MESSAGE_LENGTH="500", CHAT_RATE_LIMIT="5/1s", KAFKA_TOPIC="t")
     assert not s["EMBEDDED"]
     assert (s["KAFKA_TOPIC"], s["CHAT_MAX_MESSAGE_LENGTH"], s["CHAT_RATE_LIMIT"]) == ("t", 500, "5/1s")
+
+
+def test_json_logs_are_one_object_a_line_with_request_and_connection_ids():
+    probe = ("import django, logging; django.setup(); from chat import logcontext; "
+             "logcontext.conn_id.set('c-1'); logging.getLogger('chat.test').warning('hello %s', 'world')")
+    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+            "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_FORMAT": "json"}
+    done = subprocess.run([PYTHON, "-c", probe], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stderr.strip().splitlines()[-1])
+    assert line["message"] == "hello world" and line["level"] == "WARNING" and line["logger"] == "chat.test"
+    assert line["conn_id"] == "c-1" and line["request_id"] == "-"
