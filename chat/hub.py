@@ -127,18 +127,43 @@ class RoomHub:
 
     async def _heartbeat_loop(self) -> None:
         interval = max(1.0, settings.CHAT_PRESENCE_TTL / 3)
+        redis_lost, server_id = False, None
         while True:
             await asyncio.sleep(interval)
             try:
+                # A new server id means Redis restarted, even if no call failed meanwhile.
+                current = await room_state().server_id()
+                redis_lost = redis_lost or (server_id is not None and current != server_id)
+                server_id = current
                 entries = [(c.room_id, c.conn_id, c.username) for c in self.connections()]
-                for room_id in await room_state().presence_refresh(entries):
-                    from chat.services import presence_announce  # services build on the hub's layer
-
-                    await presence_announce(room_id)
+                rooms_left = await room_state().presence_refresh(entries)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("presence heartbeat failed; retrying next interval")
+                if not redis_lost:
+                    logger.exception("presence heartbeat failed (Redis unreachable?); retrying every %.0f s", interval)
+                redis_lost = True
+                continue
+            if redis_lost:
+                redis_lost = False
+                await self._after_redis_outage()
+            from chat.services import presence_announce  # services build on the hub's layer
+
+            for room_id in rooms_left:
+                await presence_announce(room_id)
+
+    async def _after_redis_outage(self) -> None:
+        """Redis is back but may have restarted empty, and this process's subscriptions with it:
+        subscribe to the hub group afresh and send every socket to reconnect (1012), so each
+        rejoins its room on a fresh subscription and resumes with ?after= without a gap."""
+        logger.warning("Redis is back after an outage: closing %d socket(s) with 1012 so they resume",
+                       sum(1 for _ in self.connections()))
+        try:
+            await self.layer.group_discard(HUB_GROUP, self.channel)
+            await self.layer.group_add(HUB_GROUP, self.channel)
+        except Exception:  # the next heartbeat tries again
+            logger.exception("could not resubscribe the hub after the Redis outage")
+        self.close_all(1012)
 
 
 _hubs: dict = {}

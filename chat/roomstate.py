@@ -184,6 +184,10 @@ class RedisRoomState:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
+    async def server_id(self) -> str:
+        """Changes when Redis restarts (and lost what it held)."""
+        return (await self.redis.info("server"))["run_id"]
+
 
 def _ttl() -> int:
     return settings.CHAT_PRESENCE_TTL
@@ -272,6 +276,9 @@ class MemoryRoomState:
             return False
         self.typing_until[key] = now + every
         return True
+
+    async def server_id(self) -> str:
+        return "memory"
 
     async def ping(self) -> bool:
         return True
