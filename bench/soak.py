@@ -10,6 +10,7 @@ the lag should return to 0.
 
 import argparse
 import asyncio
+import os
 import re
 import time
 import uuid
@@ -43,6 +44,7 @@ def p99(values: list[float]) -> float:
 
 
 async def soak(args) -> None:
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # a script: its setup ORM calls may block the loop
     stack.setup_django()
     from django.contrib.auth import get_user_model
 
