@@ -23,6 +23,11 @@ import websockets
 from bench import stack
 
 
+async def _drain(ws) -> None:
+    async for _ in ws:
+        pass
+
+
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
@@ -79,12 +84,15 @@ async def soak(args) -> None:
         url = f"ws://127.0.0.1:{web[0].port}/ws/chat/{room.slug}/"
         async with websockets.connect(url, origin=web[0].url, additional_headers={"Cookie": f"sessionid={cookie}"},
                                       compression=None) as ws:
+            # Read its socket (acks, its own copies): a client that does not read is cut with 4408.
+            draining = asyncio.ensure_future(_drain(ws))
             began, n = time.monotonic(), 0
             while time.monotonic() < until:
                 n += 1
                 await asyncio.sleep(max(0.0, began + n / args.rate - time.monotonic()))
                 await ws.send(orjson.dumps({"type": "message.send", "client_id": uuid.uuid4().hex,
                                             "body": str(time.time_ns())}).decode())
+            draining.cancel()
 
     receivers = [asyncio.ensure_future(receiver(web[i % 2], c)) for i, c in enumerate(cookies[1:])]
     await asyncio.sleep(2)
