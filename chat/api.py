@@ -102,7 +102,7 @@ def dms(request: HttpRequest) -> JsonResponse:
 
 @api_view("GET")
 def search(request: HttpRequest) -> JsonResponse:
-    query = request.GET.get("q", "").replace("\x00", "").strip()
+    query = services.without_nul(request.GET.get("q", "")).strip()
     if not query:
         raise ChatError("Send the words to look for as ?q=.", code="invalid")
     limit = _int_param(request, "limit", default=20, low=1, high=100)

@@ -47,13 +47,13 @@ class Participant:
 # --- rooms -------------------------------------------------------------------------------------
 
 
-def _without_nul(text: str) -> str:
+def without_nul(text: str) -> str:
     """Postgres text cannot hold NUL; it is the one character dropped from user input."""
     return text.replace("\x00", "")
 
 
 def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> Room:
-    name = _without_nul(name or "").strip()
+    name = without_nul(name or "").strip()
     if not name or len(name) > 120:
         raise ChatError("A room needs a name of 1 to 120 characters.", code="invalid")
     slug = slugify(slug if slug is not None else name)[:64]
@@ -70,7 +70,7 @@ def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> 
 
 def dm_open(*, actor, username: str) -> tuple[Room, bool]:
     """The one private two-member room of a pair (the same whoever asks); True when just created."""
-    other = get_user_model().objects.filter(username=_without_nul(username)).first()
+    other = get_user_model().objects.filter(username=without_nul(username)).first()
     if other is None:
         raise NotFound(f"No user '{username}'.")
     if other.pk == actor.pk:
@@ -95,7 +95,7 @@ def room_add_member(*, actor, room: Room, username: str) -> Membership:
         raise Forbidden("A direct-message room has exactly its two members.")
     if not permissions.can_manage_members(actor, room):
         raise Forbidden("Only the room's owner or staff may add members.")
-    user = get_user_model().objects.filter(username=_without_nul(username)).first()
+    user = get_user_model().objects.filter(username=without_nul(username)).first()
     if user is None:
         raise NotFound(f"No user '{username}'.")
     membership, _ = Membership.objects.get_or_create(room=room, user=user)
@@ -182,7 +182,7 @@ async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = Non
 
 
 def _clean_body(body: str) -> str:
-    body = _without_nul(body)
+    body = without_nul(body)
     if not body.strip():
         raise ChatError("The message is empty.", code="empty_body")
     if len(body) > settings.CHAT_MAX_MESSAGE_LENGTH:
@@ -313,7 +313,7 @@ async def _enqueue_change(record: dict) -> None:
 
 
 async def message_report(*, who: Participant, message_id: str, reason: str) -> None:
-    reason = _without_nul(reason).strip()
+    reason = without_nul(reason).strip()
     if not reason:
         raise ChatError("A report needs a reason.", code="empty_body")
     await database_sync_to_async(report_create)(reporter_id=who.user_id, room_id=who.room_id,
@@ -335,10 +335,8 @@ async def read_mark(*, who: Participant, seq: int) -> None:
         newest = await database_sync_to_async(selectors.room_max_seq)(who.room_id)
     seq = min(seq, newest)
     if await database_sync_to_async(read_state_advance)(user_id=who.user_id, room_id=who.room_id, seq=seq):
-        await get_channel_layer().group_send(HUB_GROUP, {
-            "type": "user.frame", "user": who.user_id, "room": who.room_id, "exclude": who.conn_id,
-            "text": protocol.encode(protocol.read_frame(seq=seq)),
-        })
+        await _hub_event({"type": "user.frame", "user": who.user_id, "room": who.room_id, "exclude": who.conn_id,
+                          "text": protocol.encode(protocol.read_frame(seq=seq))})
 
 
 def read_state_advance(*, user_id: int, room_id: int, seq: int) -> bool:
@@ -475,10 +473,13 @@ async def _message_restore(*, room_id: int, message: dict) -> None:
 
 
 async def user_disconnect(*, user_id: int, code: int) -> None:
-    await get_channel_layer().group_send(HUB_GROUP, {"type": "user.close", "user": user_id, "code": code})
+    await _hub_event({"type": "user.close", "user": user_id, "code": code})
 
 
 async def user_standing_update(*, user_id: int, muted_until: datetime | None) -> None:
-    await get_channel_layer().group_send(
-        HUB_GROUP, {"type": "user.standing", "user": user_id, "muted_until": protocol.isoformat(muted_until)}
-    )
+    await _hub_event({"type": "user.standing", "user": user_id, "muted_until": protocol.isoformat(muted_until)})
+
+
+async def _hub_event(event: dict) -> None:
+    """A user-wide event for every instance's hub (which picks that user's sockets)."""
+    await get_channel_layer().group_send(HUB_GROUP, event)
