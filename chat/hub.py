@@ -15,7 +15,7 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import metrics
+from chat import metrics, protocol
 from chat.roomstate import HUB_GROUP, room_group, room_state
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class RoomHub:
         self.channel: str | None = None
         self.rooms: dict[int, set[LocalConnection]] = defaultdict(set)
         self._subscribed: set[int] = set()
+        self._last_seq: dict[int, int] = {}  # per subscribed room: the newest message seq received
         self._room_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -66,6 +67,7 @@ class RoomHub:
             if conn.room_id in self._subscribed and not self.rooms.get(conn.room_id):
                 await self.layer.group_discard(room_group(conn.room_id), self.channel)
                 self._subscribed.discard(conn.room_id)
+                self._last_seq.pop(conn.room_id, None)
 
     def close_all(self, code: int) -> None:
         for conn in tuple(self.connections()):
@@ -80,7 +82,17 @@ class RoomHub:
         if kind == "room.frame":
             text, seq, exclude = event["text"], event.get("seq"), event.get("exclude")
             seq = int(seq) if seq is not None else None
-            members = tuple(self.rooms.get(int(event["room"]), ()))
+            room_id = int(event["room"])
+            members = tuple(self.rooms.get(room_id, ()))
+            if seq is not None and self._missed_before(room_id, seq, event.get("prev")):
+                # Delivering this one would move the sockets past what they missed: send them to
+                # resume instead (?after= replays everything, the missed messages included).
+                metrics.HUB_GAPS.inc()
+                logger.warning("room %s: this instance missed messages before seq %s (Redis lost or restarted?);"
+                               " closing its %d socket(s) there with 1012 so they resume", room_id, seq, len(members))
+                for conn in members:
+                    conn.close_with(protocol.CLOSE_SERVICE_RESTART)
+                return
             for conn in members:
                 if conn.conn_id != exclude:
                     conn.deliver(text, seq)
@@ -102,6 +114,14 @@ class RoomHub:
                     conn.set_muted_until(until)
         else:
             logger.warning("hub ignored an event of unknown type %r", kind)
+
+    def _missed_before(self, room_id: int, seq: int, prev) -> bool:
+        """Whether a message published in the room before this one never reached this hub: every
+        message names the seq before it (-1 after the counter restarted, so its predecessor is unknown)."""
+        if room_id not in self._subscribed:  # joining or leaving: nothing to compare with
+            return False
+        last, self._last_seq[room_id] = self._last_seq.get(room_id), seq
+        return last is not None and prev is not None and int(prev) != last
 
     async def _ensure_started(self) -> None:
         if self.channel is not None:
@@ -163,7 +183,7 @@ class RoomHub:
             await self.layer.group_add(HUB_GROUP, self.channel)
         except Exception:  # the next heartbeat tries again
             logger.exception("could not resubscribe the hub after the Redis outage")
-        self.close_all(1012)
+        self.close_all(protocol.CLOSE_SERVICE_RESTART)
 
 
 _hubs: dict = {}

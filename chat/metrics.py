@@ -19,6 +19,9 @@ RATE_LIMITED = Counter("chat_rate_limited_total", "Sends refused by the rate lim
 ERRORS_SENT = Counter("chat_errors_sent_total", "Error frames sent, by code", ["code"])
 CLOSES = Counter("chat_socket_closes_total", "Sockets closed by the server, by close code", ["code"])
 SLOW_CONSUMER_CUTS = Counter("chat_slow_consumer_cuts_total", "Sockets cut (4408) for not reading their frames")
+HUB_GAPS = Counter("chat_hub_gaps_total", "Room messages this instance missed (sockets sent to resume with 1012)")
+REPLAY_INCOMPLETE = Counter("chat_replay_incomplete_total",
+                            "Resumes past the recent buffer that could not wait for the workers to store the room")
 KAFKA_PRODUCE_ERRORS = Counter("chat_kafka_produce_errors_total", "Records the Kafka producer gave up on")
 
 # --- worker ---

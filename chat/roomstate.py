@@ -56,7 +56,9 @@ def split_message_frame(message: dict) -> tuple[str, str]:
 # The send step as one atomic script, so the order of seqs in a room is the order of publishes:
 # idempotency by client_id, the user's token bucket (on Redis's clock, shared by every instance
 # and socket of the user), the room's next seq, the recent buffer, and the group publish in the
-# channels-redis pub/sub wire format (a msgpack map on `<prefix>__group__<group>`).
+# channels-redis pub/sub wire format (a msgpack map on `<prefix>__group__<group>`). Each published
+# message carries `prev`, the seq before it in the room ("-1" when the counter was just re-seeded),
+# so an instance can tell when it missed one.
 SEND_SCRIPT = """
 local prev = redis.call('GET', KEYS[2])
 if prev then return {'dup', prev} end
@@ -69,19 +71,21 @@ local tokens = tonumber(bucket[1]) or cap
 local ts = tonumber(bucket[2]) or now
 tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
 if tokens < 1 then return {'limited', tostring((1 - tokens) / rate)} end
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local prev = redis.call('GET', KEYS[1])
+if not prev then
   if ARGV[5] == '' then return {'seed', ''} end
   redis.call('SET', KEYS[1], ARGV[5])
+  prev = '-1'
 end
 redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[5], math.ceil(cap / rate) + 1)
 redis.call('INCR', KEYS[1])
-local seq = redis.call('GET', KEYS[1])
+local seq = redis.call('GET', KEYS[1])  -- as a string: Lua would print a large number as a float
 local text = ARGV[1] .. seq .. ARGV[2]
 redis.call('SET', KEYS[2], ARGV[3] .. ':' .. seq, 'EX', tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[3], seq, text)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))
-redis.call('PUBLISH', KEYS[4], cmsgpack.pack({type='room.frame', room=ARGV[7], text=text, seq=seq}))
+redis.call('PUBLISH', KEYS[4], cmsgpack.pack({type='room.frame', room=ARGV[7], text=text, seq=seq, prev=prev}))
 return {'ok', seq}
 """
 
@@ -140,6 +144,16 @@ class RedisRoomState:
         """Buffered message frames with seq > after (tombstones included), ascending."""
         rows = await self.redis.zrangebyscore(self._key("recent", room_id), f"({after}", "+inf")
         return [orjson.loads(row) for row in rows]
+
+    async def replay_window(self, room_id: int, after: int) -> tuple[list[dict], bool]:
+        """The buffered frames with seq > after, and whether the buffer reaches back to `after`
+        (if not, older messages must come from Postgres)."""
+        key = self._key("recent", room_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.zrangebyscore(key, f"({after}", "+inf")
+            oldest, rows = await pipe.execute()
+        return [orjson.loads(row) for row in rows], bool(oldest) and oldest[0][1] <= after + 1
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         rows = await self.redis.zrangebyscore(self._key("recent", room_id), seq, seq)
@@ -220,10 +234,11 @@ class MemoryRoomState:
             tokens = min(burst, tokens + (now - stamp) * per_second)
             if tokens < 1:
                 return SendOutcome("limited", retry_after=round((1 - tokens) / per_second, 2))
-            if room_id not in self.seqs:
+            prev = self.seqs.get(room_id)
+            if prev is None:
                 if seed is None:
                     return SendOutcome("seed")
-                self.seqs[room_id] = seed
+                self.seqs[room_id], prev = seed, -1
             self.buckets[user_id] = (tokens - 1, now)
             self.seqs[room_id] += 1
             seq = self.seqs[room_id]
@@ -234,7 +249,8 @@ class MemoryRoomState:
             for old in itertools.islice(sorted(buffer), max(0, len(buffer) - settings.CHAT_RECENT_BUFFER)):
                 del buffer[old]
             await get_channel_layer().group_send(
-                room_group(room_id), {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq}
+                room_group(room_id), {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq,
+                                     "prev": prev}
             )
         return SendOutcome("ok", seq, message["id"])
 
@@ -244,6 +260,10 @@ class MemoryRoomState:
     async def recent(self, room_id: int, after: int) -> list[dict]:
         buffer = self.recent_frames.get(room_id, {})
         return [buffer[seq] for seq in sorted(buffer) if seq > after]
+
+    async def replay_window(self, room_id: int, after: int) -> tuple[list[dict], bool]:
+        buffer = self.recent_frames.get(room_id, {})
+        return [buffer[seq] for seq in sorted(buffer) if seq > after], bool(buffer) and min(buffer) <= after + 1
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         return self.recent_frames.get(room_id, {}).get(seq)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from chat import metrics, permissions, protocol, selectors
-from chat.bus import records
+from chat.bus import backlog, records
 from chat.errors import ChatError, Conflict, Forbidden, NotFound, NotPersisted
 from chat.models import ChatProfile, Membership, Message, ModerationAction, ReadState, Report, Room
 from chat.roomstate import HUB_GROUP, parse_rate, room_group, room_state
@@ -355,10 +355,16 @@ async def typing_notify(*, who: Participant, active: bool) -> None:
 
 
 async def messages_since(*, who: Participant, after: int) -> list[dict]:
-    """Every visible message with seq > after, in order: Postgres, overlaid by the newer recent buffer."""
+    """Every visible message with seq > after, in order: Postgres, overlaid by the newer recent buffer.
+
+    When the buffer does not reach back to `after` (a long absence, or Redis restarted empty), the
+    older part comes from Postgres, once the workers have stored what Kafka holds for the room."""
+    buffered, buffer_covers = await room_state().replay_window(who.room_id, after)
+    if not buffer_covers:
+        await backlog.wait_stored(who.room_id)
     room = Room(id=who.room_id, slug=who.room_slug)
     by_seq = {f["seq"]: f for f in await database_sync_to_async(selectors.persisted_since)(room, after)}
-    for frame in await room_state().recent(who.room_id, after):
+    for frame in buffered:
         by_seq[frame["seq"]] = frame
     return [by_seq[seq] for seq in sorted(by_seq) if by_seq[seq]["type"] == "message"]
 

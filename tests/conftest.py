@@ -13,6 +13,7 @@ SERVICES = {
 TEST_ENV = {
     **SERVICES,
     "KAFKA_TOPIC": f"chat.test.{RUN}",
+    "KAFKA_CONSUMER_GROUP": f"store-{RUN}",
     "CHAT_REDIS_PREFIX": f"chat-test-{RUN}",
     "CHAT_LAYER_PREFIX": f"chat-test-layer-{RUN}",
     "SECRET_KEY": "test-secret-key-not-for-production",
@@ -94,8 +95,7 @@ def web_b():
 
 @pytest.fixture(scope="session")
 def worker():
-    proc = Process(f"worker-{RUN}", [PYTHON, "manage.py", "consume_messages", "--group", f"store-{RUN}",
-                                     "--progress-every", "2"], child_env()).start()
+    proc = Process(f"worker-{RUN}", [PYTHON, "manage.py", "consume_messages", "--progress-every", "2"], child_env()).start()
     yield proc
     proc.stop()
 

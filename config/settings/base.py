@@ -133,6 +133,9 @@ KAFKA_TOPIC = env.str("KAFKA_TOPIC", default="chat.messages")
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=8)
 # How long the producer keeps retrying a record before the sender is told `not_persisted`.
 KAFKA_DELIVERY_TIMEOUT_MS = env.int("KAFKA_DELIVERY_TIMEOUT_MS", default=30_000)
+# The workers' consumer group; web instances watch its progress when a resume reaches past the
+# recent buffer (CHAT_REPLAY_CATCHUP_SECONDS).
+KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="chat-store")
 # The worker's Prometheus endpoint (0 turns it off; give each worker on one host its own port).
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
 WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
@@ -140,6 +143,9 @@ CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
 CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/10s")
 CHAT_REDIS_PREFIX = env.str("CHAT_REDIS_PREFIX", default="chat")
 CHAT_RECENT_BUFFER = env.int("CHAT_RECENT_BUFFER", default=1000)
+# A resume that reaches past the recent buffer reads Postgres; it first waits up to this long for
+# the workers to store what Kafka holds for the room (messages still in Kafka are not in Postgres).
+CHAT_REPLAY_CATCHUP_SECONDS = env.float("CHAT_REPLAY_CATCHUP_SECONDS", default=10.0)
 CHAT_PRESENCE_TTL = env.int("CHAT_PRESENCE_TTL", default=30)
 # On SIGTERM, how long a web instance waits for its sockets to close (1012) before it exits.
 # Bytes of live frames queued for one socket before it counts as not reading and is cut (4408).

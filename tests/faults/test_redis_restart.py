@@ -9,8 +9,7 @@ import pytest
 from django.db import connections
 
 from chat.models import Message
-from tests.conftest import child_env
-from tests.support import PYTHON, ROOT, FailoverProxy, Process, StayingReader, StayingSender, unique, wait_until
+from tests.support import ROOT, FailoverProxy, StayingReader, StayingSender, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -19,17 +18,7 @@ def services(*args: str) -> None:
     subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], check=True, timeout=180)
 
 
-# Known open defect (issue 6): after earlier fault tests in the same run, a reader resuming right
-# after Redis lost its buffer sometimes misses messages; alone the test passes. Kept running and
-# reported until it is found and fixed; strict=False so a pass does not fail the suite.
-@pytest.mark.xfail(strict=False, reason="reader can miss messages after a Redis restart (issue 6, open)")
-async def test_redis_restarting_empty_loses_and_doubles_nothing(request, web_a, web_b, alice, bob, room):
-    # A worker of its own: the session's worker may still be backing off after the earlier
-    # Postgres outages, and a resume right after Redis lost its buffer reads what Postgres has
-    # (docs/operations.md: the known window when the worker lags during a Redis loss).
-    own_worker = Process(unique("wredis"), [PYTHON, "manage.py", "consume_messages", "--group", unique("store")],
-                         child_env()).start()
-    request.addfinalizer(own_worker.stop)
+async def test_redis_restarting_empty_loses_and_doubles_nothing(web_a, web_b, worker, alice, bob, room):
     balancer = FailoverProxy([web_a.port, web_b.port], rotate=True).start()
     stop = asyncio.Event()
     readers = [StayingReader(balancer, room.slug, user.cookie) for user in (alice, bob, alice)]

@@ -4,9 +4,10 @@
 import pytest
 import redis
 
+from chat.bus.topics import ensure_topics
 from chat.models import Message
-from tests.conftest import SERVICES
-from tests.support import chat_socket, unique, wait_until
+from tests.conftest import SERVICES, child_env
+from tests.support import PYTHON, Process, WebServer, chat_socket, unique, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -149,3 +150,30 @@ async def test_rate_limit_is_per_user_across_instances(alice, bob, room):
     finally:
         one.stop()
         two.stop()
+
+
+async def test_resume_past_the_recent_buffer_waits_for_the_worker_to_store_what_kafka_holds(alice, bob, room):
+    """A client away for longer than the recent buffer reaches back into Postgres; acked messages
+    still only in Kafka (the worker behind) must come too, not leave a hole."""
+    topic, group = unique("chat.behind"), unique("behind")
+    ensure_topics(topic=topic, partitions=4)
+    env = child_env(KAFKA_TOPIC=topic, KAFKA_CONSUMER_GROUP=group, CHAT_RECENT_BUFFER="5",
+                    CHAT_REPLAY_CATCHUP_SECONDS="60")
+    web = WebServer(unique("web-behind"), env).start()
+    worker = None
+    try:
+        async with chat_socket(web, room.slug, alice.cookie) as a:
+            acks = [await send_and_ack(a, f"m{i}") for i in range(30)]
+        assert all(ack["type"] == "ack" for ack in acks), acks
+        assert not Message.objects.filter(room=room).exists(), "no worker reads this topic yet"
+        async with chat_socket(web, room.slug, bob.cookie, after=0) as b:
+            worker = Process(unique("w-behind"), [PYTHON, "manage.py", "consume_messages", "--progress-every", "1"],
+                             env).start()
+            replayed = await b.messages(30, timeout=60)
+            assert [m["seq"] for m in replayed] == [ack["seq"] for ack in acks]
+            assert [m["body"] for m in replayed] == [f"m{i}" for i in range(30)]
+            assert (await b.recv_type("resumed"))["last_seq"] == acks[-1]["seq"]
+    finally:
+        if worker is not None:
+            worker.stop()
+        web.stop()

@@ -9,7 +9,8 @@ class Command(BaseCommand):
     help = "Consume chat messages from Kafka and store them in the database (one consumer-group member)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--group", default="chat-store", help="Kafka consumer group id (default: chat-store).")
+        parser.add_argument("--group", default=settings.KAFKA_CONSUMER_GROUP,
+                            help="Kafka consumer group id (default: KAFKA_CONSUMER_GROUP, else chat-store).")
         parser.add_argument("--topic", default=None, help="Topic to consume (default: KAFKA_TOPIC).")
         parser.add_argument("--max-records", type=int, default=5000, help="Records per poll and bulk write.")
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
