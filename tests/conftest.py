@@ -95,7 +95,9 @@ def web_b():
 
 @pytest.fixture(scope="session")
 def worker():
-    proc = Process(f"worker-{RUN}", [PYTHON, "manage.py", "consume_messages", "--progress-every", "2"], child_env()).start()
+    # Its group is KAFKA_CONSUMER_GROUP, the one the web instances' resumes wait for.
+    proc = Process(f"worker-{RUN}", [PYTHON, "manage.py", "consume_messages", "--progress-every", "2"],
+                   child_env()).start()
     yield proc
     proc.stop()
 

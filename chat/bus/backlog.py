@@ -80,7 +80,7 @@ async def wait_stored(room_id: int) -> bool:
     try:
         stored = await asyncio.wait_for(loop.run_in_executor(_executor, _wait_stored, room_id, timeout),
                                         timeout + 10)
-    except Exception:  # noqa: BLE001 - Kafka unreachable: resume from Postgres rather than not at all
+    except Exception:  # Kafka unreachable: resume from Postgres rather than not at all
         logger.exception("could not check the workers' progress for room %s", room_id)
         stored = False
     if not stored:
