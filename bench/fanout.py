@@ -71,8 +71,10 @@ def receiver_process(url, origin, cookies, ready, control, results) -> None:
     asyncio.run(_receive(url, origin, cookies, ready, control, results))
 
 
-async def send_steps(url: str, origin: str, cookies: list[str], rates: list[int], seconds: float) -> list[dict]:
-    """Each step, every sender socket sends its share of the rate; real users each send a little."""
+async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates: list[int],
+                     seconds: float) -> list[dict]:
+    """Each step, every sender socket sends its share of the rate; real users each send a little.
+    Sender sockets alternate between the `(url, origin)` endpoints, as a load balancer spreads them."""
     sent_at: dict[str, int] = {}
     acks: dict[int, list[float]] = {}
     errors = 0
@@ -100,8 +102,12 @@ async def send_steps(url: str, origin: str, cookies: list[str], rates: list[int]
                                         "body": f"{step}:{sent_at[cid]}:x"}).decode())
         return count
 
-    sockets = [await websockets.connect(url, origin=origin, additional_headers={"Cookie": f"sessionid={c}"},
-                                        max_size=None, compression=None) for c in cookies]
+    sockets = []
+    for index, cookie in enumerate(cookies):
+        url, origin = endpoints[index % len(endpoints)]
+        headers = {"Cookie": f"sessionid={cookie}"}
+        sockets.append(await websockets.connect(url, origin=origin, additional_headers=headers, max_size=None,
+                                                compression=None))
     readers = [asyncio.ensure_future(read_acks(ws)) for ws in sockets]
     steps = []
     try:
@@ -122,7 +128,7 @@ async def send_steps(url: str, origin: str, cookies: list[str], rates: list[int]
     return steps
 
 
-def run(server: str, receivers: int, rates: list[int], seconds: float, senders: int = 10) -> dict:
+def run(server: str, receivers: int, rates: list[int], seconds: float, senders: int = 20) -> dict:
     from bench import stack
 
     stack.setup_django()
@@ -154,10 +160,9 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
             controls.append(control)
         for _ in range(len(cookies)):
             ready.get(timeout=120)
-        sender_server = web[0]
+        endpoints = [(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url) for srv in web]
         # Step 0 warms up (producer bootstrap, the room's first seq) and is left out of the report.
-        steps = asyncio.run(send_steps(f"ws://127.0.0.1:{sender_server.port}/ws/chat/{room.slug}/",
-                                       sender_server.url, sender_cookies, [10, *rates], seconds))
+        steps = asyncio.run(send_steps(endpoints, sender_cookies, [10, *rates], seconds))
         for control in controls:
             control.put("stop")
         parts = [results.get(timeout=120) for _ in procs]
@@ -230,7 +235,8 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--rates", default="50,100,200,400", help="messages/s per step (x receivers = offered)")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--senders", type=int, default=10, help="sender sockets sharing each step's rate")
+    parser.add_argument("--senders", type=int, default=20,
+                        help="sender sockets sharing each step's rate, spread over both instances")
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
     out = Path(args.out)

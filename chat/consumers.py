@@ -13,6 +13,7 @@ import time
 from collections import deque
 from urllib.parse import parse_qs
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
@@ -33,6 +34,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     who: services.Participant | None = None
 
+    async def __call__(self, scope, receive, send):
+        # channels runs every receive as a new task under asyncio.wait, three event-loop turns a
+        # frame; with the hub instead of a per-socket channel there is one source, so a plain loop.
+        self.scope, self.channel_layer, self.base_send = scope, None, send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message):
         # Skip channels' per-message close_old_connections() thread hop: ORM work already goes
         # through database_sync_to_async, which does it.
@@ -46,7 +57,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self._outbox: deque[tuple[str, int]] = deque()  # (text, bytes counted against the limit)
         self._outbox_bytes = 0
-        self._unsent_bytes = self.scope.get("extensions", {}).get("chat.unsent_bytes")
+        extensions = self.scope.get("extensions", {})
+        self._unsent_bytes = extensions.get("chat.unsent_bytes")
+        self._write_now = None  # under daphne: a plain call that writes a frame (once accepted)
         self._wakeup = asyncio.Event()
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
         self._sent_seq: int | None = None  # the highest message seq queued to this socket
@@ -55,6 +68,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._confirming: set[asyncio.Task] = set()
         await self.accept()
         self._send_frame = _frame_sender(self.base_send)
+        self._write_now = extensions.get("chat.send_text")
         metrics.CONNECTIONS.inc()
         self._counted = True
         self._writer = asyncio.ensure_future(self._write_loop())
@@ -188,6 +202,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def _enqueue(self, text: str, *, counted: bool = True) -> None:
         if self._closing:
             return
+        if not self._outbox and self._write_now is not None and self._unsent_bytes() <= SOCKET_HIGH_WATER:
+            return self._write_now(text)  # nothing queued before it and room in the transport: no task
         weight = len(text) if counted else 0
         if self._outbox_bytes + weight > settings.CHAT_SOCKET_BUFFER_BYTES:
             logger.info("closing %s: not reading, over %d bytes queued", getattr(self, "conn_id", "?"),

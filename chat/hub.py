@@ -95,7 +95,10 @@ class RoomHub:
                 return
             for conn in members:
                 if conn.conn_id != exclude:
-                    conn.deliver(text, seq)
+                    try:
+                        conn.deliver(text, seq)
+                    except Exception:  # one broken socket must not cost the others their frame
+                        logger.exception("could not hand a frame to %s", conn.conn_id)
             metrics.FANOUT_DELIVERIES.inc(len(members))
         elif kind == "user.frame":
             room = event.get("room")

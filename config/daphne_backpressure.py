@@ -7,9 +7,15 @@ that reports the bytes that transport still holds; the consumer stops writing ab
 mark, so its own bounded outbox fills instead and it cuts the socket with 4408. For that close
 code the client gets time to read its backlog before the connection is dropped. (Under uvicorn a
 send already waits while the socket's buffer is full.)
+
+It also puts `scope["extensions"]["chat.send_text"]`: what daphne's `websocket.send` does, as a
+plain call. The room hub writes a frame to each of its sockets in one loop; through ASGI's send
+each write is a coroutine, and under load the sockets' writer tasks woken for them made the event
+loop's turns long enough to delay every send (docs/performance.md).
 """
 
 UNSENT_BYTES = "chat.unsent_bytes"
+SEND_TEXT = "chat.send_text"
 CLOSE_SLOW_CONSUMER = 4408
 SLOW_CONSUMER_DROP_SECONDS = 10
 
@@ -18,6 +24,59 @@ def unsent_bytes(transport) -> int:
     """Bytes a Twisted TCP transport holds that the kernel has not taken yet."""
     return (len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
             + getattr(transport, "_tempDataLen", 0))
+
+
+def send_text(server, protocol, text: str) -> None:
+    """daphne's Server.handle_reply for an accepted socket's text frame, without the coroutine; the
+    frame's bytes are built once for all the sockets the hub hands the same text to."""
+    connection = server.connections.get(protocol)
+    if connection is None or connection.get("disconnected") or protocol.state != protocol.STATE_OPEN:
+        return
+    if protocol._perMessageCompress is None and not protocol.autoFragmentSize and not protocol.send_queue:
+        write_through(protocol.transport, text_frame(text))
+    else:  # compressed or fragmented: each socket needs a frame of its own
+        protocol.sendMessage(text.encode(), False)
+
+
+def write_through(transport, data: bytes) -> None:
+    """Twisted's transport.write only buffers: the reactor registers the socket for writing, writes
+    on its next turn and unregisters it, two epoll changes and a turn for every frame of every
+    socket. When nothing is buffered already, hand the bytes to the socket first (as asyncio's own
+    transports do) and leave Twisted only what the kernel did not take."""
+    if (getattr(transport, "TLS", False) or not transport.connected or transport.disconnecting
+            or transport.dataBuffer or transport._tempDataLen):
+        return transport.write(data)
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:  # the connection is going: Twisted notices and closes it on its own
+        return transport.write(data)
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+_last_frame: tuple[str, bytes] | None = None
+
+
+def text_frame(text: str) -> bytes:
+    """A server-to-client WebSocket text frame (FIN, unmasked: the same bytes for every socket),
+    remembered for the text it was last asked for (the hub asks once per socket of the room).
+    autobahn's sendMessage builds the frame anew per socket and formats debug-log arguments
+    even when debug logging is off: most of daphne's per-frame cost (docs/performance.md)."""
+    global _last_frame
+    if _last_frame is not None and _last_frame[0] is text:
+        return _last_frame[1]
+    payload = text.encode()
+    size = len(payload)
+    if size <= 125:
+        header = bytes((0x81, size))
+    elif size <= 0xFFFF:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    _last_frame = (text, header + payload)
+    return _last_frame[1]
 
 
 def install() -> None:
@@ -30,7 +89,9 @@ def install() -> None:
 
     def create_application_with_unsent_bytes(self, protocol, scope):
         if isinstance(protocol, WebSocketProtocol):
-            scope.setdefault("extensions", {})[UNSENT_BYTES] = lambda: unsent_bytes(protocol.transport)
+            extensions = scope.setdefault("extensions", {})
+            extensions[UNSENT_BYTES] = lambda: unsent_bytes(protocol.transport)
+            extensions[SEND_TEXT] = lambda text: send_text(self, protocol, text)
         return create_application(self, protocol, scope)
 
     server_close = WebSocketProtocol.serverClose
