@@ -7,6 +7,7 @@ dedicated thread, and its delivery future is bridged back to the loop that asked
 import asyncio
 import logging
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -23,6 +24,11 @@ class MessageProducer:
         self._producer = None
         # One thread: construction happens once, and records from this process keep their order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-producer")
+        # Records wait here for that thread, which takes all waiting at once: under load one
+        # thread hand-off carries many records instead of one each.
+        self._waiting: deque[tuple[dict, asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+        self._handoff_lock = threading.Lock()
+        self._handoff_scheduled = False
 
     def _get(self):
         if self._producer is None:
@@ -32,7 +38,7 @@ class MessageProducer:
                 bootstrap_servers=self.bootstrap_servers,
                 acks="all",
                 enable_idempotence=True,
-                linger_ms=2,
+                linger_ms=5,  # batches under load; adds at most 5 ms to an ack
                 max_block_ms=5_000,
                 request_timeout_ms=5_000,
                 delivery_timeout_ms=max(settings.KAFKA_DELIVERY_TIMEOUT_MS, 7_000),
@@ -46,22 +52,41 @@ class MessageProducer:
         """Resolves when Kafka has the record (acks=all); raises when the producer gives up."""
         loop = asyncio.get_running_loop()
         delivered = loop.create_future()
-
-        def settle(exc: BaseException | None) -> None:
-            if not delivered.done():
-                delivered.set_exception(exc) if exc else delivered.set_result(None)
-
-        def produce() -> None:
-            future = self._get().send(self.topic, key=records.record_key(record), value=records.encode(record))
-            future.add_callback(lambda _: loop.call_soon_threadsafe(settle, None))
-            future.add_errback(lambda exc: loop.call_soon_threadsafe(settle, exc))
-
-        await loop.run_in_executor(self._executor, produce)
+        with self._handoff_lock:
+            self._waiting.append((record, loop, delivered))
+            schedule, self._handoff_scheduled = not self._handoff_scheduled, True
+        if schedule:
+            self._executor.submit(self._produce_waiting)
         await delivered
+
+    def _produce_waiting(self) -> None:
+        """On the producer thread: hand every waiting record to kafka-python, in order."""
+        while True:
+            with self._handoff_lock:
+                if not self._waiting:
+                    self._handoff_scheduled = False
+                    return
+                batch, self._waiting = self._waiting, deque()
+            for record, loop, delivered in batch:
+                try:
+                    future = self._get().send(self.topic, key=records.record_key(record),
+                                              value=records.encode(record))
+                except Exception as exc:  # noqa: BLE001 - reported to the sender as not_persisted
+                    loop.call_soon_threadsafe(_settle, delivered, exc)
+                    continue
+                future.add_callback(lambda _, loop=loop, delivered=delivered:
+                                    loop.call_soon_threadsafe(_settle, delivered, None))
+                future.add_errback(lambda exc, loop=loop, delivered=delivered:
+                                   loop.call_soon_threadsafe(_settle, delivered, exc))
 
     def close(self) -> None:
         if self._producer is not None:
             self._producer.close(timeout=5)
+
+
+def _settle(delivered: asyncio.Future, exc: BaseException | None) -> None:
+    if not delivered.done():
+        delivered.set_exception(exc) if exc else delivered.set_result(None)
 
 
 _producer: MessageProducer | None = None
