@@ -1,10 +1,11 @@
 """The chat WebSocket: thin. Parse a frame, call an action, send frames.
 
-Outbound frames go through a bounded outbox drained by one writer task, so the room hub never
-waits on a slow socket. The writer waits while the socket's transport is full (uvicorn's send
-does; under daphne, config/daphne_backpressure.py tells us), so a client that does not read fills
-the outbox: past CHAT_SOCKET_BUFFER_BYTES of live frames it is closed with 4408 and resumes with
-?after. Replayed frames do not count: a large resume is paced, not cut.
+Outbound frames are written at once while nothing is queued for the socket and its transport has
+room (through the server's fast frame path, config/ws_frames.py); otherwise they go through a
+bounded outbox drained by one writer task, so the room hub never waits on a slow socket. The writer
+waits while the socket's transport is full, so a client that does not read fills the outbox: past
+CHAT_SOCKET_BUFFER_BYTES of live frames it is closed with 4408 and resumes with ?after. Replayed
+frames do not count: a large resume is paced, not cut.
 """
 
 import asyncio
@@ -59,7 +60,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._outbox_bytes = 0
         extensions = self.scope.get("extensions", {})
         self._unsent_bytes = extensions.get("chat.unsent_bytes")
-        self._write_now = None  # under daphne: a plain call that writes a frame (once accepted)
+        self._write_now = None  # the server's plain-call frame write, once accepted (config/ws_frames.py)
         self._wakeup = asyncio.Event()
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
         self._sent_seq: int | None = None  # the highest message seq queued to this socket

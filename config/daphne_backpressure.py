@@ -6,16 +6,14 @@ notices. This puts a callable in each WebSocket scope, `scope["extensions"]["cha
 that reports the bytes that transport still holds; the consumer stops writing above a high-water
 mark, so its own bounded outbox fills instead and it cuts the socket with 4408. For that close
 code the client gets time to read its backlog before the connection is dropped. (Under uvicorn a
-send already waits while the socket's buffer is full.)
+send already waits while the socket's buffer is full; config/uvicorn_frames.py.)
 
-It also puts `scope["extensions"]["chat.send_text"]`: what daphne's `websocket.send` does, as a
-plain call. The room hub writes a frame to each of its sockets in one loop; through ASGI's send
-each write is a coroutine, and under load the sockets' writer tasks woken for them made the event
-loop's turns long enough to delay every send (docs/performance.md).
+It also puts `scope["extensions"]["chat.send_text"]`, the fast frame path of config/ws_frames.py,
+and writes frames through to the socket when Twisted holds nothing for it.
 """
 
-UNSENT_BYTES = "chat.unsent_bytes"
-SEND_TEXT = "chat.send_text"
+from config.ws_frames import SEND_TEXT, UNSENT_BYTES, text_frame
+
 CLOSE_SLOW_CONSUMER = 4408
 SLOW_CONSUMER_DROP_SECONDS = 10
 
@@ -54,29 +52,6 @@ def write_through(transport, data: bytes) -> None:
         return transport.write(data)
     if sent < len(data):
         transport.write(data[sent:])
-
-
-_last_frame: tuple[str, bytes] | None = None
-
-
-def text_frame(text: str) -> bytes:
-    """A server-to-client WebSocket text frame (FIN, unmasked: the same bytes for every socket),
-    remembered for the text it was last asked for (the hub asks once per socket of the room).
-    autobahn's sendMessage builds the frame anew per socket and formats debug-log arguments
-    even when debug logging is off: most of daphne's per-frame cost (docs/performance.md)."""
-    global _last_frame
-    if _last_frame is not None and _last_frame[0] is text:
-        return _last_frame[1]
-    payload = text.encode()
-    size = len(payload)
-    if size <= 125:
-        header = bytes((0x81, size))
-    elif size <= 0xFFFF:
-        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
-    _last_frame = (text, header + payload)
-    return _last_frame[1]
 
 
 def install() -> None:

@@ -1,10 +1,10 @@
-"""The frames the daphne fast path writes are the WebSocket frames a client expects."""
+"""The frames the fast frame path writes (daphne and uvicorn) are the WebSocket frames a client expects."""
 
 import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from config.daphne_backpressure import text_frame
+from config.ws_frames import text_frame
 
 
 def parse(data: bytes) -> Frame:
