@@ -96,6 +96,25 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# KEYS: the room's online users, the user's connections. ARGV: username, conn_id, expiry, now, ttl.
+PRESENCE_JOIN_SCRIPT = """
+local was = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
+if was and tonumber(was) > tonumber(ARGV[4]) then return 0 end
+return 1
+"""
+
+# KEYS as above. ARGV: username, conn_id, now. Returns 1 when the user has no live connection left.
+PRESENCE_LEAVE_SCRIPT = """
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[2])
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
 CLIENT_ID_TTL = 24 * 3600
 
 
@@ -108,6 +127,8 @@ class RedisRoomState:
         self.layer_prefix = layer_prefix
         self._send = self.redis.register_script(SEND_SCRIPT)
         self._replace = self.redis.register_script(REPLACE_SCRIPT)
+        self._presence_join = self.redis.register_script(PRESENCE_JOIN_SCRIPT)
+        self._presence_leave = self.redis.register_script(PRESENCE_LEAVE_SCRIPT)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.prefix, *map(str, parts)])
@@ -162,29 +183,44 @@ class RedisRoomState:
     async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
         await self._replace(keys=[self._key("recent", room_id)], args=[seq, protocol.encode(frame)])
 
-    async def presence_join(self, room_id: int, conn_id: str, username: str) -> None:
-        await self.redis.zadd(self._key("presence", room_id), {f"{conn_id}\t{username}": time.time() + _ttl()})
+    # Presence is two levels, so reading who is online costs one entry per user, not per socket:
+    # `presence:<room>` scores each online username by its latest expiry, and
+    # `presence:<room>:<username>` scores that user's connections. Instances refresh their
+    # connections' expiries; a crashed instance's entries run out on their own.
 
-    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> None:
-        await self.redis.zrem(self._key("presence", room_id), f"{conn_id}\t{username}")
+    async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
+        """Adds the connection; True when its user was not online in the room before."""
+        expiry = time.time() + _ttl()
+        return bool(await self._presence_join(keys=[self._key("presence", room_id),
+                                                    self._key("presence", room_id, username)],
+                                              args=[username, conn_id, expiry, time.time(), _ttl()]))
+
+    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
+        """Removes the connection; True when that was the user's last one in the room."""
+        return bool(await self._presence_leave(keys=[self._key("presence", room_id),
+                                                     self._key("presence", room_id, username)],
+                                               args=[username, conn_id, time.time()]))
 
     async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> list[int]:
-        """Extend this instance's connections and drop expired ones; returns rooms that lost someone."""
+        """Extend this instance's connections and drop expired users; returns rooms that lost someone."""
         expiry, now = time.time() + _ttl(), time.time()
         rooms = sorted({room_id for room_id, _, _ in entries})
         async with self.redis.pipeline(transaction=False) as pipe:
             for room_id, conn_id, username in entries:
-                # Not "xx": re-adding heals the set after Redis restarts empty.
-                pipe.zadd(self._key("presence", room_id), {f"{conn_id}\t{username}": expiry})
+                # Not "xx": re-adding heals the sets after Redis restarts empty.
+                user_key = self._key("presence", room_id, username)
+                pipe.zadd(user_key, {conn_id: expiry})
+                pipe.expire(user_key, _ttl())
+                pipe.zadd(self._key("presence", room_id), {username: expiry}, gt=True)
             for room_id in rooms:
                 pipe.zremrangebyscore(self._key("presence", room_id), "-inf", now)
             results = await pipe.execute()
-        removed = results[len(entries):]
+        removed = results[3 * len(entries):]
         return [room_id for room_id, count in zip(rooms, removed, strict=True) if count]
 
     async def presence_online(self, room_id: int) -> list[str]:
         members = await self.redis.zrangebyscore(self._key("presence", room_id), time.time(), "+inf")
-        return sorted({m.decode().partition("\t")[2] for m in members})
+        return sorted(m.decode() for m in members)
 
     async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
         """At most one "typing" start per user and room every `every` seconds, across instances;
@@ -272,11 +308,14 @@ class MemoryRoomState:
         if seq in self.recent_frames.get(room_id, {}):
             self.recent_frames[room_id][seq] = frame
 
-    async def presence_join(self, room_id: int, conn_id: str, username: str) -> None:
+    async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
+        was_online = username in await self.presence_online(room_id)
         self.presence[room_id][conn_id] = (username, time.time() + _ttl())
+        return not was_online
 
-    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> None:
+    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
         self.presence[room_id].pop(conn_id, None)
+        return username not in await self.presence_online(room_id)
 
     async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> list[int]:
         for room_id, conn_id, username in entries:

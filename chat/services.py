@@ -152,17 +152,12 @@ async def hello_for(who: Participant) -> dict:
 
 
 async def presence_enter(who: Participant) -> None:
-    state = room_state()
-    before = await state.presence_online(who.room_id)
-    await state.presence_join(who.room_id, who.conn_id, who.username)
-    if who.username not in before:
+    if await room_state().presence_join(who.room_id, who.conn_id, who.username):
         await presence_announce(who.room_id)
 
 
 async def presence_exit(who: Participant) -> None:
-    state = room_state()
-    await state.presence_leave(who.room_id, who.conn_id, who.username)
-    if who.username not in await state.presence_online(who.room_id):
+    if await room_state().presence_leave(who.room_id, who.conn_id, who.username):
         await presence_announce(who.room_id)
 
 
