@@ -350,15 +350,20 @@ async def typing_notify(*, who: Participant, active: bool) -> None:
 
 
 async def messages_since(*, who: Participant, after: int) -> list[dict]:
-    """Every visible message with seq > after, in order: Postgres, overlaid by the newer recent buffer.
-
-    When the buffer does not reach back to `after` (a long absence, or Redis restarted empty), the
-    older part comes from Postgres, once the workers have stored what Kafka holds for the room."""
-    buffered, buffer_covers = await room_state().replay_window(who.room_id, after)
+    """Every visible message with seq > after, in order: from the recent buffer when it reaches back
+    to `after` (the usual reconnect); otherwise (a long absence, or Redis restarted empty) from
+    Postgres, once the workers have stored what Kafka holds for the room, overlaid by the buffer."""
+    state = room_state()
+    buffered, buffer_covers = await state.replay_window(who.room_id, after)
+    by_seq = {}
     if not buffer_covers:
         await backlog.wait_stored(who.room_id)
-    room = Room(id=who.room_id, slug=who.room_slug)
-    by_seq = {f["seq"]: f for f in await database_sync_to_async(selectors.persisted_since)(room, after)}
+        room = Room(id=who.room_id, slug=who.room_slug)
+        by_seq = {f["seq"]: f for f in await database_sync_to_async(selectors.persisted_since)(room, after)}
+        # Read the buffer again, after Postgres: the worker may have stored a message published
+        # after the first read without one published before it (senders on other instances reach
+        # Kafka in any order), and the socket skips held live frames below the replay's newest.
+        buffered, _ = await state.replay_window(who.room_id, after)
     for frame in buffered:
         by_seq[frame["seq"]] = frame
     return [by_seq[seq] for seq in sorted(by_seq) if by_seq[seq]["type"] == "message"]
