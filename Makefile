@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 
-.PHONY: run test test-fast test-faults services services-down services-status venv lint bench browser clean stack stack-down
+.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout browser clean stack stack-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,8 +40,13 @@ services-status:
 browser:
 	scripts/browser.sh
 
-# Fan-out benchmark (daphne and uvicorn side by side): prints a table, writes results/fanout.{json,png}.
+# Every benchmark scenario in sequence (fan-out, idle connections, persistence): prints the tables,
+# writes results/*.json and *.png (`$(PY) -m bench.all --quick` for a short run).
 bench: venv services
+	$(PY) -m bench.all
+
+# Fan-out benchmark alone (daphne and uvicorn side by side): results/fanout.{json,png}.
+bench-fanout: venv services
 	$(PY) -m bench.fanout
 
 # The full local deployment without Docker: services, two daphne instances behind nginx, two workers.
