@@ -122,7 +122,11 @@ class RedisRoomState:
     def __init__(self, url: str, prefix: str, layer_prefix: str) -> None:
         from redis import asyncio as aioredis
 
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        # A blocking pool: a burst (thousands of sockets closing at once) waits for a connection
+        # instead of failing with MaxConnectionsError, as the default pool does past its limit.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10, socket_timeout=5,
+                                                        socket_connect_timeout=5, health_check_interval=30)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.prefix = prefix
         self.layer_prefix = layer_prefix
         self._send = self.redis.register_script(SEND_SCRIPT)
