@@ -21,10 +21,6 @@ if "daphne" in sys.modules:
 
     daphne_close_codes.install()
     daphne_backpressure.install()
-if "uvicorn" in sys.modules:
-    from config import uvicorn_frames
-
-    uvicorn_frames.install()
 
 router = ProtocolTypeRouter(
     {

@@ -6,7 +6,7 @@ notices. This puts a callable in each WebSocket scope, `scope["extensions"]["cha
 that reports the bytes that transport still holds; the consumer stops writing above a high-water
 mark, so its own bounded outbox fills instead and it cuts the socket with 4408. For that close
 code the client gets time to read its backlog before the connection is dropped. (Under uvicorn a
-send already waits while the socket's buffer is full; config/uvicorn_frames.py.)
+send already waits while the socket's buffer is full.)
 
 It also puts `scope["extensions"]["chat.send_text"]`, the fast frame path of config/ws_frames.py,
 and writes frames through to the socket when Twisted holds nothing for it.
