@@ -15,6 +15,7 @@ import platform
 import resource
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -37,6 +38,7 @@ def cpu_seconds() -> float:
 
 async def _receive(url: str, origin: str, cookies: list[str], ready, control, results) -> None:
     latencies: dict[int, list[float]] = {}
+    inbound: dict[int, list[float]] = {}  # client send -> the server's created_at (start of the send action)
     counts: dict[int, int] = {}
 
     async def one(cookie: str) -> None:
@@ -52,13 +54,15 @@ async def _receive(url: str, origin: str, cookies: list[str], ready, control, re
                 step = int(step)
                 counts[step] = counts.get(step, 0) + 1
                 latencies.setdefault(step, []).append((now - int(sent_ns)) / 1e6)
+                created_ns = datetime.fromisoformat(frame["created_at"]).timestamp() * 1e9
+                inbound.setdefault(step, []).append((created_ns - int(sent_ns)) / 1e6)
 
     tasks = [asyncio.ensure_future(one(c)) for c in cookies]
     start_cpu = cpu_seconds()
     await asyncio.get_running_loop().run_in_executor(None, control.get)  # "stop"
     for t in tasks:
         t.cancel()
-    results.put({"counts": counts, "latencies": latencies, "cpu": cpu_seconds() - start_cpu})
+    results.put({"counts": counts, "latencies": latencies, "inbound": inbound, "cpu": cpu_seconds() - start_cpu})
 
 
 def receiver_process(url, origin, cookies, ready, control, results) -> None:
@@ -91,9 +95,11 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
 
     async def send_share(ws, index: int, step: int, rate: float, began: float) -> int:
         interval, count = 1.0 / rate, int(rate * seconds)
-        await asyncio.sleep(index * interval / len(sockets))  # spread the senders' ticks
+        # Each sender keeps its own phase, so the step's messages arrive evenly spread, not in
+        # bursts of one message per sender (which the latency would then measure).
+        phase = index * interval / len(sockets)
         for n in range(count):
-            delay = began + n * interval - time.perf_counter()
+            delay = began + phase + n * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             cid = f"{step}-{index}-{n}"
@@ -154,7 +160,8 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
             srv = web[index]
             control = ctx.Queue()
             proc = ctx.Process(target=receiver_process, args=(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/",
-                                                               srv.url, part, ready, control, results))
+                                                               srv.url, part, ready, control, results),
+                               daemon=True)  # never outlive a failed run
             proc.start()
             procs.append(proc)
             controls.append(control)
@@ -177,6 +184,7 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
         if step == 0:
             continue
         latencies = [v for part in parts for v in part["latencies"].get(step, [])]
+        inbound = [v for part in parts for v in part["inbound"].get(step, [])]
         delivered = sum(part["counts"].get(step, 0) for part in parts)
         expected = entry["sent"] * len(cookies)
         report.append({
@@ -186,6 +194,8 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
             "expected": expected, "delivered": delivered, "lost": expected - delivered,
             "p50_ms": round(percentile(latencies, 50), 2), "p90_ms": round(percentile(latencies, 90), 2),
             "p99_ms": round(percentile(latencies, 99), 2), "max_ms": round(max(latencies, default=float("nan")), 2),
+            # Where the time goes: client send -> the server starts the send action (created_at).
+            "in_p50_ms": round(percentile(inbound, 50), 2), "in_p99_ms": round(percentile(inbound, 99), 2),
             "ack_p50_ms": round(percentile(entry["ack_ms"], 50), 2),
             "ack_p99_ms": round(percentile(entry["ack_ms"], 99), 2),
             "sender_behind": round(entry["send_seconds"] - seconds, 2),
@@ -197,7 +207,7 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
 
 def print_table(rows: list[dict]) -> None:
     columns = ["server", "receivers", "offered_deliveries_per_s", "delivered_per_s", "lost", "p50_ms", "p90_ms",
-               "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "sender_behind", "sender_cpu_pct"]
+               "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "ack_p50_ms", "ack_p99_ms", "sender_behind", "sender_cpu_pct"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))
     for row in rows:
