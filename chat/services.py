@@ -388,7 +388,7 @@ def messages_persist(batch: list[dict]) -> int:
     params = [array(values) for array, values in zip(_ARRAY_LITERALS, columns, strict=True)]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_message_insert_sql(), params)
-        new = len(cursor.fetchall())
+        new = cursor.rowcount  # the rows inserted; those skipped on a conflict do not count
         for record in batch:
             if record["event"] == "message.edited":
                 Message.objects.filter(id=record["id"]).exclude(edited_at__gte=record["edited_at"]).update(
@@ -431,16 +431,16 @@ _ARRAY_LITERALS = (_plain_array, _plain_array, _plain_array, _plain_array, _text
 
 @functools.cache
 def _message_insert_sql() -> str:
-    """INSERT INTO message (...) SELECT * FROM unnest(%s::type[], ...) ON CONFLICT DO NOTHING RETURNING pk,
-    with the table, columns and types from Message._meta (a varchar's length is left to the column,
-    so a too-long value is refused rather than cut)."""
+    """INSERT INTO message (...) SELECT * FROM unnest(%s::type[], ...) ON CONFLICT DO NOTHING, with the
+    table, columns and types from Message._meta (a varchar's length is left to the column, so a
+    too-long value is refused rather than cut)."""
     quote = connection.ops.quote_name
     fields = [Message._meta.get_field(name) for name in records.ROW_FIELDS]
     types = [field.db_type(connection).split("(")[0] for field in fields]
     return (
         f"INSERT INTO {quote(Message._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
         f"SELECT * FROM unnest({', '.join(f'%s::{db_type}[]' for db_type in types)}) "
-        f"ON CONFLICT DO NOTHING RETURNING {quote(Message._meta.pk.column)}"
+        "ON CONFLICT DO NOTHING"
     )
 
 

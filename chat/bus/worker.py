@@ -27,6 +27,7 @@ from chat.bus.topics import dead_letter_topic, ensure_topics
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
+KEEP_CONNECTION = 1.0  # seconds between batches within which the writer keeps its database connection
 
 
 @dataclass
@@ -82,6 +83,7 @@ class MessageWorker:
         self._dead_producer = None
         self._writer: ThreadPoolExecutor | None = None
         self._pending: _Batch | None = None
+        self._last_write = float("-inf")
 
     def stop(self, *_args) -> None:
         """Finish and commit the current batch, then exit."""
@@ -180,8 +182,13 @@ class MessageWorker:
         delay = 0.5
         while good:
             try:
-                close_old_connections()
+                if time.monotonic() - self._last_write > KEEP_CONNECTION:
+                    # Django's per-request rule (CONN_MAX_AGE, unusable connections), applied when a
+                    # burst begins: within one, batches share the connection instead of paying a
+                    # new one (and its authentication) each. A failed write closes it below.
+                    close_old_connections()
                 self.stats.inserted += messages_persist([decoded for _, decoded in good])
+                self._last_write = time.monotonic()
                 break
             except (IntegrityError, DataError, ValueError):
                 # A record the schema refuses (say, of a room that no longer exists, or text the
