@@ -379,16 +379,14 @@ def messages_persist(batch: list[dict]) -> int:
     Every record carries the message's full state, so each may create its row: one INSERT of all
     of them that skips any row conflicting with a stored one (by id, by (room, seq) or by client_id;
     within the batch the first record of a message wins), then edits, deletes and restores in
-    batch order. The rows go as one array literal per column (no Model instances, no per-value
-    adaptation), through Django's cursor so errors arrive as django.db exceptions.
+    batch order. On Postgres the rows go as one array literal per column (no Model instances, no
+    per-value adaptation), through Django's cursor so errors arrive as django.db exceptions.
     """
     if not batch:
         return 0
-    columns = zip(*map(records.record_row, batch), strict=True)
-    params = [array(values) for array, values in zip(_ARRAY_LITERALS, columns, strict=True)]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_message_insert_sql(), params)
-        new = cursor.rowcount  # the rows inserted; those skipped on a conflict do not count
+    rows = list(map(records.record_row, batch))
+    with transaction.atomic():
+        new = _messages_insert(rows) if connection.vendor == "postgresql" else _messages_insert_orm(rows)
         for record in batch:
             if record["event"] == "message.edited":
                 Message.objects.filter(id=record["id"]).exclude(edited_at__gte=record["edited_at"]).update(
@@ -400,6 +398,23 @@ def messages_persist(batch: list[dict]) -> int:
             elif record["event"] == "message.restored":
                 Message.objects.filter(id=record["id"]).update(hidden=False)
     return new
+
+
+def _messages_insert(rows: list[tuple]) -> int:
+    params = [array(values) for array, values in zip(_ARRAY_LITERALS, zip(*rows, strict=True), strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(_message_insert_sql(), params)
+        return cursor.rowcount  # the rows inserted; those skipped on a conflict do not count
+
+
+def _messages_insert_orm(rows: list[tuple]) -> int:
+    """The same through bulk_create, for the embedded default's SQLite (one record at a time)."""
+    names = [Message._meta.get_field(name).attname for name in records.ROW_FIELDS]
+    messages = [Message(**dict(zip(names, row, strict=True))) for row in rows]
+    ids = {message.id for message in messages}
+    before = Message.objects.filter(id__in=ids).count()
+    Message.objects.bulk_create(messages, ignore_conflicts=True)
+    return Message.objects.filter(id__in=ids).count() - before
 
 
 def _text_array(values) -> str:
