@@ -4,12 +4,11 @@ Carrying the full state makes every record self-sufficient: whichever arrives fi
 row, later ones only move it forward, so applying a record twice changes nothing.
 """
 
+import re
 import uuid
 from datetime import datetime
 
 import orjson
-
-from chat.models import Message
 
 EVENTS = ("message.created", "message.edited", "message.deleted", "message.restored")
 
@@ -40,8 +39,15 @@ def _datetime(value, name: str) -> datetime:
         raise RecordError(f"'{name}' is not an ISO 8601 time: {value!r}") from None
 
 
+# The form every producer writes (str(uuid4())); other spellings uuid.UUID accepts are rewritten to it.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def decode(value: bytes | None) -> dict:
-    """A checked record, or RecordError saying what is wrong with it."""
+    """A checked record, or RecordError saying what is wrong with it.
+
+    The id comes back in canonical form, the times as aware-or-naive datetimes; room_id, seq and
+    author.id are plain integers (not booleans)."""
     try:
         record = orjson.loads(value or b"")
     except orjson.JSONDecodeError as exc:
@@ -49,12 +55,14 @@ def decode(value: bytes | None) -> dict:
     if not isinstance(record, dict) or record.get("event") not in EVENTS:
         raise RecordError(f"no known 'event' (one of {', '.join(EVENTS)})")
     try:
-        uuid.UUID(str(record["id"]))
+        ident = record["id"]
+        if type(ident) is not str or not _CANONICAL_UUID.fullmatch(ident):
+            record["id"] = str(uuid.UUID(str(ident)))
         checks = (
-            isinstance(record["room_id"], int),
-            isinstance(record["seq"], int),
-            isinstance(record["author"]["id"], int),
-            isinstance(record["body"], str),
+            type(record["room_id"]) is int,
+            type(record["seq"]) is int,
+            type(record["author"]["id"]) is int,
+            type(record["body"]) is str,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"missing or malformed field: {exc}") from None
@@ -66,16 +74,17 @@ def decode(value: bytes | None) -> dict:
     return record
 
 
-def record_to_message(record: dict) -> Message:
-    return Message(
-        id=record["id"],
-        room_id=record["room_id"],
-        seq=record["seq"],
-        author_id=record["author"]["id"],
-        body=record["body"],
-        created_at=record["created_at"],
-        edited_at=record.get("edited_at"),
-        deleted=record["event"] == "message.deleted" and record.get("by") != "moderator",
-        hidden=record["event"] == "message.deleted" and record.get("by") == "moderator",
-        client_id=record.get("client_id"),
-    )
+# The Message fields a record fills, in the order of `record_row`.
+ROW_FIELDS = ("id", "room", "seq", "author", "body", "created_at", "edited_at", "hidden", "deleted", "client_id")
+
+
+def record_row(record: dict) -> tuple:
+    """The Message row a decoded record carries, as values of ROW_FIELDS (no Model instance: the
+    worker writes thousands a batch)."""
+    deleted = record["event"] == "message.deleted"
+    by_moderator = deleted and record.get("by") == "moderator"
+    client_id = record.get("client_id")
+    if client_id is not None and type(client_id) is not str:
+        client_id = str(client_id)  # as the CharField would have it
+    return (record["id"], record["room_id"], record["seq"], record["author"]["id"], record["body"],
+            record["created_at"], record.get("edited_at"), by_moderator, deleted and not by_moderator, client_id)

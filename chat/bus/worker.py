@@ -2,16 +2,22 @@
 
 Offsets are committed only after the Postgres transaction commits, so a crash at any point
 replays records the database may already hold, and the write ignores those.
+
+Two stages overlap: a thread of its own decodes and writes a batch (waiting on Postgres most of the
+time, without the GIL) while the main thread, the only one touching the consumer, fetches and
+parses the next. The main thread commits a batch's offsets (its own, not the consumer's position,
+which is a batch ahead) once its write is done, and only then hands the writer the next batch.
 """
 
 import logging
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connection
-from kafka import ConsumerRebalanceListener
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata
 from kafka.errors import CommitFailedError
 
 from chat import metrics
@@ -21,6 +27,16 @@ from chat.bus.topics import dead_letter_topic, ensure_topics
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
+KEEP_CONNECTION = 1.0  # seconds between batches within which the writer keeps its database connection
+
+
+@dataclass
+class _Batch:
+    """Records polled together, the offsets to commit once they are stored, and their write."""
+
+    records: list
+    offsets: dict
+    write: Future
 
 
 @dataclass
@@ -39,6 +55,8 @@ class _AssignmentLogger(ConsumerRebalanceListener):
         self.worker = worker
 
     def on_partitions_revoked(self, revoked) -> None:
+        # Commit the batch being written before its partitions go: the next owner starts after it.
+        self.worker._finish()
         if revoked:
             self.worker._say(f"partitions revoked: {_partition_list(revoked)}")
 
@@ -63,6 +81,9 @@ class MessageWorker:
         self.stopping = False
         self._consumer = None
         self._dead_producer = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: _Batch | None = None
+        self._last_write = float("-inf")
 
     def stop(self, *_args) -> None:
         """Finish and commit the current batch, then exit."""
@@ -85,16 +106,20 @@ class MessageWorker:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._consumer.subscribe([self.topic], listener=_AssignmentLogger(self))
         self._say(f"consuming {self.topic} as group {self.group_id}")
         last_progress = last_record = time.monotonic()
+        finished = False
         try:
             while not self.stopping:
-                polled = self._consumer.poll(timeout_ms=500, max_records=self.max_records)
-                batch = [record for part in polled.values() for record in part]
+                # While a batch is being written, take only what is fetched already, then go back
+                # to commit that batch at once: resumes wait on the group's committed offsets.
+                polled = self._consumer.poll(timeout_ms=0 if self._pending else 500,
+                                             max_records=self.max_records)
                 now = time.monotonic()
-                if batch:
-                    self._apply(batch)
+                self._finish(then=polled)
+                if polled:
                     last_record = now
                 elif self.idle_exit is not None and now - last_record >= self.idle_exit:
                     self._say(f"idle for {self.idle_exit:g} s, stopping")
@@ -102,15 +127,50 @@ class MessageWorker:
                 if now - last_progress >= self.progress_every:
                     self._progress(now - last_progress)
                     last_progress = now
+            self._finish()
+            finished = True
         finally:
+            if not finished:
+                # Leaving on an error: let a write in progress end (a failing one gives up, as on
+                # SIGTERM) and commit nothing more; the next start replays it.
+                self.stopping = True
+                self._pending = None
+            self._writer.submit(lambda: connection.close())  # the writer thread's connection
+            self._writer.shutdown(wait=True)
             self._consumer.close(autocommit=False)
             if self._dead_producer is not None:
                 self._dead_producer.close(timeout=5)
         self._say(f"stopped after {self.stats.records} records ({self.stats.inserted} new, {self.stats.dead} dead)")
         return self.stats
 
+    def _finish(self, then=None) -> None:
+        """Wait for the batch being written; hand the writer the next one (`then`, as polled), if
+        any; then commit the offsets of the one written."""
+        done, self._pending = self._pending, None
+        if done is not None:
+            done.write.result()  # re-raises what stopped the write (SystemExit on SIGTERM while failing)
+        if then:
+            batch = [record for part in then.values() for record in part]
+            offsets = {tp: OffsetAndMetadata(part[-1].offset + 1, "", part[-1].leader_epoch)
+                       for tp, part in then.items() if part}
+            self._pending = _Batch(batch, offsets, self._writer.submit(self._apply, batch))
+        if done is None:
+            return
+        try:
+            self._consumer.commit(done.offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced mid-batch: the new owner re-reads these records, and the
+            # write makes that harmless.
+            logger.warning("offset commit failed after a rebalance: %s", exc)
+        self.stats.records += len(done.records)
+        self.stats.batches += 1
+        self.stats.last_batch = len(done.records)
+        metrics.WORKER_RECORDS.inc(len(done.records))
+        metrics.WORKER_BATCH_SIZE.observe(len(done.records))
+
     def _apply(self, batch) -> None:
-        """Write the batch (retrying with backoff while Postgres fails), then commit its offsets."""
+        """Decode and write the batch (retrying with backoff while Postgres fails). Runs in the
+        writer thread; the main thread commits the offsets after it returns."""
         from chat.services import messages_persist
 
         good = []
@@ -122,8 +182,13 @@ class MessageWorker:
         delay = 0.5
         while good:
             try:
-                close_old_connections()
+                if time.monotonic() - self._last_write > KEEP_CONNECTION:
+                    # Django's per-request rule (CONN_MAX_AGE, unusable connections), applied when a
+                    # burst begins: within one, batches share the connection instead of paying a
+                    # new one (and its authentication) each. A failed write closes it below.
+                    close_old_connections()
                 self.stats.inserted += messages_persist([decoded for _, decoded in good])
+                self._last_write = time.monotonic()
                 break
             except (IntegrityError, DataError, ValueError):
                 # A record the schema refuses (say, of a room that no longer exists, or text the
@@ -139,17 +204,6 @@ class MessageWorker:
                 logger.warning("database write failed (%s); retrying in %.1f s", exc.__class__.__name__, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
-        try:
-            self._consumer.commit()
-        except CommitFailedError as exc:
-            # The group rebalanced mid-batch: the new owner re-reads these records, and the
-            # write above makes that harmless.
-            logger.warning("offset commit failed after a rebalance: %s", exc)
-        self.stats.records += len(batch)
-        self.stats.batches += 1
-        self.stats.last_batch = len(batch)
-        metrics.WORKER_RECORDS.inc(len(batch))
-        metrics.WORKER_BATCH_SIZE.observe(len(batch))
 
     def _apply_one_by_one(self, pairs):
         """Store each record alone; dead-letter those the database refuses. Returns none left to do."""

@@ -123,3 +123,66 @@ def test_sigterm_commits_the_batch_and_exits_zero():
     committed = sum(consumer.committed(tp) or 0 for tp in parts)
     consumer.close()
     assert committed == 500
+
+
+def test_one_batch_ignores_duplicates_by_id_room_seq_and_client_id_and_applies_changes_in_order():
+    topic = unique("chat.batch-semantics")
+    ensure_topics(topic=topic, partitions=1)
+    author = make_user("author")
+    room = make_room(author)
+    m1, m2, m3, m4, m5, m6 = created_records([room], author, 6)
+    m6["client_id"] = "client-6"
+    later = timezone.now().isoformat()
+    batch = [
+        m1,
+        {**m1, "id": str(uuid.uuid4()), "body": "another id, same (room, seq)"},  # ignored
+        m1,  # the same record again: ignored
+        m2,
+        {**m2, "body": "m2 edited", "edited_at": later, "event": "message.edited"},
+        m3,
+        {**m3, "event": "message.deleted", "by": "author"},
+        m4,
+        {**m4, "event": "message.deleted", "by": "moderator"},
+        {**m4, "event": "message.restored"},
+        # The edit overtook the create: the edited state is stored first and the create changes nothing.
+        {**m5, "body": "m5 edited", "edited_at": later, "event": "message.edited"},
+        m5,
+        m6,
+        {**m6, "id": str(uuid.uuid4()), "seq": 99, "body": "same client_id again"},  # ignored
+    ]
+    produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
+    worker = run_worker(topic, unique("group"), unique("wbatch"))
+    assert worker.proc.wait(60) == 0, worker.log()
+    assert f"stopped after {len(batch)} records (6 new, 0 dead)" in worker.log()
+    stored = {str(m.id): m for m in Message.objects.filter(room=room)}
+    assert set(stored) == {m["id"] for m in (m1, m2, m3, m4, m5, m6)}
+    assert sorted(m.seq for m in stored.values()) == [1, 2, 3, 4, 5, 6]
+    assert stored[m1["id"]].body == m1["body"]
+    assert (stored[m2["id"]].body, stored[m2["id"]].edited_at.isoformat()) == ("m2 edited", later)
+    assert (stored[m3["id"]].deleted, stored[m3["id"]].hidden) == (True, False)
+    assert (stored[m4["id"]].deleted, stored[m4["id"]].hidden) == (False, False)
+    assert stored[m5["id"]].body == "m5 edited"
+    assert stored[m6["id"]].client_id == "client-6"
+
+
+def test_bodies_and_client_ids_are_stored_exactly_as_sent():
+    topic = unique("chat.exact")
+    ensure_topics(topic=topic, partitions=1)
+    author = make_user("author")
+    room = make_room(author)
+    texts = ['quote " backslash \\ \\" {braces}, commas', "NULL", "", "  spaced  ", "tab\tnew\nline\r",
+             "emoji 😀 ünïcødé 中文", "percent %s %(x)s", "'single' ''quotes''", "\\", '"', "{}", "a,b"]
+    batch = created_records([room], author, len(texts))
+    for record, text in zip(batch, texts, strict=True):
+        record["body"] = text
+        record["client_id"] = text[:64] or None
+    batch[0]["created_at"] = "2026-01-02T03:04:05.678901+05:30"
+    produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
+    worker = run_worker(topic, unique("group"), unique("wexact"))
+    assert worker.proc.wait(60) == 0, worker.log()
+    assert f"({len(texts)} new, 0 dead)" in worker.log()
+    stored = {m.seq: m for m in Message.objects.filter(room=room)}
+    assert [stored[r["seq"]].body for r in batch] == texts
+    assert [stored[r["seq"]].client_id for r in batch] == [r["client_id"] for r in batch]
+    first = stored[1].created_at
+    assert first.isoformat() == "2026-01-01T21:34:05.678901+00:00"
