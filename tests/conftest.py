@@ -93,13 +93,30 @@ def web_b():
     server.stop()
 
 
+SHARED_WORKER = pytest.StashKey[Process]()
+
+
 @pytest.fixture(scope="session")
-def worker():
+def worker(request):
     # Its group is KAFKA_CONSUMER_GROUP, the one the web instances' resumes wait for.
     proc = Process(f"worker-{RUN}", [PYTHON, "manage.py", "consume_messages", "--progress-every", "2"],
                    child_env()).start()
+    request.session.stash[SHARED_WORKER] = proc
     yield proc
     proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def shared_worker_alive(request):
+    """The shared worker must outlive every test once started: its death shows, with its log, in
+    the test during which it died, not as timeouts waiting for rows in the tests after it."""
+    proc = request.session.stash.get(SHARED_WORKER, None)
+    if proc is not None:
+        assert proc.alive(), f"the shared worker exited before this test:\n{proc.log()[-6000:]}"
+    yield
+    proc = request.session.stash.get(SHARED_WORKER, None)
+    if proc is not None:
+        assert proc.alive(), f"the shared worker exited during this test:\n{proc.log()[-6000:]}"
 
 
 def make_user(prefix: str = "user", **extra):

@@ -4,9 +4,9 @@ Offsets are committed only after the Postgres transaction commits, so a crash at
 replays records the database may already hold, and the write ignores those.
 
 Two stages overlap: a thread of its own decodes and writes a batch (waiting on Postgres most of the
-time, without the GIL) while the main thread, the only one touching the consumer, fetches and
-parses the next. The main thread commits a batch's offsets (its own, not the consumer's position,
-which is a batch ahead) once its write is done, and only then hands the writer the next batch.
+time, without the GIL) while the main thread fetches and parses the next. The main thread commits a
+batch's offsets (its own, not the consumer's position, which is a batch ahead) once its write is
+done, and only then hands the writer the next batch; a rebalance commits it from the revoke hook.
 """
 
 import logging
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connection
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata
-from kafka.errors import CommitFailedError
+from kafka import AsyncConsumerRebalanceListener, OffsetAndMetadata
+from kafka.errors import CommitFailedError, KafkaError
 
 from chat import metrics
 from chat.bus import records
@@ -50,17 +50,28 @@ class WorkerStats:
     started: float = field(default_factory=time.monotonic)
 
 
-class _AssignmentLogger(ConsumerRebalanceListener):
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Commits the batch being written before its partitions go, so the next owner starts after it.
+
+    kafka-python runs these hooks on its IO loop, where its blocking calls (`commit`) are refused:
+    the commit here is the awaited asynchronous one."""
+
     def __init__(self, worker: "MessageWorker") -> None:
         self.worker = worker
 
-    def on_partitions_revoked(self, revoked) -> None:
-        # Commit the batch being written before its partitions go: the next owner starts after it.
-        self.worker._finish()
+    async def on_partitions_revoked(self, revoked) -> None:
+        written = self.worker._collect()  # waits on the writer thread, not on Kafka
+        if written is not None:
+            try:
+                await self.worker._consumer.commit_async(written.offsets)
+            except KafkaError as exc:
+                # Too late for this generation: the new owner re-reads the batch, which the
+                # idempotent write makes harmless.
+                logger.warning("offset commit before a rebalance failed: %s", exc)
         if revoked:
             self.worker._say(f"partitions revoked: {_partition_list(revoked)}")
 
-    def on_partitions_assigned(self, assigned) -> None:
+    async def on_partitions_assigned(self, assigned) -> None:
         self.worker._say(f"partitions assigned: {_partition_list(assigned)}")
 
 
@@ -107,7 +118,7 @@ class MessageWorker:
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._consumer.subscribe([self.topic], listener=_AssignmentLogger(self))
+        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         self._say(f"consuming {self.topic} as group {self.group_id}")
         last_progress = last_record = time.monotonic()
         finished = False
@@ -144,8 +155,21 @@ class MessageWorker:
         return self.stats
 
     def _finish(self, then=None) -> None:
-        """Wait for the batch being written; hand the writer the next one (`then`, as polled), if
-        any; then commit the offsets of the one written."""
+        """Wait for the batch being written, hand the writer the next one (`then`, as polled), if
+        any, and commit the offsets of the one written."""
+        written = self._collect(then)
+        if written is None:
+            return
+        try:
+            self._consumer.commit(written.offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced mid-batch: the new owner re-reads these records, and the
+            # write makes that harmless.
+            logger.warning("offset commit failed after a rebalance: %s", exc)
+
+    def _collect(self, then=None) -> _Batch | None:
+        """Wait for the batch being written and count it; start writing `then`. Returns the batch
+        written (its offsets still to commit), if there was one."""
         done, self._pending = self._pending, None
         if done is not None:
             done.write.result()  # re-raises what stopped the write (SystemExit on SIGTERM while failing)
@@ -155,18 +179,13 @@ class MessageWorker:
                        for tp, part in then.items() if part}
             self._pending = _Batch(batch, offsets, self._writer.submit(self._apply, batch))
         if done is None:
-            return
-        try:
-            self._consumer.commit(done.offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced mid-batch: the new owner re-reads these records, and the
-            # write makes that harmless.
-            logger.warning("offset commit failed after a rebalance: %s", exc)
+            return None
         self.stats.records += len(done.records)
         self.stats.batches += 1
         self.stats.last_batch = len(done.records)
         metrics.WORKER_RECORDS.inc(len(done.records))
         metrics.WORKER_BATCH_SIZE.observe(len(done.records))
+        return done
 
     def _apply(self, batch) -> None:
         """Decode and write the batch (retrying with backoff while Postgres fails). Runs in the

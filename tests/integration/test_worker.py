@@ -3,10 +3,12 @@ two workers, dead letters, and SIGTERM finishing the batch."""
 
 import json
 import signal
+import threading
+import time
 import uuid
 
 from django.utils import timezone
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from chat.bus import records
 from chat.bus.topics import dead_letter_topic, ensure_topics
@@ -17,17 +19,17 @@ from tests.support import PYTHON, Process, unique, wait_until
 BROKERS = SERVICES["KAFKA_BOOTSTRAP_SERVERS"]
 
 
+def created_record(room, author, seq: int) -> dict:
+    message = {
+        "id": str(uuid.uuid4()), "room": room.slug, "seq": seq,
+        "author": {"id": author.id, "username": author.username}, "body": f"{room.slug} {seq}",
+        "created_at": timezone.now().isoformat(), "edited_at": None, "client_id": None,
+    }
+    return records.message_record("message.created", message, room_id=room.id)
+
+
 def created_records(rooms, author, per_room: int) -> list[dict]:
-    out = []
-    for room in rooms:
-        for seq in range(1, per_room + 1):
-            message = {
-                "id": str(uuid.uuid4()), "room": room.slug, "seq": seq,
-                "author": {"id": author.id, "username": author.username}, "body": f"{room.slug} {seq}",
-                "created_at": timezone.now().isoformat(), "edited_at": None, "client_id": None,
-            }
-            out.append(records.message_record("message.created", message, room_id=room.id))
-    return out
+    return [created_record(room, author, seq) for room in rooms for seq in range(1, per_room + 1)]
 
 
 def produce(topic: str, values: list[tuple[bytes, bytes]]) -> None:
@@ -75,6 +77,78 @@ def test_two_workers_share_partitions_and_store_everything_once():
     assert Message.objects.filter(room__in=rooms).count() == len(batch)
 
 
+def holds_partitions_since_revoke(log: str, revokes: int = 1) -> bool:
+    """The worker was revoked `revokes` times and was given partitions after the last time."""
+    last = log.rfind("partitions assigned: ")
+    return (log.count("partitions revoked: ") >= revokes and last > log.rfind("partitions revoked: ")
+            and not log[last:].startswith("partitions assigned: none"))
+
+
+class SteadyStream(threading.Thread):
+    """Sends message records to a topic, a few every millisecond or so, until stopped."""
+
+    def __init__(self, topic: str, rooms, author) -> None:
+        super().__init__(daemon=True)
+        self.topic, self.rooms, self.author = topic, rooms, author
+        self.sent: list[dict] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=BROKERS, acks="all", linger_ms=1)
+        seq = 0
+        while not self.stopping.is_set():
+            seq += 1
+            for record in (created_record(room, self.author, seq) for room in self.rooms):
+                producer.send(self.topic, key=records.record_key(record), value=records.encode(record))
+                self.sent.append(record)
+            time.sleep(0.002)
+        producer.flush(30)
+        producer.close()
+
+
+def test_workers_joining_and_leaving_under_steady_traffic_store_everything_once():
+    """Rebalances while batches are being written (a second worker joins, then leaves, mid-stream):
+    the first worker commits what it wrote from its revoke hook and goes on; nothing is missed or
+    doubled, and every offset ends committed."""
+    topic = unique("chat.rebalance")
+    ensure_topics(topic=topic, partitions=4)
+    author = make_user("author")
+    rooms = [make_room(author) for _ in range(8)]
+    group = unique("group")
+    first = run_worker(topic, group, unique("wr1"), idle=6)
+    wait_until(lambda: "partitions assigned: 0,1,2,3" in first.log(), 60, message="the first worker assigned")
+    stream = SteadyStream(topic, rooms, author)
+    stream.start()
+    second = None
+    try:
+        wait_until(lambda: Message.objects.filter(room__in=rooms).count() >= 200, 30, message="traffic stored")
+        second = Process(unique("wr2"), [PYTHON, "manage.py", "consume_messages", "--topic", topic, "--group", group,
+                                         "--progress-every", "1"], child_env()).start()
+        wait_until(lambda: holds_partitions_since_revoke(first.log())
+                   and holds_partitions_since_revoke(second.log(), revokes=0), 60, message="both holding partitions")
+        stored = Message.objects.filter(room__in=rooms).count()
+        wait_until(lambda: Message.objects.filter(room__in=rooms).count() >= stored + 200, 30,
+                   message="traffic stored by the two")
+        second.signal(signal.SIGTERM)
+        assert second.proc.wait(30) == 0, second.log()
+        wait_until(lambda: holds_partitions_since_revoke(first.log(), 2), 60, message="the first worker alone again")
+    finally:
+        stream.stopping.set()
+        stream.join(30)
+        if second is not None:
+            second.stop()
+    assert first.proc.wait(90) == 0, first.log()
+    assert "failed on_partitions_revoked" not in first.log()
+    assert Message.objects.filter(room__in=rooms).count() == len(stream.sent)
+    # Every record's offset is committed: a worker of the same group finds nothing left.
+    consumer = KafkaConsumer(bootstrap_servers=BROKERS, group_id=group, enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(parts)
+    committed = {tp: consumer.committed(tp) or 0 for tp in parts}
+    consumer.close()
+    assert committed == ends
+
+
 def test_undecodable_records_go_to_the_dead_letter_topic_and_consumption_goes_on():
     topic = unique("chat.dead")
     ensure_topics(topic=topic, partitions=1)
@@ -117,8 +191,6 @@ def test_sigterm_commits_the_batch_and_exits_zero():
     assert worker.proc.wait(30) == 0
     # Its offsets were committed: the same group finds nothing left to read.
     consumer = KafkaConsumer(bootstrap_servers=BROKERS, group_id=group, enable_auto_commit=False)
-    from kafka import TopicPartition
-
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     committed = sum(consumer.committed(tp) or 0 for tp in parts)
     consumer.close()
