@@ -1,8 +1,8 @@
 """The chat WebSocket: thin. Parse a frame, call an action, send frames.
 
 Outbound frames are written at once while nothing is queued for the socket and its transport has
-room (through daphne's fast frame path, config/ws_frames.py); otherwise, and under uvicorn, they go
-through a bounded outbox drained by one writer task, so the room hub never waits on a slow socket. The writer
+room (through the server's fast frame path, config/ws_frames.py); otherwise they go through a
+bounded outbox drained by one writer task, so the room hub never waits on a slow socket. The writer
 waits while the socket's transport is full, so a client that does not read fills the outbox: past
 CHAT_SOCKET_BUFFER_BYTES of live frames it is closed with 4408 and resumes with ?after. Replayed
 frames do not count: a large resume is paced, not cut.

@@ -21,6 +21,10 @@ if "daphne" in sys.modules:
 
     daphne_close_codes.install()
     daphne_backpressure.install()
+if "uvicorn" in sys.modules:
+    from config import uvicorn_frames
+
+    uvicorn_frames.install()
 
 router = ProtocolTypeRouter(
     {

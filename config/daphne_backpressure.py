@@ -5,8 +5,8 @@ transport buffer, which grows without limit for a client that stops reading, and
 notices. This puts a callable in each WebSocket scope, `scope["extensions"]["chat.unsent_bytes"]`,
 that reports the bytes that transport still holds; the consumer stops writing above a high-water
 mark, so its own bounded outbox fills instead and it cuts the socket with 4408. For that close
-code the client gets time to read its backlog before the connection is dropped. (Under uvicorn a
-send already waits while the socket's buffer is full.)
+code the client gets time to read its backlog before the connection is dropped. (Under uvicorn,
+config/uvicorn_frames.py reports its transport's buffer the same way.)
 
 It also puts `scope["extensions"]["chat.send_text"]`, the fast frame path of config/ws_frames.py,
 and writes frames through to the socket when Twisted holds nothing for it.

@@ -1,6 +1,5 @@
-"""The chat's fast frame path under daphne (installed by config/daphne_backpressure.py), which puts
-two callables in a WebSocket scope's extensions (under uvicorn there are none: the same hook on
-its protocol measured slower than uvicorn's own send, docs/performance.md):
+"""The chat's fast frame path, shared by the daphne and uvicorn hooks (config/daphne_backpressure.py,
+config/uvicorn_frames.py). Each puts two callables in a WebSocket scope's extensions:
 
 - `chat.send_text(text)`: what the server's `websocket.send` does, as a plain call. The room hub
   writes a frame to each of its sockets in one loop; through ASGI each write is a coroutine and a

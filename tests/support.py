@@ -164,11 +164,11 @@ class ChatSocket:
 
 @asynccontextmanager
 async def chat_socket(server: WebServer, slug: str, cookie: str | None, *, after: int | None = None,
-                      origin: str | None = None, hello: bool = True):
+                      origin: str | None = None, hello: bool = True, compression: str | None = "deflate"):
     url = f"ws://127.0.0.1:{server.port}/ws/chat/{slug}/" + (f"?after={after}" if after is not None else "")
     headers = {"Cookie": f"sessionid={cookie}"} if cookie else {}
     async with websockets.connect(url, origin=origin or server.url, additional_headers=headers,
-                                  max_size=None, open_timeout=10) as ws:
+                                  max_size=None, open_timeout=10, compression=compression) as ws:
         client = ChatSocket(ws)
         if hello:
             first = await client.recv()

@@ -109,12 +109,20 @@ async def test_the_same_app_runs_under_uvicorn(web_a, alice, bob, room):
 
     uvicorn_server = WebServer(unique("uvicorn"), child_env(), server="uvicorn").start()
     try:
+        # One socket with permessage-deflate (browsers ask for it; uvicorn frames those itself), one
+        # without (the frame's bytes are shared by every such socket: config/uvicorn_frames.py).
         async with chat_socket(uvicorn_server, room.slug, alice.cookie) as u, \
+                chat_socket(uvicorn_server, room.slug, bob.cookie, compression=None) as plain, \
                 chat_socket(web_a, room.slug, bob.cookie) as d:
             await u.send({"type": "message.send", "body": "from uvicorn", "client_id": client_id()})
             ack = await u.recv_type("ack")
             assert (await d.recv_type("message"))["seq"] == ack["seq"]
-            await d.send({"type": "message.send", "body": "from daphne", "client_id": client_id()})
-            assert (await u.recv_type("message"))["body"] == "from daphne"
+            assert (await plain.recv_type("message"))["seq"] == ack["seq"]
+            # Frames of both length classes a message can have (7- and 16-bit lengths) arrive whole.
+            bodies = ["from daphne", "x" * 200, "ü😀" * 900]
+            for body in bodies:
+                await d.send({"type": "message.send", "body": body, "client_id": client_id()})
+            assert [m["body"] for m in await u.messages(3)] == bodies
+            assert [m["body"] for m in await plain.messages(3)] == bodies
     finally:
         uvicorn_server.stop()

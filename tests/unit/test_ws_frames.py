@@ -1,4 +1,4 @@
-"""The frames the fast frame path writes (under daphne) are the WebSocket frames a client expects."""
+"""The frames the fast frame path writes (daphne and uvicorn) are the WebSocket frames a client expects."""
 
 import pytest
 from websockets.frames import Frame, Opcode
