@@ -38,6 +38,46 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class StackCpu:
+    """CPU seconds used so far by each part of the stack, from /proc: the web instances, the worker,
+    the load generator's receivers and senders, and the services (by process name), so each step can
+    show where the machine's cores went and whether the load generator got in the way."""
+
+    SERVICES = {"redis-server": "redis", "java": "kafka", "postgres": "postgres"}
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids  # part -> its process ids (their threads included)
+
+    @staticmethod
+    def _seconds(pid: int) -> tuple[str, float]:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # gone
+            return "", 0.0
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        return name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+    def sample(self) -> dict[str, float]:
+        used = {part: sum(self._seconds(pid)[1] for pid in pids) for part, pids in self.pids.items()}
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        used["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS  # all but idle and iowait
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                name, seconds = self._seconds(int(entry.name))
+                part = self.SERVICES.get(name)
+                if part:
+                    used[part] = used.get(part, 0.0) + seconds
+        return used
+
+    @staticmethod
+    def cores(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float]:
+        """Each part's average share of the step in cores (1.0 = one core busy throughout)."""
+        return {part: round((after.get(part, 0.0) - before.get(part, 0.0)) / elapsed, 2) for part in after}
+
+
 class LeanReceiver(asyncio.Protocol):
     """A WebSocket client that only receives, at a few microseconds a frame, so the load generator
     leaves the cores to the servers (the `websockets` client took ~40 us a frame, over half a core
@@ -136,7 +176,7 @@ def receiver_process(url, origin, cookies, ready, control, results) -> None:
 
 
 async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates: list[int],
-                     seconds: float) -> list[dict]:
+                     seconds: float, stack_cpu: StackCpu) -> list[dict]:
     """Each step, every sender socket sends its share of the rate; real users each send a little.
     Sender sockets alternate between the `(url, origin)` endpoints, as a load balancer spreads them."""
     sent_at: dict[str, int] = {}
@@ -178,13 +218,14 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
     steps = []
     try:
         for step, rate in enumerate(rates):
-            cpu0, began = cpu_seconds(), time.perf_counter()
+            cpu0, machine0, began = cpu_seconds(), stack_cpu.sample(), time.perf_counter()
             counts = await asyncio.gather(*(send_share(ws, i, step, rate / len(sockets), began)
                                             for i, ws in enumerate(sockets)))
             elapsed = time.perf_counter() - began
+            cores = StackCpu.cores(machine0, stack_cpu.sample(), elapsed)
             await asyncio.sleep(2.0)  # let stragglers and acks arrive before the next step
             steps.append({"rate": rate, "sent": sum(counts), "send_seconds": elapsed,
-                          "sender_cpu": cpu_seconds() - cpu0, "ack_ms": acks.get(step, [])})
+                          "sender_cpu": cpu_seconds() - cpu0, "ack_ms": acks.get(step, []), "cores": cores})
         steps[-1]["send_errors"] = errors
     finally:
         for reader in readers:
@@ -229,7 +270,9 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
             ready.get(timeout=120)
         endpoints = [(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url) for srv in web]
         # Step 0 warms up (producer bootstrap, the room's first seq) and is left out of the report.
-        steps = asyncio.run(send_steps(endpoints, sender_cookies, [10, *rates], seconds))
+        stack_cpu = StackCpu({"web": [srv.proc.pid for srv in web], "worker": [worker.proc.pid],
+                              "receivers": [proc.pid for proc in procs], "senders": [os.getpid()]})
+        steps = asyncio.run(send_steps(endpoints, sender_cookies, [10, *rates], seconds, stack_cpu))
         for control in controls:
             control.put("stop")
         parts = [results.get(timeout=120) for _ in procs]
@@ -260,6 +303,9 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
             "ack_p99_ms": round(percentile(entry["ack_ms"], 99), 2),
             "sender_behind": round(entry["send_seconds"] - seconds, 2),
             "sender_cpu_pct": round(100 * entry["sender_cpu"] / max(entry["send_seconds"], 1e-9)),
+            # Cores each part used during the step (the machine has os.cpu_count()).
+            **{f"cores_{part}": value for part, value in entry["cores"].items()},  # cores_machine: everything
+            "cores_total": round(sum(v for k, v in entry["cores"].items() if k != "machine"), 2),
         })
     receiver_cpu = sum(part["cpu"] for part in parts)
     return {"steps": report, "loadgen_receiver_cpu_s": round(receiver_cpu, 1), "senders": senders}
@@ -269,10 +315,18 @@ def print_table(rows: list[dict]) -> None:
     columns = ["server", "receivers", "offered_deliveries_per_s", "delivered_per_s", "lost", "p50_ms", "p90_ms",
                "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "ack_p50_ms", "ack_p99_ms", "sender_behind",
                "sender_cpu_pct"]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    _print_columns(rows, columns)
+    print(f"\nCores used per step (of {os.cpu_count()}): web instances, worker, services, load generator, "
+          "the sum of those and the whole machine (with anything else that ran)")
+    parts = sorted(c for c in rows[0] if c.startswith("cores_") and c not in ("cores_total", "cores_machine"))
+    _print_columns(rows, ["server", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine"])
+
+
+def _print_columns(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))
     for row in rows:
-        print("  ".join(str(row[c]).rjust(widths[c]) for c in columns))
+        print("  ".join(str(row.get(c, "")).rjust(widths[c]) for c in columns))
 
 
 def plot(rows: list[dict], path: Path) -> bool:

@@ -27,6 +27,7 @@ from chat.bus.topics import dead_letter_topic, ensure_topics
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
+BATCH_BYTES = 64 * 1024  # what a fetch gathers before the broker answers, WORKER_BATCH_WAIT_MS at most
 KEEP_CONNECTION = 1.0  # seconds between batches within which the writer keeps its database connection
 
 
@@ -114,6 +115,8 @@ class MessageWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.max_records,
+            fetch_min_bytes=BATCH_BYTES,
+            fetch_max_wait_ms=settings.WORKER_BATCH_WAIT_MS,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )

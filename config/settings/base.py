@@ -136,6 +136,10 @@ KAFKA_DELIVERY_TIMEOUT_MS = env.int("KAFKA_DELIVERY_TIMEOUT_MS", default=30_000)
 # The workers' consumer group; web instances watch its progress when a resume reaches past the
 # recent buffer (CHAT_REPLAY_CATCHUP_SECONDS).
 KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="chat-store")
+# How long the broker may hold a worker's fetch while gathering a batch (up to 64 KB): under light
+# traffic fewer, larger writes and commits instead of one each per message, for at most this delay
+# before a message is stored. Under load batches fill at once and nothing waits.
+WORKER_BATCH_WAIT_MS = env.int("WORKER_BATCH_WAIT_MS", default=100)
 # The worker's Prometheus endpoint (0 turns it off; give each worker on one host its own port).
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
 WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
