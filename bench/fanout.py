@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
-import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,22 +74,37 @@ class StackCpu:
     @staticmethod
     def cores(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float]:
         """Each part's average share of the step in cores (1.0 = one core busy throughout)."""
-        return {part: round((after.get(part, 0.0) - before.get(part, 0.0)) / elapsed, 2) for part in after}
+        # max(0): a part's processes that ended during the step take their counted time with them
+        return {part: round(max(0.0, after.get(part, 0.0) - before.get(part, 0.0)) / elapsed, 2) for part in after}
 
 
-class LeanReceiver(asyncio.Protocol):
-    """A WebSocket client that only receives, at a few microseconds a frame, so the load generator
-    leaves the cores to the servers (the `websockets` client took ~40 us a frame, over half a core
-    at 16k deliveries/s). It does the handshake by hand, keeps each message frame's bytes with the
-    time it arrived (parsed after the run), answers pings, and knows nothing else."""
+class LeanSocket(asyncio.Protocol):
+    """A WebSocket client at a few microseconds a frame, so the load generator leaves the cores to
+    the servers (the `websockets` client took ~40 us a frame, over half a core at 16k deliveries/s).
+    It does the handshake by hand, answers pings, sends unfragmented text frames (masked with a zero
+    key, which leaves the payload as it is), and hands each text frame it gets to `on_text`."""
 
-    def __init__(self, request: bytes, opened: asyncio.Future, arrivals: list) -> None:
-        self.request, self.opened, self.arrivals = request, opened, arrivals
+    def __init__(self, request: bytes, opened: asyncio.Future) -> None:
+        self.request, self.opened = request, opened
         self.buffer, self.transport, self.upgraded = b"", None, False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         transport.write(self.request)
+
+    def send_text(self, text: str) -> None:
+        payload = text.encode()
+        size = len(payload)
+        if size <= 125:
+            header = bytes((0x81, 0x80 | size))
+        elif size <= 0xFFFF:
+            header = bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
+        else:
+            header = bytes((0x81, 0x80 | 127)) + size.to_bytes(8, "big")
+        self.transport.write(header + b"\0\0\0\0" + payload)
+
+    def on_text(self, now: int, payload: bytes) -> None:
+        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
         now = time.time_ns()
@@ -119,8 +133,7 @@ class LeanReceiver(asyncio.Protocol):
             if size < start + length:
                 break
             if opcode == 0x1:
-                if buffer.startswith(b'{"type":"message"', start):
-                    self.arrivals.append((now, buffer[start:start + length]))
+                self.on_text(now, buffer[start:start + length])
             elif opcode == 0x9:  # ping: a pong with the same payload, masked with a zero key
                 self.transport.write(bytes((0x8A, 0x80 | length)) + b"\0\0\0\0" + buffer[start:start + length])
             elif opcode == 0x8:
@@ -129,21 +142,56 @@ class LeanReceiver(asyncio.Protocol):
         self.buffer = buffer[at:]
 
 
-async def _receive(url: str, origin: str, cookies: list[str], ready, control, results) -> None:
+class LeanReceiver(LeanSocket):
+    """Keeps each message frame's bytes with the time it arrived (parsed after the run)."""
+
+    def __init__(self, request: bytes, opened: asyncio.Future, arrivals: list) -> None:
+        super().__init__(request, opened)
+        self.arrivals = arrivals
+
+    def on_text(self, now: int, payload: bytes) -> None:
+        if payload.startswith(b'{"type":"message"'):
+            self.arrivals.append((now, payload))
+
+
+class LeanSender(LeanSocket):
+    """Sends the step's messages; passes on acks and errors, and skips the room's messages unparsed."""
+
+    def __init__(self, request: bytes, opened: asyncio.Future, on_reply) -> None:
+        super().__init__(request, opened)
+        self.on_reply = on_reply
+
+    def on_text(self, now: int, payload: bytes) -> None:
+        if payload.startswith((b'{"type":"ack"', b'{"type":"error"')):
+            self.on_reply(now, orjson.loads(payload))
+
+
+def upgrade_request(url: str, origin: str, cookie: str) -> tuple[str, int, bytes]:
+    """Host, port and the HTTP request that opens a WebSocket at `url` as the user of `cookie`."""
     host_port, path = url.removeprefix("ws://").split("/", 1)
     host, port = host_port.split(":")
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
+               f"Cookie: sessionid={cookie}\r\n\r\n").encode()
+    return host, int(port), request
+
+
+async def open_lean(protocol, url: str, origin: str, cookie: str, *args):
+    loop = asyncio.get_running_loop()
+    host, port, request = upgrade_request(url, origin, cookie)
+    opened = loop.create_future()
+    transport, sock = await loop.create_connection(functools.partial(protocol, request, opened, *args), host, port)
+    await opened
+    return transport, sock
+
+
+async def _receive(url: str, origin: str, cookies: list[str], ready, control, results) -> None:
     loop = asyncio.get_running_loop()
     arrivals: list[tuple[int, bytes]] = []
     transports = []
     for cookie in cookies:
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
-                   f"Cookie: sessionid={cookie}\r\n\r\n").encode()
-        opened = loop.create_future()
-        transport, _ = await loop.create_connection(functools.partial(LeanReceiver, request, opened, arrivals),
-                                                    host, int(port))
-        await opened
+        transport, _ = await open_lean(LeanReceiver, url, origin, cookie, arrivals)
         transports.append(transport)
         ready.put(1)
     start_cpu = cpu_seconds()
@@ -165,14 +213,17 @@ async def _receive(url: str, origin: str, cookies: list[str], ready, control, re
     results.put({"counts": counts, "latencies": latencies, "inbound": inbound, "cpu": cpu})
 
 
-def receiver_process(url, origin, cookies, ready, control, results) -> None:
+def run_lean(coroutine):
+    """Runs the load generator's side on uvloop when it is installed (less CPU a frame)."""
     try:
         import uvloop
-
-        uvloop.install()
     except ImportError:
-        pass
-    asyncio.run(_receive(url, origin, cookies, ready, control, results))
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def receiver_process(url, origin, cookies, ready, control, results) -> None:
+    run_lean(_receive(url, origin, cookies, ready, control, results))
 
 
 async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates: list[int],
@@ -183,17 +234,15 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
     acks: dict[int, list[float]] = {}
     errors = 0
 
-    async def read_acks(ws):
+    def on_reply(now: int, frame: dict) -> None:
         nonlocal errors
-        async for raw in ws:
-            frame = orjson.loads(raw)
-            if frame["type"] == "ack":
-                step = int(frame["client_id"].split("-")[0])
-                acks.setdefault(step, []).append((time.time_ns() - sent_at.pop(frame["client_id"])) / 1e6)
-            elif frame["type"] == "error":
-                errors += 1
+        if frame["type"] == "ack":
+            step = int(frame["client_id"].split("-")[0])
+            acks.setdefault(step, []).append((now - sent_at.pop(frame["client_id"])) / 1e6)
+        else:
+            errors += 1
 
-    async def send_share(ws, index: int, step: int, rate: float, began: float) -> int:
+    async def send_share(sock: LeanSender, index: int, step: int, rate: float, began: float) -> int:
         interval, count = 1.0 / rate, int(rate * seconds)
         # Each sender keeps its own phase, so the step's messages arrive evenly spread, not in
         # bursts of one message per sender (which the latency would then measure).
@@ -204,23 +253,22 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
                 await asyncio.sleep(delay)
             cid = f"{step}-{index}-{n}"
             sent_at[cid] = time.time_ns()
-            await ws.send(orjson.dumps({"type": "message.send", "client_id": cid,
-                                        "body": f"{step}:{sent_at[cid]}:x"}).decode())
+            sock.send_text(orjson.dumps({"type": "message.send", "client_id": cid,
+                                         "body": f"{step}:{sent_at[cid]}:x"}).decode())
         return count
 
-    sockets = []
+    transports, sockets = [], []
     for index, cookie in enumerate(cookies):
         url, origin = endpoints[index % len(endpoints)]
-        headers = {"Cookie": f"sessionid={cookie}"}
-        sockets.append(await websockets.connect(url, origin=origin, additional_headers=headers, max_size=None,
-                                                compression=None))
-    readers = [asyncio.ensure_future(read_acks(ws)) for ws in sockets]
+        transport, sock = await open_lean(LeanSender, url, origin, cookie, on_reply)
+        transports.append(transport)
+        sockets.append(sock)
     steps = []
     try:
         for step, rate in enumerate(rates):
             cpu0, machine0, began = cpu_seconds(), stack_cpu.sample(), time.perf_counter()
-            counts = await asyncio.gather(*(send_share(ws, i, step, rate / len(sockets), began)
-                                            for i, ws in enumerate(sockets)))
+            counts = await asyncio.gather(*(send_share(sock, i, step, rate / len(sockets), began)
+                                            for i, sock in enumerate(sockets)))
             elapsed = time.perf_counter() - began
             cores = StackCpu.cores(machine0, stack_cpu.sample(), elapsed)
             await asyncio.sleep(2.0)  # let stragglers and acks arrive before the next step
@@ -228,10 +276,8 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
                           "sender_cpu": cpu_seconds() - cpu0, "ack_ms": acks.get(step, []), "cores": cores})
         steps[-1]["send_errors"] = errors
     finally:
-        for reader in readers:
-            reader.cancel()
-        for ws in sockets:
-            await ws.close()
+        for transport in transports:
+            transport.close()
     return steps
 
 
@@ -272,7 +318,7 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
         # Step 0 warms up (producer bootstrap, the room's first seq) and is left out of the report.
         stack_cpu = StackCpu({"web": [srv.proc.pid for srv in web], "worker": [worker.proc.pid],
                               "receivers": [proc.pid for proc in procs], "senders": [os.getpid()]})
-        steps = asyncio.run(send_steps(endpoints, sender_cookies, [10, *rates], seconds, stack_cpu))
+        steps = run_lean(send_steps(endpoints, sender_cookies, [10, *rates], seconds, stack_cpu))
         for control in controls:
             control.put("stop")
         parts = [results.get(timeout=120) for _ in procs]
