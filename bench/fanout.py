@@ -196,6 +196,11 @@ async def _receive(url: str, origin: str, cookies: list[str], ready, control, re
         ready.put(1)
     start_cpu = cpu_seconds()
     await loop.run_in_executor(None, control.get)  # "stop"
+    # Frames still on their way after a saturated step are late, not lost: wait until none has come
+    # for a second (at most a minute), so "lost" counts only frames that never arrive.
+    drained_by = time.monotonic() + 60
+    while arrivals and time.time_ns() - arrivals[-1][0] < 1e9 and time.monotonic() < drained_by:
+        await asyncio.sleep(0.2)
     cpu = cpu_seconds() - start_cpu
     for transport in transports:
         transport.close()
