@@ -81,7 +81,8 @@ def produce(topic: str, values: list[tuple[bytes, bytes]]) -> float:
     return seconds
 
 
-def scenario(workers: int, count: int, owner, per_partition: int, timeout: float, idle_exit: float) -> dict:
+def scenario(workers: int, count: int, owner, per_partition: int, timeout: float, idle_exit: float,
+             writers: int | None = None) -> dict:
     from django.db import connection
     from tqdm import tqdm
 
@@ -109,7 +110,8 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
     began = time.perf_counter()
     procs = [Process(f"bench-persist-{workers}w-{i}-{stack.RUN}",
                      [stack.PYTHON, "manage.py", "consume_messages", "--topic", topic, "--group", group,
-                      "--idle-exit", str(idle_exit), "--progress-every", "1"], stack.child_env()).start()
+                      "--idle-exit", str(idle_exit), "--progress-every", "1",
+                      *(["--writers", str(writers)] if writers else [])], stack.child_env()).start()
              for i in range(workers)]
     series: list[tuple[float, int]] = []  # (seconds since the workers started, rows stored)
     cpu: list[float] = []  # the workers' CPU seconds at each sample: busy share on a shared machine
@@ -193,6 +195,7 @@ def main() -> None:
     parser.add_argument("--rooms-per-partition", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=600, help="seconds a scenario may take to drain")
     parser.add_argument("--idle-exit", type=float, default=3, help="the workers' --idle-exit (15 s at least with 2+)")
+    parser.add_argument("--writers", type=int, default=None, help="the workers' --writers (default: theirs)")
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -207,7 +210,8 @@ def main() -> None:
     result = {**env, "settings": vars(args), "scenarios": []}
     for workers in (int(w) for w in args.workers.split(",")):
         print(f"== {workers} worker(s): a burst of {args.records} records over {PARTITIONS} partitions", flush=True)
-        found = scenario(workers, args.records, owner, args.rooms_per_partition, args.timeout, args.idle_exit)
+        found = scenario(workers, args.records, owner, args.rooms_per_partition, args.timeout, args.idle_exit,
+                         args.writers)
         print("  " + "  ".join(f"{c}={found[c]}" for c in COLUMNS), flush=True)
         result["scenarios"].append(found)
     print()

@@ -1,18 +1,22 @@
-"""The consuming loop behind `consume_messages`: Kafka -> one idempotent bulk write -> commit.
+"""The consuming loop behind `consume_messages`: Kafka -> idempotent bulk writes -> commit.
 
-Offsets are committed only after the Postgres transaction commits, so a crash at any point
+Offsets are committed only after the Postgres transactions commit, so a crash at any point
 replays records the database may already hold, and the write ignores those.
 
-Two stages overlap: a thread of its own decodes and writes a batch (waiting on Postgres most of the
-time, without the GIL) while the main thread fetches and parses the next. The main thread commits a
-batch's offsets (its own, not the consumer's position, which is a batch ahead) once its write is
-done, and only then hands the writer the next batch; a rebalance commits it from the revoke hook.
+Two stages overlap: writer threads decode and write a batch (waiting on Postgres most of the time,
+without the GIL) while the main thread fetches and parses the next. The batch is split by room (the
+record key) over the writers, each with its own connection and transaction, so Postgres works on a
+batch with as many backends; a room's records stay in one writer, in order. The main thread commits
+a batch's offsets (its own, not the consumer's position, which is a batch ahead) once every part is
+written, and only then hands the writers the next batch; a rebalance commits it from the revoke hook.
 """
 
 import logging
 import signal
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -33,11 +37,12 @@ KEEP_CONNECTION = 1.0  # seconds between batches within which the writer keeps i
 
 @dataclass
 class _Batch:
-    """Records polled together, the offsets to commit once they are stored, and their write."""
+    """Records polled together, the offsets to commit once they are stored, and their writes (one per
+    writer given a part)."""
 
     records: list
     offsets: dict
-    write: Future
+    writes: list[Future]
 
 
 @dataclass
@@ -81,8 +86,10 @@ def _partition_list(partitions) -> str:
 
 
 class MessageWorker:
-    def __init__(self, *, group_id: str, topic: str | None = None, max_records: int = 5000,
+    def __init__(self, *, group_id: str, topic: str | None = None, max_records: int = 5000, writers: int = 2,
                  idle_exit: float | None = None, progress_every: float = 5.0, out=None) -> None:
+        if writers < 1:
+            raise ValueError("at least one writer")
         self.topic = topic or settings.KAFKA_TOPIC
         self.group_id = group_id
         self.max_records = max_records
@@ -93,9 +100,13 @@ class MessageWorker:
         self.stopping = False
         self._consumer = None
         self._dead_producer = None
-        self._writer: ThreadPoolExecutor | None = None
+        # One single-thread executor per writer: its queue keeps the parts it gets in order, and
+        # Django gives each thread a connection of its own.
+        self._writers: list[ThreadPoolExecutor] = []
+        self._writer_count = writers
+        self._last_write = [float("-inf")] * writers
+        self._lock = threading.Lock()  # the writers share the stats and the dead-letter producer
         self._pending: _Batch | None = None
-        self._last_write = float("-inf")
 
     def stop(self, *_args) -> None:
         """Finish and commit the current batch, then exit."""
@@ -120,7 +131,8 @@ class MessageWorker:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._writers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store{n}")
+                         for n in range(self._writer_count)]
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         self._say(f"consuming {self.topic} as group {self.group_id}")
         last_progress = last_record = time.monotonic()
@@ -149,8 +161,9 @@ class MessageWorker:
                 # SIGTERM) and commit nothing more; the next start replays it.
                 self.stopping = True
                 self._pending = None
-            self._writer.submit(lambda: connection.close())  # the writer thread's connection
-            self._writer.shutdown(wait=True)
+            for writer in self._writers:
+                writer.submit(lambda: connection.close())  # the writer thread's connection
+                writer.shutdown(wait=True)
             self._consumer.close(autocommit=False)
             if self._dead_producer is not None:
                 self._dead_producer.close(timeout=5)
@@ -175,12 +188,14 @@ class MessageWorker:
         written (its offsets still to commit), if there was one."""
         done, self._pending = self._pending, None
         if done is not None:
-            done.write.result()  # re-raises what stopped the write (SystemExit on SIGTERM while failing)
+            wait(done.writes)  # every part, even when one failed: none may still run with the next batch
+            for write in done.writes:
+                write.result()  # re-raises what stopped the write (SystemExit on SIGTERM while failing)
         if then:
             batch = [record for part in then.values() for record in part]
             offsets = {tp: OffsetAndMetadata(part[-1].offset + 1, "", part[-1].leader_epoch)
                        for tp, part in then.items() if part}
-            self._pending = _Batch(batch, offsets, self._writer.submit(self._apply, batch))
+            self._pending = _Batch(batch, offsets, self._submit(then))
         if done is None:
             return None
         self.stats.records += len(done.records)
@@ -190,9 +205,29 @@ class MessageWorker:
         metrics.WORKER_BATCH_SIZE.observe(len(done.records))
         return done
 
-    def _apply(self, batch) -> None:
-        """Decode and write the batch (retrying with backoff while Postgres fails). Runs in the
-        writer thread; the main thread commits the offsets after it returns."""
+    def _submit(self, polled) -> list[Future]:
+        """Hand each writer its part of the batch: whole rooms (the key), each room's records in order.
+
+        Not by partition: a poll mostly holds one or two partitions (kafka-python hands out one
+        partition's fetch before the next), which would leave the other writers idle. Rooms in
+        different parts touch different rows, and the next batch starts only once every part of
+        this one is written, so each room's creates, edits and deletes still apply in order."""
+        rooms = defaultdict(list)
+        for part in polled.values():
+            for record in part:
+                rooms[record.key].append(record)
+        parts = [[] for _ in self._writers]
+        for room in sorted(rooms.values(), key=len, reverse=True):
+            min(parts, key=len).extend(room)  # the largest rooms first, each to the shortest part
+        return [self._writers[n].submit(self._apply, part, n) for n, part in enumerate(parts) if part]
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + amount)
+
+    def _apply(self, batch, writer: int) -> None:
+        """Decode and write a part of a batch (retrying with backoff while Postgres fails). Runs in
+        that writer's thread; the main thread commits the offsets after every part is written."""
         from chat.services import messages_persist
 
         good = []
@@ -204,13 +239,13 @@ class MessageWorker:
         delay = 0.5
         while good:
             try:
-                if time.monotonic() - self._last_write > KEEP_CONNECTION:
+                if time.monotonic() - self._last_write[writer] > KEEP_CONNECTION:
                     # Django's per-request rule (CONN_MAX_AGE, unusable connections), applied when a
                     # burst begins: within one, batches share the connection instead of paying a
                     # new one (and its authentication) each. A failed write closes it below.
                     close_old_connections()
-                self.stats.inserted += messages_persist([decoded for _, decoded in good])
-                self._last_write = time.monotonic()
+                self._count("inserted", messages_persist([decoded for _, decoded in good]))
+                self._last_write[writer] = time.monotonic()
                 break
             except (IntegrityError, DataError, ValueError):
                 # A record the schema refuses (say, of a room that no longer exists, or text the
@@ -218,7 +253,7 @@ class MessageWorker:
                 # dead-letter the ones refused.
                 good = self._apply_one_by_one(good)
             except DatabaseError as exc:
-                self.stats.retries += 1
+                self._count("retries")
                 metrics.WORKER_RETRIES.inc()
                 connection.close()
                 if self.stopping and delay > 2:
@@ -233,7 +268,7 @@ class MessageWorker:
 
         for record, decoded in pairs:
             try:
-                self.stats.inserted += messages_persist([decoded])
+                self._count("inserted", messages_persist([decoded]))
             except (IntegrityError, DataError, ValueError) as exc:
                 self._dead_letter(record, f"refused by the database: {exc}".strip()[:500])
         return []
@@ -241,13 +276,14 @@ class MessageWorker:
     def _dead_letter(self, record, reason: str) -> None:
         from kafka import KafkaProducer
 
-        if self._dead_producer is None:
-            self._dead_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all")
+        with self._lock:
+            if self._dead_producer is None:
+                self._dead_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all")
         source = f"{record.topic}:{record.partition}:{record.offset}"
         headers = [("reason", reason.encode()), ("source", source.encode())]
         self._dead_producer.send(dead_letter_topic(self.topic), key=record.key, value=record.value or b"",
                                  headers=headers).get(timeout=30)
-        self.stats.dead += 1
+        self._count("dead")
         metrics.WORKER_DEAD_LETTERED.inc()
         logger.warning("record %s:%s:%s dead-lettered: %s", record.topic, record.partition, record.offset, reason)
 

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 from django.utils import timezone
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -258,3 +259,47 @@ def test_bodies_and_client_ids_are_stored_exactly_as_sent():
     assert [stored[r["seq"]].client_id for r in batch] == [r["client_id"] for r in batch]
     first = stored[1].created_at
     assert first.isoformat() == "2026-01-01T21:34:05.678901+00:00"
+
+
+def test_two_writers_apply_each_rooms_changes_in_order_across_partitions():
+    """The default two writers share a batch by room: every room's creates, edits, deletes and
+    restores, interleaved with other rooms' over several partitions, still apply in order."""
+    topic = unique("chat.writers")
+    ensure_topics(topic=topic, partitions=4)
+    author = make_user("author")
+    rooms = [make_room(author) for _ in range(12)]
+    later, latest = timezone.now().isoformat(), (timezone.now() + timedelta(seconds=1)).isoformat()
+    per_room = []
+    for room in rooms:
+        m = created_records([room], author, 7)
+        per_room.append([
+            *m[:4],
+            {**m[1], "body": "edited", "edited_at": later, "event": "message.edited"},
+            {**m[2], "event": "message.deleted", "by": "author"},
+            {**m[3], "event": "message.deleted", "by": "moderator"},
+            {**m[3], "event": "message.restored"},  # after the hiding: visible again
+            {**m[4], "body": "edited first", "edited_at": later, "event": "message.edited"},  # before its create
+            m[4],
+            m[5],
+            {**m[5], "event": "message.restored"},  # before the hiding: hidden in the end
+            {**m[5], "event": "message.deleted", "by": "moderator"},
+            m[6],
+            {**m[6], "body": "last edit", "edited_at": latest, "event": "message.edited"},
+            {**m[6], "body": "older edit", "edited_at": later, "event": "message.edited"},  # older: ignored
+        ])
+    # As producers would send them: the rooms' records interleaved.
+    batch = [record for step in zip(*per_room, strict=True) for record in step]
+    produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
+    worker = run_worker(topic, unique("group"), unique("wwriters"))
+    assert worker.proc.wait(60) == 0, worker.log()
+    assert f"stopped after {len(batch)} records ({7 * len(rooms)} new, 0 dead)" in worker.log()
+    for room in rooms:
+        stored = {m.seq: m for m in Message.objects.filter(room=room)}
+        assert sorted(stored) == [1, 2, 3, 4, 5, 6, 7]
+        assert stored[2].body == "edited" and stored[2].edited_at.isoformat() == later
+        assert (stored[3].deleted, stored[3].hidden) == (True, False)
+        assert (stored[4].deleted, stored[4].hidden) == (False, False)
+        assert stored[5].body == "edited first"
+        assert (stored[6].deleted, stored[6].hidden) == (False, True)
+        assert stored[7].body == "last edit"
+        assert stored[1].body == f"{room.slug} 1" and not (stored[1].deleted or stored[1].hidden)

@@ -13,6 +13,9 @@ class Command(BaseCommand):
                             help="Kafka consumer group id (default: KAFKA_CONSUMER_GROUP, else chat-store).")
         parser.add_argument("--topic", default=None, help="Topic to consume (default: KAFKA_TOPIC).")
         parser.add_argument("--max-records", type=int, default=5000, help="Records per poll and bulk write.")
+        parser.add_argument("--writers", type=int, default=2,
+                            help="Writer threads, each with its own database connection; a batch is split "
+                                 "over them by partition (default: 2).")
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
         parser.add_argument("--progress-every", type=float, default=5.0, help="Seconds between progress lines.")
         parser.add_argument("--metrics-port", type=int, default=settings.WORKER_METRICS_PORT,
@@ -25,6 +28,7 @@ class Command(BaseCommand):
             group_id=options["group"],
             topic=options["topic"],
             max_records=options["max_records"],
+            writers=options["writers"],
             idle_exit=options["idle_exit"],
             progress_every=options["progress_every"],
             out=self.stdout,
