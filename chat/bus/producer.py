@@ -38,7 +38,7 @@ class MessageProducer:
                 bootstrap_servers=self.bootstrap_servers,
                 acks="all",
                 enable_idempotence=True,
-                linger_ms=5,  # batches under load; adds at most 5 ms to an ack
+                linger_ms=settings.KAFKA_LINGER_MS,  # batches under load; adds at most this to an ack
                 max_block_ms=5_000,
                 request_timeout_ms=5_000,
                 delivery_timeout_ms=max(settings.KAFKA_DELIVERY_TIMEOUT_MS, 7_000),
