@@ -171,7 +171,7 @@ class MessageWorker:
         return self.stats
 
     def _finish(self, then=None) -> None:
-        """Wait for the batch being written, hand the writer the next one (`then`, as polled), if
+        """Wait for the batch being written, hand the writers the next one (`then`, as polled), if
         any, and commit the offsets of the one written."""
         written = self._collect(then)
         if written is None:
