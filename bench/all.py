@@ -96,7 +96,7 @@ def fresh_database(name: str) -> None:
 def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
     args = ["--out", str(out)]
     if quick:
-        args += {"fanout": ["--receivers", "100", "--rates", "50,100", "--seconds", "3"],
+        args += {"fanout": ["--receivers", "100", "--offered", "5000,10000", "--seconds", "3"],
                  "connections": ["--steps", "200,500,1000"],
                  "persistence": ["--records", "20000"]}[name]
     return args

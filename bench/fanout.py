@@ -3,7 +3,7 @@ stepped rates. Prints per step: offered and delivered deliveries/s, lost, send->
 percentiles, send->ack latency, and the load generator's own CPU; writes JSON (and a PNG plot when
 matplotlib is installed) to results/.
 
-    .venv/bin/python -m bench.fanout --server daphne --receivers 200 --rates 50,100,200
+    .venv/bin/python -m bench.fanout --servers daphne --receivers 200,500 --offered 10000,40000
 """
 
 import argparse
@@ -370,7 +370,7 @@ def print_table(rows: list[dict]) -> None:
     print(f"\nCores used per step (of {os.cpu_count()}): web instances, worker, services, load generator, "
           "the sum of those and the whole machine (with anything else that ran)")
     parts = sorted(c for c in rows[0] if c.startswith("cores_") and c not in ("cores_total", "cores_machine"))
-    _print_columns(rows, ["server", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine"])
+    _print_columns(rows, ["server", "receivers", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine"])
 
 
 def _print_columns(rows: list[dict], columns: list[str]) -> None:
@@ -389,11 +389,11 @@ def plot(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(8, 5))
-    for server in sorted({r["server"] for r in rows}):
-        mine = [r for r in rows if r["server"] == server]
+    for server, receivers in sorted({(r["server"], r["receivers"]) for r in rows}):
+        mine = [r for r in rows if (r["server"], r["receivers"]) == (server, receivers)]
         x = [r["offered_deliveries_per_s"] for r in mine]
-        ax.plot(x, [r["p50_ms"] for r in mine], marker="o", label=f"{server} p50")
-        ax.plot(x, [r["p99_ms"] for r in mine], marker="s", label=f"{server} p99")
+        ax.plot(x, [r["p50_ms"] for r in mine], marker="o", label=f"{server}, {receivers} receivers, p50")
+        ax.plot(x, [r["p99_ms"] for r in mine], marker="s", label=f"{server}, {receivers} receivers, p99")
     ax.set_xlabel("offered deliveries/s")
     ax.set_ylabel("send→receive latency (ms)")
     ax.set_yscale("log")
@@ -408,8 +408,10 @@ def plot(rows: list[dict], path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default="daphne,uvicorn")
-    parser.add_argument("--receivers", type=int, default=200)
-    parser.add_argument("--rates", default="50,100,200,400", help="messages/s per step (x receivers = offered)")
+    parser.add_argument("--receivers", default="200,500", help="receiver counts, each a run of its own")
+    parser.add_argument("--offered", default="10000,20000,40000,80000,160000,300000",
+                        help="offered deliveries/s per step (messages/s = offered / receivers)")
+    parser.add_argument("--rates", default=None, help="messages/s per step instead of --offered")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--senders", type=int, default=20,
                         help="sender sockets sharing each step's rate, spread over both instances")
@@ -419,14 +421,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows, meta = [], {}
     for server in args.servers.split(","):
-        print(f"== {server}: {args.receivers} receivers over two instances, rates {args.rates} msg/s", flush=True)
-        # Each server runs in a fresh process so Django and the stack start clean.
-        result_path = out / f"fanout-{server}.json"
-        subprocess.run([os.sys.executable, "-m", "bench.fanout_one", server, str(args.receivers), args.rates,
-                        str(args.seconds), str(args.senders), str(result_path)], check=True, cwd=ROOT)
-        result = json.loads(result_path.read_text())
-        rows += result["steps"]
-        meta[server] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"]}
+        for receivers in (int(n) for n in args.receivers.split(",")):
+            rates = args.rates or ",".join(str(max(1, round(int(o) / receivers))) for o in args.offered.split(","))
+            print(f"== {server}: {receivers} receivers over two instances, rates {rates} msg/s", flush=True)
+            # Each run is a fresh process, so Django and the stack start clean.
+            result_path = out / f"fanout-{server}-{receivers}.json"
+            subprocess.run([os.sys.executable, "-m", "bench.fanout_one", server, str(receivers), rates,
+                            str(args.seconds), str(args.senders), str(result_path)], check=True, cwd=ROOT)
+            result = json.loads(result_path.read_text())
+            rows += result["steps"]
+            meta[f"{server}-{receivers}"] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"]}
     print()
     print_table(rows)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
