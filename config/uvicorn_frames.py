@@ -7,14 +7,14 @@ permessage-deflate (browsers ask for it unless uvicorn runs with --ws-per-messag
 are compressed per connection, so they keep uvicorn's own framing.
 """
 
+from websockets.protocol import State
+
 from config.ws_frames import SEND_TEXT, UNSENT_BYTES, text_frame
 
 
 def send_text(protocol, text: str) -> None:
     """uvicorn's `websocket.send` for an accepted socket, without the coroutine: the frame's bytes
     are shared by every socket unless the connection compresses (then it frames its own)."""
-    from websockets.protocol import State
-
     if not protocol.handshake_complete or protocol.close_sent or protocol.transport.is_closing():
         return
     if protocol.conn.state is not State.OPEN:
