@@ -95,6 +95,12 @@ postgres_up() {
     fi
     pg_chat_ok || fail "postgres: password login as $PG_ROLE over 127.0.0.1 fails (pg_hba.conf?); see $(pg_log)"
   fi
+  # Test runs drop their databases WITH (FORCE), which has to end an autovacuum worker busy there
+  # too; without this a drop racing autovacuum fails with "must be a member of the role ...".
+  if [ "$(pg_sql "SELECT pg_has_role('$PG_ROLE', 'pg_signal_backend', 'MEMBER')")" != "t" ]; then
+    pg_sql "GRANT pg_signal_backend TO $PG_ROLE" >/dev/null \
+      || fail "postgres: could not grant pg_signal_backend to $PG_ROLE; see $(pg_log)"
+  fi
   if [ "${CHAT_PG_FAST:-0}" = "1" ] && [ "$(pg_sql 'SHOW fsync')" != "off" ]; then
     as_postgres psql -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET fsync = off" \
         -c "ALTER SYSTEM SET synchronous_commit = off" -c "ALTER SYSTEM SET full_page_writes = off" \
