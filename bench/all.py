@@ -65,6 +65,25 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor has given this machine's cores to other guests since boot (the
+    steal column of /proc/stat): a run during which it grows much was measured on a disturbed machine."""
+    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_speed_ms() -> float:
+    """Milliseconds a fixed piece of pure-Python work takes (best of three), the machine's speed at
+    that moment: on this VM the same work took 23-38 ms within a minute, idle (other guests share
+    the host), so runs and steps taken at different speeds are not comparable figure for figure."""
+    def once() -> float:
+        began, total = time.perf_counter(), 0
+        for n in range(300_000):
+            total += n * n % 7
+        return (time.perf_counter() - began) * 1000
+
+    return round(min(once() for _ in range(3)), 1)
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))

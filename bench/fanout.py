@@ -22,6 +22,8 @@ from pathlib import Path
 
 import orjson
 
+from bench.all import cpu_speed_ms
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,7 +64,10 @@ class StackCpu:
     def sample(self) -> dict[str, float]:
         used = {part: sum(self._seconds(pid)[1] for pid in pids) for part, pids in self.pids.items()}
         ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        used["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS  # all but idle and iowait
+        # user, nice, system, irq, softirq: what ran here. Steal is time the hypervisor gave this
+        # machine's cores to another guest: high steal marks a step measured on a disturbed machine.
+        used["machine"] = (sum(ticks[:3]) + ticks[5] + ticks[6]) / CLOCK_TICKS
+        used["steal"] = ticks[7] / CLOCK_TICKS
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 name, seconds = self._seconds(int(entry.name))
@@ -271,6 +276,7 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
     steps = []
     try:
         for step, rate in enumerate(rates):
+            speed_ms = cpu_speed_ms()  # the machine's speed as the step starts (the stack is quiet)
             cpu0, machine0, began = cpu_seconds(), stack_cpu.sample(), time.perf_counter()
             counts = await asyncio.gather(*(send_share(sock, i, step, rate / len(sockets), began)
                                             for i, sock in enumerate(sockets)))
@@ -278,7 +284,8 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
             cores = StackCpu.cores(machine0, stack_cpu.sample(), elapsed)
             await asyncio.sleep(2.0)  # let stragglers and acks arrive before the next step
             steps.append({"rate": rate, "sent": sum(counts), "send_seconds": elapsed,
-                          "sender_cpu": cpu_seconds() - cpu0, "ack_ms": acks.get(step, []), "cores": cores})
+                          "sender_cpu": cpu_seconds() - cpu0, "ack_ms": acks.get(step, []), "cores": cores,
+                          "speed_ms": speed_ms})
         steps[-1]["send_errors"] = errors
     finally:
         for transport in transports:
@@ -354,9 +361,10 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
             "ack_p99_ms": round(percentile(entry["ack_ms"], 99), 2),
             "sender_behind": round(entry["send_seconds"] - seconds, 2),
             "sender_cpu_pct": round(100 * entry["sender_cpu"] / max(entry["send_seconds"], 1e-9)),
+            "speed_ms": entry["speed_ms"],  # bench.all.cpu_speed_ms before the step: lower is a faster machine
             # Cores each part used during the step (the machine has os.cpu_count()).
             **{f"cores_{part}": value for part, value in entry["cores"].items()},  # cores_machine: everything
-            "cores_total": round(sum(v for k, v in entry["cores"].items() if k != "machine"), 2),
+            "cores_total": round(sum(v for k, v in entry["cores"].items() if k not in ("machine", "steal")), 2),
         })
     receiver_cpu = sum(part["cpu"] for part in parts)
     return {"steps": report, "loadgen_receiver_cpu_s": round(receiver_cpu, 1), "senders": senders}
@@ -365,12 +373,15 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
 def print_table(rows: list[dict]) -> None:
     columns = ["server", "receivers", "offered_deliveries_per_s", "delivered_per_s", "lost", "p50_ms", "p90_ms",
                "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "ack_p50_ms", "ack_p99_ms", "sender_behind",
-               "sender_cpu_pct"]
+               "sender_cpu_pct", "speed_ms"]
     _print_columns(rows, columns)
     print(f"\nCores used per step (of {os.cpu_count()}): web instances, worker, services, load generator, "
-          "the sum of those and the whole machine (with anything else that ran)")
-    parts = sorted(c for c in rows[0] if c.startswith("cores_") and c not in ("cores_total", "cores_machine"))
-    _print_columns(rows, ["server", "receivers", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine"])
+          "the sum of those, the whole machine (with anything else that ran) and steal (time the hypervisor "
+          "gave these cores to other guests: a step with much of it ran on a disturbed machine)")
+    parts = sorted(c for c in rows[0] if c.startswith("cores_")
+                   and c not in ("cores_total", "cores_machine", "cores_steal"))
+    _print_columns(rows, ["server", "receivers", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine",
+                          "cores_steal"])
 
 
 def _print_columns(rows: list[dict], columns: list[str]) -> None:

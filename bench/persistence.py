@@ -18,12 +18,13 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.all import ROOT, environment, fresh_database, print_table, process_cpu, rss_kb
+from bench.all import ROOT, cpu_speed_ms, environment, fresh_database, print_table, process_cpu, rss_kb, steal_seconds
 
 TARGET_RATE = 50_000
 PARTITIONS = 8
 COLUMNS = ["workers", "records", "produce_s", "produced_per_s", "first_row_s", "store_s", "stored_per_s",
-           "drain_s", "per_worker", "active", "dead", "worker_cpu_pct", "rows_per_cpu_s", "peak_worker_mb"]
+           "drain_s", "per_worker", "active", "dead", "worker_cpu_pct", "rows_per_cpu_s", "peak_worker_mb",
+           "speed_ms", "steal_cores"]
 
 
 def balanced_rooms(owner, per_partition: int, label: str) -> list:
@@ -108,6 +109,7 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
         newest = Message.objects.filter(room_id=OuterRef("id")).order_by("-seq").values("seq")[:1]
         return sum(top or 0 for top in Room.objects.filter(id__in=room_ids).values_list(Subquery(newest), flat=True))
 
+    speed_ms = cpu_speed_ms()  # the machine's speed before the workers start
     group = f"bench-persist-{workers}w-{stack.RUN}"
     if workers > 1:
         # --idle-exit counts the wait for a rebalance as idle: a member joining while the other is
@@ -121,12 +123,14 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
              for i in range(workers)]
     series: list[tuple[float, int]] = []  # (seconds since the workers started, rows stored)
     cpu: list[float] = []  # the workers' CPU seconds at each sample: busy share on a shared machine
+    steal: list[float] = []  # the machine's stolen CPU seconds at each sample
     peak_rss = 0
     with tqdm(total=count, desc=f"{workers} worker(s) storing", unit="row", leave=False) as bar:
         rows = 0
         while rows < count and time.perf_counter() - began < timeout and any(p.alive() for p in procs):
             rows = stored()
             series.append((round(time.perf_counter() - began, 3), rows))
+            steal.append(steal_seconds())
             try:
                 cpu.append(sum(process_cpu(p.proc.pid) for p in procs))
                 peak_rss = max(peak_rss, *(rss_kb(p.proc.pid) for p in procs))
@@ -165,6 +169,9 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
         # theirs: what one worker would do with a core of its own (Postgres aside).
         "worker_cpu_pct": round(100 * worker_cpu / max(t1 - t0, 1e-9) / workers),
         "rows_per_cpu_s": round((n1 - n0) / max(worker_cpu, 1e-9)),
+        # Cores the hypervisor gave other guests while storing: much of it, and the rate is low.
+        "speed_ms": speed_ms,
+        "steal_cores": round((steal[-1] - steal[first]) / max(t1 - t0, 1e-9), 2),
         "series": series, "logs": [str(p.log_path) for p in procs],
     }
 
