@@ -1,6 +1,7 @@
 """The real stack for benchmarks: two web instances (daphne or uvicorn), a worker, and users with
 sessions, on the services of scripts/services.sh and a database of the benchmark's own."""
 
+import atexit
 import os
 import subprocess
 import sys
@@ -44,9 +45,12 @@ def setup_django(fresh_database: bool = True) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from chat.bus.topics import ensure_topics
+    from chat.bus.topics import delete_topics, ensure_topics
 
     ensure_topics()
+    # The run's topics (chat.bench.<run>*) go when it ends: left behind, the partitions of many
+    # runs slow a development broker down.
+    atexit.register(delete_topics, prefix=ENV["KAFKA_TOPIC"])
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -71,12 +71,25 @@ def database():
     ensure_topics()
     yield
     connections.close_all()
+    _delete_run_topics()
     admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
                              port=db["PORT"])
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
     admin.close()
+
+
+def _delete_run_topics() -> None:
+    """The run's topics (its own, the tests' under it, their dead-letter topics) go with it."""
+    from django.conf import settings
+
+    from chat.bus.topics import delete_topics
+
+    try:
+        delete_topics(prefix=settings.KAFKA_TOPIC)
+    except Exception as exc:  # a cleanup that fails must not fail the run; it says so
+        print(f"\ncould not delete this run's Kafka topics ({settings.KAFKA_TOPIC}*): {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def unique_topic(name: str) -> str:
+    """A topic of this test run's own: under the run's topic, so the run deletes it at the end."""
+    return unique(f"{os.environ['KAFKA_TOPIC']}.{name}")
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -36,6 +36,21 @@ def ensure_topics(*, topic: str | None = None, partitions: int | None = None) ->
         admin.close()
 
 
+def delete_topics(*, prefix: str) -> int:
+    """Deletes every topic whose name starts with `prefix` (a test or benchmark run's own); returns
+    how many. Left behind, thousands of partitions of finished runs make a development broker slow."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=30_000)
+    try:
+        names = [name for name in admin.list_topics() if name.startswith(prefix)]
+        if names:
+            admin.delete_topics(names, timeout_ms=30_000)
+        return len(names)
+    finally:
+        admin.close()
+
+
 _admin = None
 _admin_lock = threading.Lock()
 

@@ -10,7 +10,7 @@ from chat.bus.topics import ensure_topics
 from chat.models import Message
 from tests.conftest import make_room, make_user
 from tests.integration.test_worker import created_records, produce, run_worker
-from tests.support import ROOT, unique, wait_until
+from tests.support import ROOT, unique, unique_topic, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -20,7 +20,7 @@ def services(*args: str) -> None:
 
 
 def test_worker_waits_out_a_postgres_outage_and_stores_everything_once():
-    topic = unique("chat.pgdown")
+    topic = unique_topic("pgdown")
     ensure_topics(topic=topic, partitions=2)
     author = make_user("author")
     room = make_room(author)

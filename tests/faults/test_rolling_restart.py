@@ -14,7 +14,7 @@ from chat.bus.topics import ensure_topics
 from chat.models import Message
 from tests.conftest import RUN, child_env, make_room, make_user
 from tests.integration.test_worker import created_records, produce, run_worker
-from tests.support import FailoverProxy, StayingReader, StayingSender, WebServer, unique, wait_until
+from tests.support import FailoverProxy, StayingReader, StayingSender, WebServer, unique, unique_topic, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -76,7 +76,7 @@ async def test_rolling_restart_of_both_instances_under_load_loses_nothing(worker
 
 
 def test_a_worker_killed_mid_stream_and_restarted_stores_everything_once():
-    topic = unique("chat.kill9")
+    topic = unique_topic("kill9")
     ensure_topics(topic=topic, partitions=2)
     author = make_user("author")
     rooms = [make_room(author), make_room(author)]

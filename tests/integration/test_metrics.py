@@ -10,7 +10,7 @@ from chat.bus import records
 from chat.bus.topics import ensure_topics
 from tests.conftest import child_env, make_room, make_user
 from tests.integration.test_worker import created_records, produce
-from tests.support import PYTHON, Process, chat_socket, free_port, unique, wait_until
+from tests.support import PYTHON, Process, chat_socket, free_port, unique, unique_topic, wait_until
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -52,7 +52,7 @@ async def test_web_metrics_count_connections_frames_messages_and_ack_latency(web
 
 
 def test_worker_metrics_on_their_own_port():
-    topic = unique("chat.metrics")
+    topic = unique_topic("metrics")
     ensure_topics(topic=topic, partitions=2)
     author = make_user("author")
     batch = created_records([make_room(author), make_room(author)], author, 50)

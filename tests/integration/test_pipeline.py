@@ -7,7 +7,7 @@ import redis
 from chat.bus.topics import ensure_topics
 from chat.models import Message
 from tests.conftest import SERVICES, child_env
-from tests.support import PYTHON, Process, WebServer, chat_socket, unique, wait_until
+from tests.support import PYTHON, Process, WebServer, chat_socket, unique, unique_topic, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -155,7 +155,7 @@ async def test_rate_limit_is_per_user_across_instances(alice, bob, room):
 async def test_resume_past_the_recent_buffer_waits_for_the_worker_to_store_what_kafka_holds(alice, bob, room):
     """A client away for longer than the recent buffer reaches back into Postgres; acked messages
     still only in Kafka (the worker behind) must come too, not leave a hole."""
-    topic, group = unique("chat.behind"), unique("behind")
+    topic, group = unique_topic("behind"), unique("behind")
     ensure_topics(topic=topic, partitions=4)
     env = child_env(KAFKA_TOPIC=topic, KAFKA_CONSUMER_GROUP=group, CHAT_RECENT_BUFFER="5",
                     CHAT_REPLAY_CATCHUP_SECONDS="60")

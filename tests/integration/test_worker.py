@@ -15,7 +15,7 @@ from chat.bus import records
 from chat.bus.topics import dead_letter_topic, ensure_topics
 from chat.models import Message
 from tests.conftest import SERVICES, child_env, make_room, make_user
-from tests.support import PYTHON, Process, unique, wait_until
+from tests.support import PYTHON, Process, unique, unique_topic, wait_until
 
 BROKERS = SERVICES["KAFKA_BOOTSTRAP_SERVERS"]
 
@@ -47,7 +47,7 @@ def run_worker(topic: str, group: str, name: str, idle: float = 4) -> Process:
 
 
 def test_two_workers_share_partitions_and_store_everything_once():
-    topic = unique("chat.two-workers")
+    topic = unique_topic("two-workers")
     ensure_topics(topic=topic, partitions=4)
     author = make_user("author")
     rooms = [make_room(author) for _ in range(8)]
@@ -111,7 +111,7 @@ def test_workers_joining_and_leaving_under_steady_traffic_store_everything_once(
     """Rebalances while batches are being written (a second worker joins, then leaves, mid-stream):
     the first worker commits what it wrote from its revoke hook and goes on; nothing is missed or
     doubled, and every offset ends committed."""
-    topic = unique("chat.rebalance")
+    topic = unique_topic("rebalance")
     ensure_topics(topic=topic, partitions=4)
     author = make_user("author")
     rooms = [make_room(author) for _ in range(8)]
@@ -151,7 +151,7 @@ def test_workers_joining_and_leaving_under_steady_traffic_store_everything_once(
 
 
 def test_undecodable_records_go_to_the_dead_letter_topic_and_consumption_goes_on():
-    topic = unique("chat.dead")
+    topic = unique_topic("dead")
     ensure_topics(topic=topic, partitions=1)
     author = make_user("author")
     room = make_room(author)
@@ -179,7 +179,7 @@ def test_undecodable_records_go_to_the_dead_letter_topic_and_consumption_goes_on
 
 
 def test_sigterm_commits_the_batch_and_exits_zero():
-    topic = unique("chat.sigterm")
+    topic = unique_topic("sigterm")
     ensure_topics(topic=topic, partitions=2)
     author = make_user("author")
     room = make_room(author)
@@ -199,7 +199,7 @@ def test_sigterm_commits_the_batch_and_exits_zero():
 
 
 def test_one_batch_ignores_duplicates_by_id_room_seq_and_client_id_and_applies_changes_in_order():
-    topic = unique("chat.batch-semantics")
+    topic = unique_topic("batch-semantics")
     ensure_topics(topic=topic, partitions=1)
     author = make_user("author")
     room = make_room(author)
@@ -239,7 +239,7 @@ def test_one_batch_ignores_duplicates_by_id_room_seq_and_client_id_and_applies_c
 
 
 def test_bodies_and_client_ids_are_stored_exactly_as_sent():
-    topic = unique("chat.exact")
+    topic = unique_topic("exact")
     ensure_topics(topic=topic, partitions=1)
     author = make_user("author")
     room = make_room(author)
@@ -264,7 +264,7 @@ def test_bodies_and_client_ids_are_stored_exactly_as_sent():
 def test_two_writers_apply_each_rooms_changes_in_order_across_partitions():
     """The default two writers share a batch by room: every room's creates, edits, deletes and
     restores, interleaved with other rooms' over several partitions, still apply in order."""
-    topic = unique("chat.writers")
+    topic = unique_topic("writers")
     ensure_topics(topic=topic, partitions=4)
     author = make_user("author")
     rooms = [make_room(author) for _ in range(12)]
