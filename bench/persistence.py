@@ -140,7 +140,7 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
             time.sleep(0.1)  # the sampling period of the rows-over-time curve
     drain_s = time.perf_counter() - began
     exact = Message.objects.filter(room_id__in=room_ids).count()
-    if exact != rows:
+    if rows >= count and exact != rows:
         raise SystemExit(f"{exact} rows stored, but the rooms' highest seqs add up to {rows}: "
                          "a room's records stored out of order?")
     # The workers stop on their own once idle (--idle-exit): their last line says what they did.

@@ -48,8 +48,7 @@ def setup_django(fresh_database: bool = True) -> None:
     from chat.bus.topics import delete_topics, ensure_topics
 
     ensure_topics()
-    # The run's topics (chat.bench.<run>*) go when it ends: left behind, the partitions of many
-    # runs slow a development broker down.
+    # The run's topics (chat.bench.<run>*) go when it ends, not pile up on the broker run after run.
     atexit.register(delete_topics, prefix=ENV["KAFKA_TOPIC"])
 
 

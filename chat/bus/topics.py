@@ -38,7 +38,7 @@ def ensure_topics(*, topic: str | None = None, partitions: int | None = None) ->
 
 def delete_topics(*, prefix: str) -> int:
     """Deletes every topic whose name starts with `prefix` (a test or benchmark run's own); returns
-    how many. Left behind, thousands of partitions of finished runs make a development broker slow."""
+    how many: runs that leave theirs behind pile thousands of partitions up on a development broker."""
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=30_000)
