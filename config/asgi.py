@@ -39,6 +39,11 @@ router = ProtocolTypeRouter(
 # keep it out of the garbage collector's full collections, each of which otherwise walks it all
 # while every socket of the instance waits (measured: 55-143 ms a pause without, 50-55 with).
 gc.freeze()
+# Full collections still walk every socket's objects (about 0.12 ms a socket held). Young
+# collections every 20 000 allocations instead of 700 let a connect's short-lived objects die
+# before they are promoted, so full collections come far less often: opening 3 000 sockets, one
+# full collection instead of eleven (0.6 s of pauses instead of 2.8 s), memory unchanged.
+gc.set_threshold(20_000, 10, 10)
 
 
 async def application(scope, receive, send):
