@@ -65,10 +65,16 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time since boot by kind, in clock ticks (the `cpu` line of /proc/stat: user,
+    nice, system, idle, iowait, irq, softirq, steal, ...)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def steal_seconds() -> float:
-    """CPU seconds the hypervisor has given this machine's cores to other guests since boot (the
-    steal column of /proc/stat): a run during which it grows much was measured on a disturbed machine."""
-    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the hypervisor has given this machine's cores to other guests since boot: a run
+    during which it grows much was measured on a disturbed machine."""
+    return cpu_ticks()[7] / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_speed_ms() -> float:

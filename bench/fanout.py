@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.all import cpu_speed_ms
+from bench.all import cpu_speed_ms, cpu_ticks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ class StackCpu:
 
     def sample(self) -> dict[str, float]:
         used = {part: sum(self._seconds(pid)[1] for pid in pids) for part, pids in self.pids.items()}
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        ticks = cpu_ticks()
         # user, nice, system, irq, softirq: what ran here. Steal is time the hypervisor gave this
         # machine's cores to another guest: high steal marks a step measured on a disturbed machine.
         used["machine"] = (sum(ticks[:3]) + ticks[5] + ticks[6]) / CLOCK_TICKS
