@@ -56,11 +56,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- connection lifecycle ---
 
     async def connect(self):
-        self._outbox: deque[tuple[str, int]] = deque()  # (text, bytes counted against the limit)
+        self._outbox: deque[tuple[tuple[str, ...], int]] = deque()  # (texts, bytes counted against the limit)
         self._outbox_bytes = 0
         extensions = self.scope.get("extensions", {})
         self._unsent_bytes = extensions.get("chat.unsent_bytes")
-        self._write_now = None  # the server's plain-call frame write, once accepted (config/ws_frames.py)
+        self._write_now = None  # the server's plain-call frames write, once accepted (config/ws_frames.py)
         self._wakeup = asyncio.Event()
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
         self._sent_seq: int | None = None  # the highest message seq queued to this socket
@@ -69,7 +69,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._confirming: set[asyncio.Task] = set()
         await self.accept()
         self._send_frame = _frame_sender(self.base_send)
-        self._write_now = extensions.get("chat.send_text")
+        self._write_now = extensions.get("chat.send_texts")
         metrics.CONNECTIONS.inc()
         self._counted = True
         self._writer = asyncio.ensure_future(self._write_loop())
@@ -174,12 +174,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- outbound frames (called by the hub, synchronously, in its fan-out loop) ---
 
-    def deliver(self, text: str, seq: int | None) -> None:
-        """A room frame from the hub; `seq` is set for message frames only."""
+    def deliver(self, texts: tuple[str, ...], seqs: tuple[int | None, ...]) -> None:
+        """Room frames from the hub: one frame (its seq set for a message frame only), or a run of
+        message frames the hub received together, in seq order, written to the socket at once."""
         if self._held is not None:
-            self._held.append((seq, text))
-        else:
-            self._send_live(text, seq)
+            self._held.extend(zip(seqs, texts, strict=True))
+        elif seqs[0] is None or self._sent_seq is None or seqs[0] > self._sent_seq:
+            if seqs[-1] is not None:
+                self._sent_seq = seqs[-1]
+            self._enqueue(texts)
+        else:  # some of them went out with a replay
+            for seq, text in zip(seqs, texts, strict=True):
+                self._send_live(text, seq)
 
     def close_with(self, code: int) -> None:
         if not self._closing:
@@ -194,18 +200,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.FRAMES_OUT.labels(type=frame["type"]).inc()
         if frame["type"] == "error":
             metrics.ERRORS_SENT.labels(code=frame["code"]).inc()
-        self._enqueue(protocol.encode(frame))
+        self._enqueue((protocol.encode(frame),))
 
     async def close(self, code=None, reason=None):
         metrics.CLOSES.labels(code=str(code or 1000)).inc()
         await super().close(code=code, reason=reason)
 
-    def _enqueue(self, text: str, *, counted: bool = True) -> None:
+    def _enqueue(self, texts: tuple[str, ...], *, counted: bool = True) -> None:
         if self._closing:
             return
         if not self._outbox and self._write_now is not None and self._unsent_bytes() <= SOCKET_HIGH_WATER:
-            return self._write_now(text)  # nothing queued before it and room in the transport: no task
-        weight = len(text) if counted else 0
+            return self._write_now(texts)  # nothing queued before them and room in the transport: no task
+        weight = sum(map(len, texts)) if counted else 0
         if self._outbox_bytes + weight > settings.CHAT_SOCKET_BUFFER_BYTES:
             logger.info("closing %s: not reading, over %d bytes queued", getattr(self, "conn_id", "?"),
                         settings.CHAT_SOCKET_BUFFER_BYTES)
@@ -213,7 +219,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._outbox_bytes = 0
             metrics.SLOW_CONSUMER_CUTS.inc()
             return self.close_with(protocol.CLOSE_SLOW_CONSUMER)
-        self._outbox.append((text, weight))
+        self._outbox.append((texts, weight))
         self._outbox_bytes += weight
         self._wakeup.set()
 
@@ -225,16 +231,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if self._unsent_bytes is not None and self._unsent_bytes() > SOCKET_HIGH_WATER:
                     await asyncio.sleep(0.01)  # the client reads slower than we write: let it catch up
                     continue
-                text, weight = self._outbox.popleft()
+                texts, weight = self._outbox.popleft()
                 self._outbox_bytes -= weight
-                await self._send_frame({"type": "websocket.send", "text": text})
+                for text in texts:
+                    await self._send_frame({"type": "websocket.send", "text": text})
 
     async def _replay(self, after: int) -> None:
         """Every message after `after`, then the live frames held meanwhile, without duplicates."""
         frames = await services.messages_since(who=self.who, after=after)
         for frame in frames:
             metrics.FRAMES_OUT.labels(type=frame["type"]).inc()
-            self._enqueue(protocol.encode(frame), counted=False)
+            self._enqueue((protocol.encode(frame),), counted=False)
         self._sent_seq = max(frames[-1]["seq"] if frames else after, self._sent_seq or 0)
         self._release_held()
         self.push(protocol.resumed_frame(last_seq=self._sent_seq))
@@ -251,7 +258,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if self._sent_seq is not None and seq <= self._sent_seq:
                 return
             self._sent_seq = seq
-        self._enqueue(text)
+        self._enqueue((text,))
 
 
 def _frame_sender(send):

@@ -2,7 +2,10 @@
 
 Each process holds one channel on the channel layer. The hub joins a room's group while at least
 one local socket is in that room, so a room event crosses Redis once per instance; it then hands
-the already-encoded frame to every local socket of the room in one loop. It also keeps this
+the already-encoded frame to every local socket of the room in one loop. Messages of a room that
+arrive together (the event loop was busy while they came) go to each socket as one run: one write,
+one system call and one wake-up of the client for all of them, so a loaded instance gets cheaper
+per message instead of falling behind. It also keeps this
 process's presence entries alive in Redis, so a crashed instance's users expire on their own.
 """
 
@@ -27,7 +30,7 @@ class LocalConnection(Protocol):
     user_id: int
     username: str
 
-    def deliver(self, text: str, seq: int | None) -> None: ...
+    def deliver(self, texts: tuple[str, ...], seqs: tuple[int | None, ...]) -> None: ...
 
     def close_with(self, code: int) -> None: ...
 
@@ -41,6 +44,8 @@ class RoomHub:
         self.rooms: dict[int, set[LocalConnection]] = defaultdict(set)
         self._subscribed: set[int] = set()
         self._last_seq: dict[int, int] = {}  # per subscribed room: the newest message seq received
+        self._runs: dict[int, tuple[list[str], list[int]]] = {}  # per room: messages received, not yet handed out
+        self._flush_scheduled = False
         self._room_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -79,32 +84,16 @@ class RoomHub:
 
     def dispatch(self, event: dict) -> None:
         kind = event.get("type")
-        if kind == "room.frame":
-            text, seq, exclude = event["text"], event.get("seq"), event.get("exclude")
-            seq = int(seq) if seq is not None else None
-            room_id = int(event["room"])
-            members = tuple(self.rooms.get(room_id, ()))
-            if seq is not None and self._missed_before(room_id, seq, event.get("prev")):
-                # Delivering this one would move the sockets past what they missed: send them to
-                # resume instead (?after= replays everything, the missed messages included).
-                metrics.HUB_GAPS.inc()
-                logger.warning("room %s: this instance missed messages before seq %s (Redis lost or restarted?);"
-                               " closing its %d socket(s) there with 1012 so they resume", room_id, seq, len(members))
-                for conn in members:
-                    conn.close_with(protocol.CLOSE_SERVICE_RESTART)
-                return
-            for conn in members:
-                if conn.conn_id != exclude:
-                    try:
-                        conn.deliver(text, seq)
-                    except Exception:  # one broken socket must not cost the others their frame
-                        logger.exception("could not hand a frame to %s", conn.conn_id)
-            metrics.FANOUT_DELIVERIES.inc(len(members))
+        if kind == "room.frame" and event.get("seq") is not None:
+            return self._take_message(int(event["room"]), int(event["seq"]), event["text"], event.get("prev"))
+        self._flush()  # messages received before this event go out before it
+        if kind == "room.frame":  # not a message (typing, presence, an edit): handed out at once
+            self._deliver(int(event["room"]), (event["text"],), (None,), exclude=event.get("exclude"))
         elif kind == "user.frame":
             room = event.get("room")
             for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.connections()):
                 if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):
-                    conn.deliver(event["text"], None)
+                    conn.deliver((event["text"],), (None,))
         elif kind == "user.close":
             for conn in tuple(self.connections()):
                 if conn.user_id == event["user"]:
@@ -117,6 +106,46 @@ class RoomHub:
                     conn.set_muted_until(until)
         else:
             logger.warning("hub ignored an event of unknown type %r", kind)
+
+    def _take_message(self, room_id: int, seq: int, text: str, prev) -> None:
+        """Add a message to its room's run, handed out once this turn of the event loop ends."""
+        if self._missed_before(room_id, seq, prev):
+            # Delivering this one would move the sockets past what they missed: send them to
+            # resume instead (?after= replays everything, the missed messages included).
+            self._flush()
+            members = tuple(self.rooms.get(room_id, ()))
+            metrics.HUB_GAPS.inc()
+            logger.warning("room %s: this instance missed messages before seq %s (Redis lost or restarted?);"
+                           " closing its %d socket(s) there with 1012 so they resume", room_id, seq, len(members))
+            for conn in members:
+                conn.close_with(protocol.CLOSE_SERVICE_RESTART)
+            return
+        run = self._runs.get(room_id)
+        if run is None:
+            run = self._runs[room_id] = ([], [])
+        run[0].append(text)
+        run[1].append(seq)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand each room's run of messages to its sockets."""
+        self._flush_scheduled = False
+        runs, self._runs = self._runs, {}
+        for room_id, (texts, seqs) in runs.items():
+            self._deliver(room_id, tuple(texts), tuple(seqs))
+
+    def _deliver(self, room_id: int, texts: tuple[str, ...], seqs: tuple[int | None, ...],
+                 exclude: str | None = None) -> None:
+        members = tuple(self.rooms.get(room_id, ()))
+        for conn in members:
+            if conn.conn_id != exclude:
+                try:
+                    conn.deliver(texts, seqs)
+                except Exception:  # one broken socket must not cost the others their frames
+                    logger.exception("could not hand frames to %s", conn.conn_id)
+        metrics.FANOUT_DELIVERIES.inc(len(members) * len(texts))
 
     def _missed_before(self, room_id: int, seq: int, prev) -> bool:
         """Whether a message published in the room before this one never reached this hub: every

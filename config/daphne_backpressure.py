@@ -8,11 +8,11 @@ mark, so its own bounded outbox fills instead and it cuts the socket with 4408. 
 code the client gets time to read its backlog before the connection is dropped. (Under uvicorn,
 config/uvicorn_frames.py reports its transport's buffer the same way.)
 
-It also puts `scope["extensions"]["chat.send_text"]`, the fast frame path of config/ws_frames.py,
+It also puts `scope["extensions"]["chat.send_texts"]`, the fast frame path of config/ws_frames.py,
 and writes frames through to the socket when Twisted holds nothing for it.
 """
 
-from config.ws_frames import SEND_TEXT, UNSENT_BYTES, text_frame
+from config.ws_frames import SEND_TEXTS, UNSENT_BYTES, text_frames
 
 CLOSE_SLOW_CONSUMER = 4408
 SLOW_CONSUMER_DROP_SECONDS = 10
@@ -24,16 +24,18 @@ def unsent_bytes(transport) -> int:
             + getattr(transport, "_tempDataLen", 0))
 
 
-def send_text(server, protocol, text: str) -> None:
-    """daphne's Server.handle_reply for an accepted socket's text frame, without the coroutine; the
-    frame's bytes are built once for all the sockets the hub hands the same text to."""
+def send_texts(server, protocol, texts: tuple[str, ...]) -> None:
+    """daphne's Server.handle_reply for each of an accepted socket's text frames, without the
+    coroutine and in one write; the frames' bytes are built once for all the sockets the hub hands
+    the same texts to."""
     connection = server.connections.get(protocol)
     if connection is None or connection.get("disconnected") or protocol.state != protocol.STATE_OPEN:
         return
     if protocol._perMessageCompress is None and not protocol.autoFragmentSize and not protocol.send_queue:
-        write_through(protocol.transport, text_frame(text))
-    else:  # compressed or fragmented: each socket needs a frame of its own
-        protocol.sendMessage(text.encode(), False)
+        write_through(protocol.transport, text_frames(texts))
+    else:  # compressed or fragmented: each socket needs frames of its own
+        for text in texts:
+            protocol.sendMessage(text.encode(), False)
 
 
 def write_through(transport, data: bytes) -> None:
@@ -66,7 +68,7 @@ def install() -> None:
         if isinstance(protocol, WebSocketProtocol):
             extensions = scope.setdefault("extensions", {})
             extensions[UNSENT_BYTES] = lambda: unsent_bytes(protocol.transport)
-            extensions[SEND_TEXT] = lambda text: send_text(self, protocol, text)
+            extensions[SEND_TEXTS] = lambda texts: send_texts(self, protocol, texts)
         return create_application(self, protocol, scope)
 
     server_close = WebSocketProtocol.serverClose

@@ -9,21 +9,23 @@ are compressed per connection, so they keep uvicorn's own framing.
 
 from websockets.protocol import State
 
-from config.ws_frames import SEND_TEXT, UNSENT_BYTES, text_frame
+from config.ws_frames import SEND_TEXTS, UNSENT_BYTES, text_frames
 
 
-def send_text(protocol, text: str) -> None:
-    """uvicorn's `websocket.send` for an accepted socket, without the coroutine: the frame's bytes
-    are shared by every socket unless the connection compresses (then it frames its own)."""
+def send_texts(protocol, texts: tuple[str, ...]) -> None:
+    """uvicorn's `websocket.send` of each text for an accepted socket, without the coroutine and in
+    one write: the frames' bytes are shared by every socket unless the connection compresses (then
+    it frames its own)."""
     if not protocol.handshake_complete or protocol.close_sent or protocol.transport.is_closing():
         return
     if protocol.conn.state is not State.OPEN:
         return
     if protocol.conn.extensions:  # permessage-deflate: compressed per connection
-        protocol.conn.send_text(text.encode())
+        for text in texts:
+            protocol.conn.send_text(text.encode())
         protocol.transport.write(b"".join(protocol.conn.data_to_send()))
     else:
-        protocol.transport.write(text_frame(text))
+        protocol.transport.write(text_frames(texts))
 
 
 def install() -> None:
@@ -35,7 +37,7 @@ def install() -> None:
 
     async def run_asgi_with_frame_path(self):
         extensions = self.scope.setdefault("extensions", {})
-        extensions[SEND_TEXT] = lambda text: send_text(self, text)
+        extensions[SEND_TEXTS] = lambda texts: send_texts(self, texts)
         extensions[UNSENT_BYTES] = self.transport.get_write_buffer_size
         return await run_asgi(self)
 

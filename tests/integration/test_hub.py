@@ -19,10 +19,12 @@ class Sink:
     username: str = "u"
     conn_id: str = field(default_factory=lambda: unique("conn"))
     got: list = field(default_factory=list)
+    runs: list = field(default_factory=list)  # frames handed over per call
     closed: list = field(default_factory=list)
 
-    def deliver(self, text, seq):
-        self.got.append((seq, text))
+    def deliver(self, texts, seqs):
+        self.got.extend(zip(seqs, texts, strict=True))
+        self.runs.append(len(texts))
 
     def close_with(self, code):
         self.closed.append(code)
@@ -57,6 +59,28 @@ async def test_one_publish_reaches_every_local_socket_of_the_room_on_every_hub()
     await layer.group_send(room_group(room_id), {"type": "room.frame", "room": room_id, "text": "V", "seq": "9"})
     await until(lambda: len(a2.got) == 3)
     assert len(b1.got) == 2
+
+
+async def test_messages_received_in_one_turn_go_to_each_socket_as_one_run_in_order():
+    hub = RoomHub()
+    room_id = int(unique("1").split("-")[1], 16) % 10**9
+    first, second = Sink(room_id), Sink(room_id)
+    await hub.join(first)
+    await hub.join(second)
+
+    def message(seq):
+        return {"type": "room.frame", "room": room_id, "text": f"m{seq}", "seq": str(seq), "prev": str(seq - 1)}
+
+    for seq in (1, 2, 3):
+        hub.dispatch(message(seq))
+    assert first.got == [], "messages wait for the end of the event loop's turn"
+    # A frame that is not a message goes out at once, after the messages received before it.
+    hub.dispatch({"type": "room.frame", "room": room_id, "text": "typing", "seq": None})
+    assert first.runs == second.runs == [3, 1]
+    hub.dispatch(message(4))
+    await until(lambda: len(second.runs) == 3)
+    assert first.got == second.got == [(1, "m1"), (2, "m2"), (3, "m3"), (None, "typing"), (4, "m4")]
+    assert first.runs == [3, 1, 1]
 
 
 async def test_user_events_reach_every_socket_of_that_user_on_every_hub():
