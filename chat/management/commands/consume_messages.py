@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-records", type=int, default=5000, help="Records per poll and bulk write.")
         parser.add_argument("--writers", type=int, default=2,
                             help="Writer threads, each with its own database connection; a batch is split "
-                                 "over them by partition (default: 2).")
+                                 "over them by room (default: 2).")
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
         parser.add_argument("--progress-every", type=float, default=5.0, help="Seconds between progress lines.")
         parser.add_argument("--metrics-port", type=int, default=settings.WORKER_METRICS_PORT,
