@@ -80,7 +80,13 @@ DATABASES = {
     if DATABASE_URL
     else {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# A web process's WebSocket database work (channels' database_sync_to_async) runs on one thread, so
+# its connection is kept and reused: a new one per call (with SCRAM authentication) made a socket's
+# join cost about 17 ms of CPU, 31 joins/s per process (docs/performance.md). HTTP requests run on
+# a thread each under ASGI and close theirs when they end (chat/receivers.py). A kept connection is
+# checked before reuse, so one that died with a Postgres restart is replaced, not failed on.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
