@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 
-.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout browser clean stack stack-down
+.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout browser nginx clean stack stack-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,7 @@ run: venv
 	@echo ""
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
-test: venv services browser lint
+test: venv services browser nginx lint
 	$(PY) -m pytest
 
 test-fast: venv services
@@ -39,6 +39,10 @@ services-status:
 
 browser:
 	scripts/browser.sh
+
+# nginx for the test of `make stack` (the deployment behind a load balancer).
+nginx:
+	scripts/stack.sh install
 
 # Every benchmark scenario in sequence (fan-out, idle connections, persistence): prints the tables,
 # writes results/*.json and *.png (`$(PY) -m bench.all --quick` for a short run).

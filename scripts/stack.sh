@@ -6,6 +6,7 @@
 #   scripts/stack.sh up      start everything (idempotent) and print where each log is
 #   scripts/stack.sh down    stop the web instances, workers and nginx (services keep running)
 #   scripts/stack.sh status  what runs
+#   scripts/stack.sh install install nginx (Debian's package) when missing; `up` does it too
 #
 # Environment: STACK_PORT (8080), STACK_WEB_PORTS ("8001 8002"), STACK_WORKER_METRICS_PORTS
 # ("9101 9102"), STACK_DIR (.cache/stack); the app's own variables (DATABASE_URL, KAFKA_TOPIC, ...)
@@ -72,9 +73,20 @@ nginx_conf() {
   } >"$DIR/nginx.conf"
 }
 
+install() {
+  if command -v nginx >/dev/null; then
+    say "nginx: present ($(nginx -v 2>&1))"
+    return
+  fi
+  say "nginx: installing Debian's package..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null \
+    || fail "could not install nginx"
+  say "nginx: installed ($(nginx -v 2>&1))"
+}
+
 up() {
   [ -x "$PY" ] || fail "no virtualenv: run 'make venv' first"
-  command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+  install
   "$ROOT/scripts/services.sh" up
   app_env
   (cd "$ROOT" && "$PY" manage.py migrate --noinput -v 0)
@@ -132,5 +144,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) fail "usage: scripts/stack.sh up|down|status" ;;
+  install) install ;;
+  *) fail "usage: scripts/stack.sh up|down|status|install" ;;
 esac
