@@ -5,8 +5,8 @@ one local socket is in that room, so a room event crosses Redis once per instanc
 the already-encoded frame to every local socket of the room in one loop. Messages of a room that
 arrive together (the event loop was busy while they came) go to each socket as one run: one write,
 one system call and one wake-up of the client for all of them, so a loaded instance gets cheaper
-per message instead of falling behind. It also keeps this
-process's presence entries alive in Redis, so a crashed instance's users expire on their own.
+per message instead of falling behind. It also keeps this process's presence entries alive in
+Redis, so a crashed instance's users expire on their own.
 """
 
 import asyncio
