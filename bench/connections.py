@@ -30,7 +30,7 @@ from bench.all import ROOT, environment, fresh_database, print_table, process_cp
 TARGET_SOCKETS, TARGET_KB = 10_000, 50
 STEP_TIMEOUT = 3600  # seconds: joins cost more as the room fills, so a 10k step can take many minutes
 COLUMNS = ["server", "step", "held", "gauge", "failed", "dropped", "open_s", "opened_per_s", "rss_mb",
-           "kb_per_conn", "marginal_kb", "server_cpu_s", "loadgen_cpu_s"]
+           "kb_per_conn", "marginal_kb", "server_cpu_s", "loadgen_cpu_s", "gc_full", "gc_full_s"]
 CLOSE_COLUMNS = ["server", "closed", "close_s", "gauge_after", "baseline_mb", "peak_mb", "after_close_mb",
                  "given_back_mb", "kept_mb"]
 
@@ -47,6 +47,14 @@ def gauge(url: str) -> int | None:
         return None
     found = re.search(r"^chat_connections_open ([0-9.e+]+)$", text, re.M)
     return int(float(found.group(1))) if found else None
+
+
+def full_collections(url: str) -> tuple[int, float]:
+    """The server's full garbage collections so far: how many, and their pauses in seconds."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    found = [re.search(rf'^chat_gc_pause_seconds_{part}{{generation="2"}} ([0-9.e+]+)$', text, re.M)
+             for part in ("count", "sum")]
+    return (int(float(found[0].group(1))), float(found[1].group(1))) if all(found) else (0, 0.0)
 
 
 def settled(predicate, timeout: float) -> bool:
@@ -169,7 +177,7 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
             children.append(child)
         held, rss = 0, baseline
         for step in steps:
-            began, server_cpu = time.perf_counter(), process_cpu(pid)
+            began, server_cpu, collections = time.perf_counter(), process_cpu(pid), full_collections(web.url)
             for k, queue in enumerate(commands):
                 queue.put(("open", step // procs + (1 if k < step % procs else 0)))
             results = []
@@ -184,7 +192,7 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
             previous_held, previous_rss = held, rss
             held = sum(r[2] for r in results)
             settled(lambda held=held: gauge(web.url) == held, 30)  # the server counted (or dropped) them all
-            rss, now_gauge = rss_kb(pid), gauge(web.url)
+            rss, now_gauge, collections_after = rss_kb(pid), gauge(web.url), full_collections(web.url)
             loadgen_cpu = sum(r[3] for r in results)
             row = {"server": server, "step": step, "held": held, "gauge": now_gauge,
                    "failed": sum(sum(r[4].values()) for r in results),
@@ -199,7 +207,9 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
                    if held > previous_held else None,
                    "server_cpu_s": round(process_cpu(pid) - server_cpu, 1),
                    "loadgen_cpu_s": round(loadgen_cpu, 1),
-                   "loadgen_cpu_pct": round(100 * loadgen_cpu / max(open_s, 1e-9))}
+                   "loadgen_cpu_pct": round(100 * loadgen_cpu / max(open_s, 1e-9)),
+                   "gc_full": collections_after[0] - collections[0],
+                   "gc_full_s": round(collections_after[1] - collections[1], 2)}
             rows.append(row)
             print("  ".join(f"{c}={row[c]}" for c in [*COLUMNS, "failures", "drop_codes"]), flush=True)
         peak = rss

@@ -3,6 +3,9 @@
 Names follow Prometheus conventions; label values are bounded (frame types, close codes, partitions).
 """
 
+import gc
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # --- web ---
@@ -23,6 +26,10 @@ HUB_GAPS = Counter("chat_hub_gaps_total", "Room messages this instance missed (s
 REPLAY_INCOMPLETE = Counter("chat_replay_incomplete_total",
                             "Resumes past the recent buffer that could not wait for the workers to store the room")
 KAFKA_PRODUCE_ERRORS = Counter("chat_kafka_produce_errors_total", "Records the Kafka producer gave up on")
+GC_PAUSES = Histogram(
+    "chat_gc_pause_seconds", "Garbage collections of this process, by generation: every socket waits meanwhile",
+    ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 # --- worker ---
 WORKER_RECORDS = Counter("chat_worker_records_total", "Kafka records applied to Postgres")
@@ -31,3 +38,20 @@ WORKER_BATCH_SIZE = Histogram("chat_worker_batch_size", "Records per Postgres wr
 WORKER_LAG = Gauge("chat_worker_lag", "Records behind the end of the log, per partition", ["partition"])
 WORKER_RETRIES = Counter("chat_worker_retries_total", "Batches retried after a database error")
 WORKER_DEAD_LETTERED = Counter("chat_worker_dead_lettered_total", "Records sent to the dead-letter topic")
+
+
+def watch_gc_pauses() -> None:
+    """Time every garbage collection of this process into GC_PAUSES (a full one walks every object
+    of every socket held). The labelled children exist beforehand: creating one takes the metric's
+    lock, which the collection may have interrupted."""
+    pauses = [GC_PAUSES.labels(generation=str(generation)) for generation in range(3)]
+    started = 0.0
+
+    def on_collection(phase: str, info: dict) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            pauses[info["generation"]].observe(time.perf_counter() - started)
+
+    gc.callbacks.append(on_collection)

@@ -46,6 +46,12 @@ async def test_web_metrics_count_connections_frames_messages_and_ack_latency(web
     assert moved('chat_errors_sent_total{code="invalid_frame"}') == 1
     assert moved("chat_send_ack_seconds_count") == 5 and moved("chat_send_ack_seconds_sum") > 0
     assert moved("chat_fanout_deliveries_total") >= 5  # alice's own copies on this instance
+    # The process's garbage collections are timed: young ones run every 20 000 allocations, which
+    # the requests (scrapes included) reach soon enough.
+    assert all(f'chat_gc_pause_seconds_count{{generation="{g}"}}' in after for g in range(3))
+    young = 'chat_gc_pause_seconds_count{generation="0"}'
+    wait_until(lambda: scrape(f"{web_a.url}/metrics")[young] > before.get(young, 0), 10,
+               message="a young collection to be timed")
     wait_until(lambda: scrape(f"{web_a.url}/metrics")["chat_connections_open"] == before.get("chat_connections_open",
                                                                                                0),
                5, message="the connection gauge to drop back")
