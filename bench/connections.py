@@ -4,7 +4,8 @@ For each server (daphne, uvicorn) it starts ONE web instance and opens idle, aut
 to one room in steps (each waits for its `hello`, so the connection is fully set up: session,
 room, presence in Redis). Per step it prints the sockets held (client and server's gauge), the
 server's RSS, RSS per connection above the baseline (and the step's marginal cost), the time to
-open the step, and the CPU of the server and of the load generator. Then it closes everything,
+open the step, the CPU of the server and of the load generator, and the server's full garbage
+collections in the step (how many, their pauses in seconds). Then it closes everything,
 waits for the server's `chat_connections_open` to be 0 and prints the RSS left. Writes
 results/connections.{json,png}. Target: >= 10k idle sockets per process at <= 50 KB each.
 
