@@ -41,21 +41,25 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def gauge(url: str) -> int | None:
+def metric(url: str, sample: str) -> float | None:
+    """One sample of the server's /metrics; None when the server does not answer or has no such sample."""
     try:
         text = httpx.get(url + "/metrics", timeout=5).text
     except httpx.HTTPError:
         return None
-    found = re.search(r"^chat_connections_open ([0-9.e+]+)$", text, re.M)
-    return int(float(found.group(1))) if found else None
+    found = re.search(rf"^{re.escape(sample)} ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def gauge(url: str) -> int | None:
+    value = metric(url, "chat_connections_open")
+    return None if value is None else int(value)
 
 
 def full_collections(url: str) -> tuple[int, float]:
     """The server's full garbage collections so far: how many, and their pauses in seconds."""
-    text = httpx.get(url + "/metrics", timeout=5).text
-    found = [re.search(rf'^chat_gc_pause_seconds_{part}{{generation="2"}} ([0-9.e+]+)$', text, re.M)
-             for part in ("count", "sum")]
-    return (int(float(found[0].group(1))), float(found[1].group(1))) if all(found) else (0, 0.0)
+    return (int(metric(url, 'chat_gc_pause_seconds_count{generation="2"}') or 0),
+            metric(url, 'chat_gc_pause_seconds_sum{generation="2"}') or 0.0)
 
 
 def settled(predicate, timeout: float) -> bool:
