@@ -71,12 +71,6 @@ def cpu_ticks() -> list[int]:
     return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
-def steal_seconds() -> float:
-    """CPU seconds the hypervisor has given this machine's cores to other guests since boot: a run
-    during which it grows much was measured on a disturbed machine."""
-    return cpu_ticks()[7] / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_speed_ms() -> float:
     """Milliseconds a fixed piece of pure-Python work takes (best of three), the machine's speed at
     that moment: on this VM the same work took 23-38 ms within a minute, idle (other guests share
@@ -88,6 +82,50 @@ def cpu_speed_ms() -> float:
         return (time.perf_counter() - began) * 1000
 
     return round(min(once() for _ in range(3)), 1)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class StackCpu:
+    """CPU seconds used so far by each part of the stack, from /proc: the parts a scenario names (web
+    instances, workers, the load generator's processes) and the services (by process name), so each
+    step can show where the machine's cores went and whether the load generator got in the way."""
+
+    SERVICES = {"redis-server": "redis", "java": "kafka", "postgres": "postgres"}
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids  # part -> its process ids (their threads included)
+
+    @staticmethod
+    def _seconds(pid: int) -> tuple[str, float]:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # gone
+            return "", 0.0
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        return name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+    def sample(self) -> dict[str, float]:
+        used = {part: sum(self._seconds(pid)[1] for pid in pids) for part, pids in self.pids.items()}
+        ticks = cpu_ticks()
+        # user, nice, system, irq, softirq: what ran here. Steal is time the hypervisor gave this
+        # machine's cores to another guest: high steal marks a step measured on a disturbed machine.
+        used["machine"] = (sum(ticks[:3]) + ticks[5] + ticks[6]) / CLOCK_TICKS
+        used["steal"] = ticks[7] / CLOCK_TICKS
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                name, seconds = self._seconds(int(entry.name))
+                part = self.SERVICES.get(name)
+                if part:
+                    used[part] = used.get(part, 0.0) + seconds
+        return used
+
+    @staticmethod
+    def cores(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float]:
+        """Each part's average share of the step in cores (1.0 = one core busy throughout)."""
+        # max(0): a part's processes that ended during the step take their counted time with them
+        return {part: round(max(0.0, after.get(part, 0.0) - before.get(part, 0.0)) / elapsed, 2) for part in after}
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

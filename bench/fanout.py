@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.all import cpu_speed_ms, cpu_ticks
+from bench.all import StackCpu, cpu_speed_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,50 +37,6 @@ def percentile(values: list[float], q: float) -> float:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class StackCpu:
-    """CPU seconds used so far by each part of the stack, from /proc: the web instances, the worker,
-    the load generator's receivers and senders, and the services (by process name), so each step can
-    show where the machine's cores went and whether the load generator got in the way."""
-
-    SERVICES = {"redis-server": "redis", "java": "kafka", "postgres": "postgres"}
-
-    def __init__(self, pids: dict[str, list[int]]) -> None:
-        self.pids = pids  # part -> its process ids (their threads included)
-
-    @staticmethod
-    def _seconds(pid: int) -> tuple[str, float]:
-        try:
-            text = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:  # gone
-            return "", 0.0
-        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-        return name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-    def sample(self) -> dict[str, float]:
-        used = {part: sum(self._seconds(pid)[1] for pid in pids) for part, pids in self.pids.items()}
-        ticks = cpu_ticks()
-        # user, nice, system, irq, softirq: what ran here. Steal is time the hypervisor gave this
-        # machine's cores to another guest: high steal marks a step measured on a disturbed machine.
-        used["machine"] = (sum(ticks[:3]) + ticks[5] + ticks[6]) / CLOCK_TICKS
-        used["steal"] = ticks[7] / CLOCK_TICKS
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                name, seconds = self._seconds(int(entry.name))
-                part = self.SERVICES.get(name)
-                if part:
-                    used[part] = used.get(part, 0.0) + seconds
-        return used
-
-    @staticmethod
-    def cores(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float]:
-        """Each part's average share of the step in cores (1.0 = one core busy throughout)."""
-        # max(0): a part's processes that ended during the step take their counted time with them
-        return {part: round(max(0.0, after.get(part, 0.0) - before.get(part, 0.0)) / elapsed, 2) for part in after}
 
 
 class LeanSocket(asyncio.Protocol):

@@ -12,19 +12,20 @@ results/persistence.{json,png}. Target: >= 50k records/s by one worker.
 """
 
 import argparse
+import contextlib
 import json
 import re
 import time
 import uuid
 from pathlib import Path
 
-from bench.all import ROOT, cpu_speed_ms, environment, fresh_database, print_table, process_cpu, rss_kb, steal_seconds
+from bench.all import ROOT, StackCpu, cpu_speed_ms, environment, fresh_database, print_table, rss_kb
 
 TARGET_RATE = 50_000
 PARTITIONS = 8
 COLUMNS = ["workers", "records", "produce_s", "produced_per_s", "first_row_s", "store_s", "stored_per_s",
            "drain_s", "per_worker", "active", "dead", "worker_cpu_pct", "rows_per_cpu_s", "peak_worker_mb",
-           "speed_ms", "steal_cores"]
+           "cores_postgres", "cores_kafka", "cores_machine", "speed_ms", "steal_cores"]
 
 
 def balanced_rooms(owner, per_partition: int, label: str) -> list:
@@ -122,20 +123,17 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
                       *(["--writers", str(writers)] if writers else [])], stack.child_env()).start()
              for i in range(workers)]
     series: list[tuple[float, int]] = []  # (seconds since the workers started, rows stored)
-    cpu: list[float] = []  # the workers' CPU seconds at each sample: busy share on a shared machine
-    steal: list[float] = []  # the machine's stolen CPU seconds at each sample
+    stack_cpu = StackCpu({"workers": [p.proc.pid for p in procs]})
+    used: list[dict[str, float]] = []  # CPU seconds of each part (workers, Postgres, Kafka, machine) at each sample
     peak_rss = 0
     with tqdm(total=count, desc=f"{workers} worker(s) storing", unit="row", leave=False) as bar:
         rows = 0
         while rows < count and time.perf_counter() - began < timeout and any(p.alive() for p in procs):
             rows = stored()
             series.append((round(time.perf_counter() - began, 3), rows))
-            steal.append(steal_seconds())
-            try:
-                cpu.append(sum(process_cpu(p.proc.pid) for p in procs))
+            used.append(stack_cpu.sample())
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a worker has just exited
                 peak_rss = max(peak_rss, *(rss_kb(p.proc.pid) for p in procs))
-            except (FileNotFoundError, ProcessLookupError):  # a worker has just exited
-                cpu.append(cpu[-1] if cpu else 0.0)
             bar.update(rows - bar.n)
             time.sleep(0.1)  # the sampling period of the rows-over-time curve
     drain_s = time.perf_counter() - began
@@ -155,7 +153,8 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
     # arrive a committed batch at a time, so this counts the batches after the first over their time).
     first = next(i for i, (_, n) in enumerate(series) if n > 0)
     (t0, n0), (t1, n1) = series[first], series[-1]
-    worker_cpu = cpu[-1] - cpu[first]
+    cores = StackCpu.cores(used[first], used[-1], max(t1 - t0, 1e-9))
+    worker_cpu = cores["workers"] * (t1 - t0)
     return {
         "workers": workers, "records": count, "topic": topic, "rooms": len(rooms),
         "produce_s": round(produce_s, 1), "produced_per_s": round(count / produce_s),
@@ -167,11 +166,13 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
         "dead": sum(int(f[3]) for f in finals), "peak_worker_mb": round(peak_rss / 1024, 1),
         # CPU the workers got while storing (100% = one core each) and rows per CPU-second of
         # theirs: what one worker would do with a core of its own (Postgres aside).
-        "worker_cpu_pct": round(100 * worker_cpu / max(t1 - t0, 1e-9) / workers),
+        "worker_cpu_pct": round(100 * cores["workers"] / workers),
         "rows_per_cpu_s": round((n1 - n0) / max(worker_cpu, 1e-9)),
-        # Cores the hypervisor gave other guests while storing: much of it, and the rate is low.
+        # Where the machine's cores went while storing: Postgres's share is the rows' cost there.
+        "cores_postgres": cores["postgres"], "cores_kafka": cores["kafka"], "cores_machine": cores["machine"],
         "speed_ms": speed_ms,
-        "steal_cores": round((steal[-1] - steal[first]) / max(t1 - t0, 1e-9), 2),
+        # Cores the hypervisor gave other guests while storing: much of it, and the rate is low.
+        "steal_cores": cores["steal"],
         "series": series, "logs": [str(p.log_path) for p in procs],
     }
 
