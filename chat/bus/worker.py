@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 10.0
 BATCH_BYTES = 64 * 1024  # what a fetch gathers before the broker answers, WORKER_BATCH_WAIT_MS at most
 KEEP_CONNECTION = 1.0  # seconds between batches within which the writer keeps its database connection
+COMMIT_TIMEOUT_MS = 10_000  # an offset commit Kafka does not answer is retried later, not waited on for minutes
 
 
 @dataclass
@@ -67,9 +68,10 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked) -> None:
         written = self.worker._collect()  # waits on the writer thread, not on Kafka
-        if written is not None:
+        offsets = self.worker._take_uncommitted(written)
+        if offsets:
             try:
-                await self.worker._consumer.commit_async(written.offsets)
+                await self.worker._consumer.commit_async(offsets)
             except KafkaError as exc:
                 # Too late for this generation: the new owner re-reads the batch, which the
                 # idempotent write makes harmless.
@@ -107,6 +109,10 @@ class MessageWorker:
         self._last_write = [float("-inf")] * writers
         self._lock = threading.Lock()  # the writers share the stats and the dead-letter producer
         self._pending: _Batch | None = None
+        # Offsets of stored batches whose commit Kafka refused (unreachable): committed with the next.
+        self._uncommitted: dict = {}
+        self._commit_retry_at = 0.0
+        self._commit_backoff = 0.5
 
     def stop(self, *_args) -> None:
         """Finish and commit the current batch, then exit."""
@@ -153,7 +159,7 @@ class MessageWorker:
                 if now - last_progress >= self.progress_every:
                     self._progress(now - last_progress)
                     last_progress = now
-            self._finish()
+            self._finish(last=True)
             finished = True
         finally:
             if not finished:
@@ -170,18 +176,37 @@ class MessageWorker:
         self._say(f"stopped after {self.stats.records} records ({self.stats.inserted} new, {self.stats.dead} dead)")
         return self.stats
 
-    def _finish(self, then=None) -> None:
+    def _finish(self, then=None, *, last: bool = False) -> None:
         """Wait for the batch being written, hand the writers the next one (`then`, as polled), if
-        any, and commit the offsets of the one written."""
+        any, and commit the offsets of the one written (with any whose commit failed before; the
+        `last` call before exiting tries those at once)."""
         written = self._collect(then)
-        if written is None:
+        retry_due = last or time.monotonic() >= self._commit_retry_at
+        if written is None and not (self._uncommitted and retry_due):
             return
+        offsets = self._take_uncommitted(written)
         try:
-            self._consumer.commit(written.offsets)
+            self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as exc:
             # The group rebalanced mid-batch: the new owner re-reads these records, and the
             # write makes that harmless.
             logger.warning("offset commit failed after a rebalance: %s", exc)
+        except KafkaError as exc:
+            # Kafka unreachable: the rows are stored, so go on and commit these offsets with the
+            # next ones (or alone, with backoff, when no more come). A restart meanwhile re-reads
+            # the batch, which the idempotent write makes harmless.
+            self._uncommitted = offsets
+            self._commit_retry_at = time.monotonic() + self._commit_backoff
+            logger.warning("offset commit failed (%s); retrying in %.1f s or with the next batch",
+                           exc.__class__.__name__, self._commit_backoff)
+            self._commit_backoff = min(self._commit_backoff * 2, MAX_BACKOFF)
+        else:
+            self._commit_backoff = 0.5
+
+    def _take_uncommitted(self, written: _Batch | None) -> dict:
+        """The offsets to commit now: those whose commit failed before, moved on by `written`'s."""
+        offsets, self._uncommitted = {**self._uncommitted, **(written.offsets if written else {})}, {}
+        return offsets
 
     def _collect(self, then=None) -> _Batch | None:
         """Wait for the batch being written and count it; start writing `then`. Returns the batch

@@ -1,14 +1,24 @@
 """With Kafka stopped, live chat keeps flowing and the event loop stays responsive; acks come back
-when Kafka does, and what the producer gave up on is reported as not_persisted and can be re-sent."""
+when Kafka does, and what the producer gave up on is reported as not_persisted and can be re-sent.
+A worker that finds Kafka gone when it commits a stored batch's offsets keeps running and commits
+them once Kafka is back."""
 
 import asyncio
 import subprocess
 import time
 
+import psycopg2
 import pytest
+from django.conf import settings
+from django.db import connection
+from kafka import KafkaConsumer, TopicPartition
 
+from chat.bus import records
+from chat.bus.topics import ensure_topics
 from chat.models import Message
-from tests.support import ROOT, chat_socket, unique, wait_until
+from tests.conftest import make_room, make_user
+from tests.integration.test_worker import BROKERS, created_records, produce, run_worker
+from tests.support import ROOT, chat_socket, unique, unique_topic, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("worker")]
 
@@ -60,3 +70,54 @@ async def test_kafka_stopped_live_chat_flows_and_nothing_acked_is_lost(web_a, we
     stored = {m.client_id: m for m in Message.objects.filter(room=room)}
     for ack in acked:
         assert str(stored[ack["client_id"]].id) == ack["id"] and stored[ack["client_id"]].seq == ack["seq"]
+
+
+def committed_offsets(group: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=BROKERS, group_id=group, enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in consumer.partitions_for_topic(topic))
+    finally:
+        consumer.close()
+
+
+def inserts_waiting_on_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND query LIKE 'INSERT INTO \"chat_message\"%%'")
+        return cursor.fetchone()[0]
+
+
+def test_a_worker_whose_offset_commit_finds_kafka_gone_keeps_running_and_commits_once_it_is_back():
+    topic = unique_topic("commit-down")
+    ensure_topics(topic=topic, partitions=1)
+    author = make_user("author")
+    room = make_room(author)
+    batch = created_records([room], author, 50)
+    group = unique("group")
+    worker = run_worker(topic, group, unique("wcommit"), idle=120)
+    wait_until(lambda: "partitions assigned: 0" in worker.log(), 60, message="worker assigned")
+    # A lock on the table holds the worker's write, so Kafka can go between the write and the commit.
+    db = settings.DATABASES["default"]
+    blocker = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
+                               port=db["PORT"])
+    try:
+        with blocker.cursor() as cursor:
+            cursor.execute("LOCK TABLE chat_message IN SHARE MODE")
+        produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
+        wait_until(lambda: inserts_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
+        services("down", "kafka")
+        try:
+            blocker.rollback()  # the write goes through; the offset commit finds no broker
+            wait_until(lambda: Message.objects.filter(room=room).count() == len(batch), 30, message="the batch stored")
+            wait_until(lambda: "offset commit failed" in worker.log() or not worker.alive(), 30,
+                       message="the failed commit logged")
+            assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
+        finally:
+            services("up", "kafka")
+    finally:
+        blocker.close()
+    wait_until(lambda: committed_offsets(group, topic) == len(batch), 90,
+               message="the stored batch's offsets committed")
+    assert worker.alive(), worker.log()[-3000:]
+    assert worker.stop() == 0
+    assert Message.objects.filter(room=room).count() == len(batch)
