@@ -11,13 +11,12 @@ import psycopg2
 import pytest
 from django.conf import settings
 from django.db import connection
-from kafka import KafkaConsumer, TopicPartition
 
 from chat.bus import records
 from chat.bus.topics import ensure_topics
 from chat.models import Message
 from tests.conftest import make_room, make_user
-from tests.integration.test_worker import BROKERS, created_records, produce, run_worker
+from tests.integration.test_worker import committed_offsets, created_records, produce, run_worker
 from tests.support import ROOT, chat_socket, unique, unique_topic, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("worker")]
@@ -70,14 +69,6 @@ async def test_kafka_stopped_live_chat_flows_and_nothing_acked_is_lost(web_a, we
     stored = {m.client_id: m for m in Message.objects.filter(room=room)}
     for ack in acked:
         assert str(stored[ack["client_id"]].id) == ack["id"] and stored[ack["client_id"]].seq == ack["seq"]
-
-
-def committed_offsets(group: str, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=BROKERS, group_id=group, enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in consumer.partitions_for_topic(topic))
-    finally:
-        consumer.close()
 
 
 def inserts_waiting_on_a_lock() -> int:

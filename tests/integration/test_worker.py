@@ -41,6 +41,15 @@ def produce(topic: str, values: list[tuple[bytes, bytes]]) -> None:
     producer.close()
 
 
+def committed_offsets(group: str, topic: str) -> int:
+    """The group's committed offsets over the topic's partitions: the records it has stored for good."""
+    consumer = KafkaConsumer(bootstrap_servers=BROKERS, group_id=group, enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in consumer.partitions_for_topic(topic))
+    finally:
+        consumer.close()
+
+
 def run_worker(topic: str, group: str, name: str, idle: float = 4) -> Process:
     return Process(name, [PYTHON, "manage.py", "consume_messages", "--topic", topic, "--group", group,
                           "--idle-exit", str(idle), "--progress-every", "1"], child_env()).start()
@@ -191,11 +200,7 @@ def test_sigterm_commits_the_batch_and_exits_zero():
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0
     # Its offsets were committed: the same group finds nothing left to read.
-    consumer = KafkaConsumer(bootstrap_servers=BROKERS, group_id=group, enable_auto_commit=False)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    committed = sum(consumer.committed(tp) or 0 for tp in parts)
-    consumer.close()
-    assert committed == 500
+    assert committed_offsets(group, topic) == 500
 
 
 def test_one_batch_ignores_duplicates_by_id_room_seq_and_client_id_and_applies_changes_in_order():
