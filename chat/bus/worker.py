@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connection
 from kafka import AsyncConsumerRebalanceListener, OffsetAndMetadata
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
 from chat import metrics
 from chat.bus import records
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 10.0
 BATCH_BYTES = 64 * 1024  # what a fetch gathers before the broker answers, WORKER_BATCH_WAIT_MS at most
 KEEP_CONNECTION = 1.0  # seconds between batches within which the writer keeps its database connection
+LAG_TIMEOUT_MS = 2_000  # the progress line's lag: reported as -1 rather than waited for
 COMMIT_TIMEOUT_MS = 10_000  # an offset commit Kafka does not answer is retried later, not waited on for minutes
 
 
@@ -299,26 +300,48 @@ class MessageWorker:
         return []
 
     def _dead_letter(self, record, reason: str) -> None:
+        """Send a record that cannot be stored to the dead-letter topic with the reason. While Kafka is
+        unreachable, retry with backoff: the batch's offsets must not be committed without it, and
+        nothing can be fetched meanwhile anyway."""
         from kafka import KafkaProducer
 
-        with self._lock:
-            if self._dead_producer is None:
-                self._dead_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all")
         source = f"{record.topic}:{record.partition}:{record.offset}"
         headers = [("reason", reason.encode()), ("source", source.encode())]
-        self._dead_producer.send(dead_letter_topic(self.topic), key=record.key, value=record.value or b"",
-                                 headers=headers).get(timeout=30)
+        delay = 0.5
+        while True:
+            try:
+                with self._lock:
+                    if self._dead_producer is None:
+                        self._dead_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                                                            acks="all", max_block_ms=5_000)
+                self._dead_producer.send(dead_letter_topic(self.topic), key=record.key, value=record.value or b"",
+                                         headers=headers).get(timeout=10)
+                break
+            except KafkaError as exc:
+                if self.stopping:
+                    raise SystemExit("stopping before a record was dead-lettered; it is read again at the next "
+                                     "start") from exc
+                logger.warning("could not dead-letter record %s (%s); retrying in %.1f s", source,
+                               exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
         self._count("dead")
         metrics.WORKER_DEAD_LETTERED.inc()
         logger.warning("record %s:%s:%s dead-lettered: %s", record.topic, record.partition, record.offset, reason)
 
     def lag(self) -> int:
+        """Records behind the end of the log (KafkaTimeoutError when Kafka does not answer in time)."""
         consumer = self._consumer
         partitions = consumer.assignment()
         if not partitions:
             return 0
-        ends = consumer.end_offsets(list(partitions))
-        behind = {tp: max(0, ends[tp] - consumer.position(tp)) for tp in partitions}
+        # Bounded: without a timeout, position() waits for the group coordinator for as long as it
+        # takes, and after a Kafka outage that stalled the whole loop (SIGTERM included).
+        ends = consumer.end_offsets(list(partitions), timeout_ms=LAG_TIMEOUT_MS)
+        positions = {tp: consumer.position(tp, timeout_ms=LAG_TIMEOUT_MS) for tp in partitions}
+        if None in positions.values():
+            raise KafkaTimeoutError("the consumer's positions are not known yet")
+        behind = {tp: max(0, ends[tp] - positions[tp]) for tp in partitions}
         for tp, lag in behind.items():
             metrics.WORKER_LAG.labels(partition=str(tp.partition)).set(lag)
         return sum(behind.values())

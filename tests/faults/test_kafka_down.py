@@ -4,6 +4,7 @@ A worker that finds Kafka gone when it commits a stored batch's offsets keeps ru
 them once Kafka is back."""
 
 import asyncio
+import contextlib
 import subprocess
 import time
 
@@ -11,12 +12,13 @@ import psycopg2
 import pytest
 from django.conf import settings
 from django.db import connection
+from kafka import KafkaConsumer
 
 from chat.bus import records
-from chat.bus.topics import ensure_topics
+from chat.bus.topics import dead_letter_topic, ensure_topics
 from chat.models import Message
 from tests.conftest import make_room, make_user
-from tests.integration.test_worker import committed_offsets, created_records, produce, run_worker
+from tests.integration.test_worker import BROKERS, committed_offsets, created_records, produce, run_worker
 from tests.support import ROOT, chat_socket, unique, unique_topic, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("worker")]
@@ -78,6 +80,21 @@ def inserts_waiting_on_a_lock() -> int:
         return cursor.fetchone()[0]
 
 
+@contextlib.contextmanager
+def message_table_locked():
+    """Locks the message table and gives a `release()`: a worker's write waits until then, so Kafka
+    can be taken away between a poll and what follows the write."""
+    db = settings.DATABASES["default"]
+    blocker = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
+                               port=db["PORT"])
+    try:
+        with blocker.cursor() as cursor:
+            cursor.execute("LOCK TABLE chat_message IN SHARE MODE")
+        yield blocker.rollback
+    finally:
+        blocker.close()
+
+
 def test_a_worker_whose_offset_commit_finds_kafka_gone_keeps_running_and_commits_once_it_is_back():
     topic = unique_topic("commit-down")
     ensure_topics(topic=topic, partitions=1)
@@ -87,28 +104,53 @@ def test_a_worker_whose_offset_commit_finds_kafka_gone_keeps_running_and_commits
     group = unique("group")
     worker = run_worker(topic, group, unique("wcommit"), idle=120)
     wait_until(lambda: "partitions assigned: 0" in worker.log(), 60, message="worker assigned")
-    # A lock on the table holds the worker's write, so Kafka can go between the write and the commit.
-    db = settings.DATABASES["default"]
-    blocker = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
-                               port=db["PORT"])
-    try:
-        with blocker.cursor() as cursor:
-            cursor.execute("LOCK TABLE chat_message IN SHARE MODE")
+    with message_table_locked() as release:
         produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
         wait_until(lambda: inserts_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
         services("down", "kafka")
         try:
-            blocker.rollback()  # the write goes through; the offset commit finds no broker
+            release()  # the write goes through; the offset commit finds no broker
             wait_until(lambda: Message.objects.filter(room=room).count() == len(batch), 30, message="the batch stored")
             wait_until(lambda: "offset commit failed" in worker.log() or not worker.alive(), 30,
                        message="the failed commit logged")
             assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
         finally:
             services("up", "kafka")
-    finally:
-        blocker.close()
     wait_until(lambda: committed_offsets(group, topic) == len(batch), 90,
                message="the stored batch's offsets committed")
     assert worker.alive(), worker.log()[-3000:]
     assert worker.stop() == 0
     assert Message.objects.filter(room=room).count() == len(batch)
+
+
+def test_a_worker_that_must_dead_letter_while_kafka_is_gone_waits_for_it_and_goes_on():
+    topic = unique_topic("dead-down")
+    ensure_topics(topic=topic, partitions=1)
+    author = make_user("author")
+    room = make_room(author)
+    good = created_records([room], author, 1)[0]
+    orphan = {**created_records([room], author, 2)[1], "room_id": 10**15}  # no such room: the database refuses it
+    group = unique("group")
+    worker = run_worker(topic, group, unique("wdeaddown"), idle=120)
+    wait_until(lambda: "partitions assigned: 0" in worker.log(), 60, message="worker assigned")
+    with message_table_locked() as release:
+        produce(topic, [(records.record_key(r), records.encode(r)) for r in (good, orphan)])
+        wait_until(lambda: inserts_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
+        services("down", "kafka")
+        try:
+            release()  # the write fails on the missing room; dead-lettering finds no broker
+            # A first attempt gives up within about 30 s (the producer's bootstrap, metadata and send).
+            wait_until(lambda: "could not dead-letter" in worker.log() or not worker.alive(), 60,
+                       message="the failed dead-lettering logged")
+            assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
+        finally:
+            services("up", "kafka")
+    wait_until(lambda: committed_offsets(group, topic) == 2, 90, message="both records' offsets committed")
+    consumer = KafkaConsumer(dead_letter_topic(topic), bootstrap_servers=BROKERS, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    dead = list(consumer)
+    consumer.close()
+    assert [d.value for d in dead] == [records.encode(orphan)]
+    assert "refused by the database" in dict(dead[0].headers)["reason"].decode()
+    assert list(Message.objects.filter(room=room).values_list("seq", flat=True)) == [good["seq"]]
+    assert worker.stop() == 0
