@@ -1,7 +1,7 @@
 """With Kafka stopped, live chat keeps flowing and the event loop stays responsive; acks come back
 when Kafka does, and what the producer gave up on is reported as not_persisted and can be re-sent.
-A worker that finds Kafka gone when it commits a stored batch's offsets keeps running and commits
-them once Kafka is back."""
+A worker that finds Kafka gone after a write (to commit the batch's offsets, or to dead-letter a
+record the database refused) keeps running and does it once Kafka is back."""
 
 import asyncio
 import contextlib
@@ -81,16 +81,24 @@ def inserts_waiting_on_a_lock() -> int:
 
 
 @contextlib.contextmanager
-def message_table_locked():
-    """Locks the message table and gives a `release()`: a worker's write waits until then, so Kafka
-    can be taken away between a poll and what follows the write."""
+def kafka_gone_after_the_next_write(topic: str, batch: list[dict]):
+    """Produces `batch` and holds the worker's write of it with a lock on the message table, stops
+    Kafka, then lets the write go: what follows the write finds no broker. Kafka is started again
+    when the block ends."""
     db = settings.DATABASES["default"]
     blocker = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
                                port=db["PORT"])
     try:
         with blocker.cursor() as cursor:
             cursor.execute("LOCK TABLE chat_message IN SHARE MODE")
-        yield blocker.rollback
+        produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
+        wait_until(lambda: inserts_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
+        services("down", "kafka")
+        try:
+            blocker.rollback()
+            yield
+        finally:
+            services("up", "kafka")
     finally:
         blocker.close()
 
@@ -104,18 +112,11 @@ def test_a_worker_whose_offset_commit_finds_kafka_gone_keeps_running_and_commits
     group = unique("group")
     worker = run_worker(topic, group, unique("wcommit"), idle=120)
     wait_until(lambda: "partitions assigned: 0" in worker.log(), 60, message="worker assigned")
-    with message_table_locked() as release:
-        produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
-        wait_until(lambda: inserts_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
-        services("down", "kafka")
-        try:
-            release()  # the write goes through; the offset commit finds no broker
-            wait_until(lambda: Message.objects.filter(room=room).count() == len(batch), 30, message="the batch stored")
-            wait_until(lambda: "offset commit failed" in worker.log() or not worker.alive(), 30,
-                       message="the failed commit logged")
-            assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
-        finally:
-            services("up", "kafka")
+    with kafka_gone_after_the_next_write(topic, batch):  # the write goes through; the commit finds no broker
+        wait_until(lambda: Message.objects.filter(room=room).count() == len(batch), 30, message="the batch stored")
+        wait_until(lambda: "offset commit failed" in worker.log() or not worker.alive(), 30,
+                   message="the failed commit logged")
+        assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
     wait_until(lambda: committed_offsets(group, topic) == len(batch), 90,
                message="the stored batch's offsets committed")
     assert worker.alive(), worker.log()[-3000:]
@@ -133,18 +134,12 @@ def test_a_worker_that_must_dead_letter_while_kafka_is_gone_waits_for_it_and_goe
     group = unique("group")
     worker = run_worker(topic, group, unique("wdeaddown"), idle=120)
     wait_until(lambda: "partitions assigned: 0" in worker.log(), 60, message="worker assigned")
-    with message_table_locked() as release:
-        produce(topic, [(records.record_key(r), records.encode(r)) for r in (good, orphan)])
-        wait_until(lambda: inserts_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
-        services("down", "kafka")
-        try:
-            release()  # the write fails on the missing room; dead-lettering finds no broker
-            # A first attempt gives up within about 30 s (the producer's bootstrap, metadata and send).
-            wait_until(lambda: "could not dead-letter" in worker.log() or not worker.alive(), 60,
-                       message="the failed dead-lettering logged")
-            assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
-        finally:
-            services("up", "kafka")
+    with kafka_gone_after_the_next_write(topic, [good, orphan]):  # the missing room fails the write
+        # Dead-lettering finds no broker; a first attempt gives up within about 30 s (the producer's
+        # bootstrap, metadata and send).
+        wait_until(lambda: "could not dead-letter" in worker.log() or not worker.alive(), 60,
+                   message="the failed dead-lettering logged")
+        assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
     wait_until(lambda: committed_offsets(group, topic) == 2, 90, message="both records' offsets committed")
     consumer = KafkaConsumer(dead_letter_topic(topic), bootstrap_servers=BROKERS, auto_offset_reset="earliest",
                              consumer_timeout_ms=5000)
