@@ -4,7 +4,6 @@ Async actions run on the event loop of a web process (the socket path); ORM work
 through `database_sync_to_async`. Sync actions serve views, the admin and the worker.
 """
 
-import functools
 import logging
 import time
 import uuid
@@ -16,11 +15,11 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from chat import metrics, permissions, protocol, selectors
+from chat import metrics, permissions, protocol, selectors, storage
 from chat.bus import backlog, records
 from chat.errors import ChatError, Conflict, Forbidden, NotFound, NotPersisted
 from chat.models import ChatProfile, Membership, Message, ModerationAction, ReadState, Report, Room
@@ -377,16 +376,15 @@ def messages_persist(batch: list[dict]) -> int:
     """Apply decoded records in one transaction, idempotently; returns how many rows were new.
 
     Every record carries the message's full state, so each may create its row: one INSERT of all
-    of them that skips any row conflicting with a stored one (by id, by (room, seq) or by client_id;
-    within the batch the first record of a message wins), then edits, deletes and restores in
-    batch order. On Postgres the rows go as one array literal per column (no Model instances, no
-    per-value adaptation), through Django's cursor so errors arrive as django.db exceptions.
+    of them that skips any row conflicting with a stored one (chat.storage), then edits, deletes
+    and restores in batch order.
     """
     if not batch:
         return 0
     rows = list(map(records.record_row, batch))
     with transaction.atomic():
-        new = _messages_insert(rows) if connection.vendor == "postgresql" else _messages_insert_orm(rows)
+        storage.references_check(rows)
+        new = storage.rows_insert(rows, all_new=all(record["event"] == "message.created" for record in batch))
         for record in batch:
             if record["event"] == "message.edited":
                 Message.objects.filter(id=record["id"]).exclude(edited_at__gte=record["edited_at"]).update(
@@ -398,65 +396,6 @@ def messages_persist(batch: list[dict]) -> int:
             elif record["event"] == "message.restored":
                 Message.objects.filter(id=record["id"]).update(hidden=False)
     return new
-
-
-def _messages_insert(rows: list[tuple]) -> int:
-    params = [array(values) for array, values in zip(_ARRAY_LITERALS, zip(*rows, strict=True), strict=True)]
-    with connection.cursor() as cursor:
-        cursor.execute(_message_insert_sql(), params)
-        return cursor.rowcount  # the rows inserted; those skipped on a conflict do not count
-
-
-def _messages_insert_orm(rows: list[tuple]) -> int:
-    """The same through bulk_create, for the embedded default's SQLite (one record at a time)."""
-    names = [Message._meta.get_field(name).attname for name in records.ROW_FIELDS]
-    messages = [Message(**dict(zip(names, row, strict=True))) for row in rows]
-    ids = {message.id for message in messages}
-    before = Message.objects.filter(id__in=ids).count()
-    Message.objects.bulk_create(messages, ignore_conflicts=True)
-    return Message.objects.filter(id__in=ids).count() - before
-
-
-def _text_array(values) -> str:
-    """A Postgres array literal of strings (None: NULL); every element quoted, so "NULL", "" or
-    text with commas, braces or spaces stays itself."""
-    return "{" + ",".join(
-        "NULL" if value is None else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for value in values
-    ) + "}"
-
-
-def _plain_array(values) -> str:
-    """An array literal of values whose str() needs no quoting: ints and canonical UUIDs."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-def _time_array(values) -> str:
-    return "{" + ",".join("NULL" if value is None else value.isoformat() for value in values) + "}"
-
-
-def _bool_array(values) -> str:
-    return "{" + ",".join("t" if value else "f" for value in values) + "}"
-
-
-# One per records.ROW_FIELDS: id, room, seq, author, body, created_at, edited_at, hidden, deleted, client_id.
-_ARRAY_LITERALS = (_plain_array, _plain_array, _plain_array, _plain_array, _text_array, _time_array, _time_array,
-                   _bool_array, _bool_array, _text_array)
-
-
-@functools.cache
-def _message_insert_sql() -> str:
-    """INSERT INTO message (...) SELECT * FROM unnest(%s::type[], ...) ON CONFLICT DO NOTHING, with the
-    table, columns and types from Message._meta (a varchar's length is left to the column, so a
-    too-long value is refused rather than cut)."""
-    quote = connection.ops.quote_name
-    fields = [Message._meta.get_field(name) for name in records.ROW_FIELDS]
-    types = [field.db_type(connection).split("(")[0] for field in fields]
-    return (
-        f"INSERT INTO {quote(Message._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"SELECT * FROM unnest({', '.join(f'%s::{db_type}[]' for db_type in types)}) "
-        "ON CONFLICT DO NOTHING"
-    )
 
 
 # --- moderation (staff, from the admin: sync code that reaches every instance live) --------------

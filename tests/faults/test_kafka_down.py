@@ -73,26 +73,28 @@ async def test_kafka_stopped_live_chat_flows_and_nothing_acked_is_lost(web_a, we
         assert str(stored[ack["client_id"]].id) == ack["id"] and stored[ack["client_id"]].seq == ack["seq"]
 
 
-def inserts_waiting_on_a_lock() -> int:
+def writes_waiting_on_a_lock() -> int:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND query LIKE 'INSERT INTO \"chat_message\"%%'")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
         return cursor.fetchone()[0]
 
 
 @contextlib.contextmanager
 def kafka_gone_after_the_next_write(topic: str, batch: list[dict]):
-    """Produces `batch` and holds the worker's write of it with a lock on the message table, stops
-    Kafka, then lets the write go: what follows the write finds no broker. Kafka is started again
-    when the block ends."""
+    """Produces `batch` and holds the worker's write of it with locks on the room and message tables
+    (its first step locks the batch's rooms; inserting needs the message table), stops Kafka, then
+    lets the write go: what follows the write finds no broker. Kafka is started again when the
+    block ends."""
     db = settings.DATABASES["default"]
     blocker = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
                                port=db["PORT"])
     try:
         with blocker.cursor() as cursor:
+            cursor.execute("LOCK TABLE chat_room IN EXCLUSIVE MODE")
             cursor.execute("LOCK TABLE chat_message IN SHARE MODE")
         produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
-        wait_until(lambda: inserts_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
+        wait_until(lambda: writes_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
         services("down", "kafka")
         try:
             blocker.rollback()
