@@ -9,6 +9,8 @@ record key) over the writers, each with its own connection and transaction, so P
 batch with as many backends; a room's records stay in one writer, in order. The main thread commits
 a batch's offsets (its own, not the consumer's position, which is a batch ahead) once every part is
 written, and only then hands the writers the next batch; a rebalance commits it from the revoke hook.
+One more thread merges the search index's new entries after each batch (storage.search_index_tidy),
+beside the writers rather than inside one of their inserts.
 """
 
 import logging
@@ -20,11 +22,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connection
+from django.db import DatabaseError, DataError, IntegrityError, ProgrammingError, close_old_connections, connection
 from kafka import AsyncConsumerRebalanceListener, OffsetAndMetadata
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
-from chat import metrics
+from chat import metrics, storage
 from chat.bus import records
 from chat.bus.topics import dead_letter_topic, ensure_topics
 
@@ -114,6 +116,10 @@ class MessageWorker:
         self._uncommitted: dict = {}
         self._commit_retry_at = 0.0
         self._commit_backoff = 0.5
+        # One more thread and connection: merges the search index's new entries after each batch.
+        self._tidier: ThreadPoolExecutor | None = None
+        self._tidying: Future | None = None
+        self._tidy_refused = False
 
     def stop(self, *_args) -> None:
         """Finish and commit the current batch, then exit."""
@@ -140,6 +146,7 @@ class MessageWorker:
         )
         self._writers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store{n}")
                          for n in range(self._writer_count)]
+        self._tidier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-index")
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         self._say(f"consuming {self.topic} as group {self.group_id}")
         last_progress = last_record = time.monotonic()
@@ -168,9 +175,9 @@ class MessageWorker:
                 # SIGTERM) and commit nothing more; the next start replays it.
                 self.stopping = True
                 self._pending = None
-            for writer in self._writers:
-                writer.submit(lambda: connection.close())  # the writer thread's connection
-                writer.shutdown(wait=True)
+            for thread in [*self._writers, self._tidier]:
+                thread.submit(lambda: connection.close())  # that thread's connection
+                thread.shutdown(wait=True)
             self._consumer.close(autocommit=False)
             if self._dead_producer is not None:
                 self._dead_producer.close(timeout=5)
@@ -224,6 +231,7 @@ class MessageWorker:
             self._pending = _Batch(batch, offsets, self._submit(then))
         if done is None:
             return None
+        self._tidy_search_index()
         self.stats.records += len(done.records)
         self.stats.batches += 1
         self.stats.last_batch = len(done.records)
@@ -246,6 +254,24 @@ class MessageWorker:
         for room in sorted(rooms.values(), key=len, reverse=True):
             min(parts, key=len).extend(room)  # the largest rooms first, each to the shortest part
         return [self._writers[n].submit(self._apply, part, n) for n, part in enumerate(parts) if part]
+
+    def _tidy_search_index(self) -> None:
+        """After a stored batch: merge the search index's new entries beside the writers (unless the
+        last merge is still running: the next one takes what arrives meanwhile)."""
+        if self._tidy_refused or (self._tidying is not None and not self._tidying.done()):
+            return
+        self._tidying = self._tidier.submit(self._search_index_tidy)
+
+    def _search_index_tidy(self) -> None:
+        try:
+            storage.search_index_tidy()
+        except ProgrammingError as exc:
+            # Only the index's owner may (the role that ran migrate): inserts keep merging it.
+            self._tidy_refused = True
+            logger.warning("search index left to inserts to merge: %s", str(exc).strip())
+        except DatabaseError as exc:
+            connection.close()
+            logger.warning("search index merge failed (%s); tried again after the next batch", exc.__class__.__name__)
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:
