@@ -48,11 +48,13 @@ class Membership(models.Model):
 
 class Message(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # No index of its own: the unique (room, seq) index serves every lookup by room, and each index
-    # is paid for on every stored message.
+    # Neither foreign key has an index of its own: the unique (room, seq) index serves every lookup
+    # by room, the unique (author, room, client_id) one every lookup by author, and each index is
+    # paid for on every stored message.
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages", db_index=False)
     seq = models.BigIntegerField()
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages",
+                               db_index=False)
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
     edited_at = models.DateTimeField(null=True, blank=True)
@@ -64,7 +66,7 @@ class Message(models.Model):
         ordering = ["room", "seq"]
         constraints = [
             models.UniqueConstraint(fields=["room", "seq"], name="message_unique_room_seq"),
-            models.UniqueConstraint(fields=["room", "author", "client_id"], name="message_unique_client_id"),
+            models.UniqueConstraint(fields=["author", "room", "client_id"], name="message_unique_client_id"),
         ]
 
     def __str__(self) -> str:
