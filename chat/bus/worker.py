@@ -6,9 +6,11 @@ replays records the database may already hold, and the write ignores those.
 Two stages overlap: writer threads decode and write a batch (waiting on Postgres most of the time,
 without the GIL) while the main thread fetches and parses the next. The batch is split by room (the
 record key) over the writers, each with its own connection and transaction, so Postgres works on a
-batch with as many backends; a room's records stay in one writer, in order. The main thread commits
-a batch's offsets (its own, not the consumer's position, which is a batch ahead) once every part is
-written, and only then hands the writers the next batch; a rebalance commits it from the revoke hook.
+batch with as many backends; a room's records stay in one writer, in order. Each writer has the next
+batch's part queued behind the one it is writing, so it never waits for the main thread or for the
+other writers; a room still being written keeps its writer in the next batch, so its creates, edits
+and deletes apply in order. The main thread commits a batch's offsets (its own, not the consumer's
+position, which is ahead) once every part is written; a rebalance commits them from the revoke hook.
 One more thread merges the search index's new entries after each batch (storage.search_index_tidy),
 beside the writers rather than inside one of their inserts.
 """
@@ -17,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -41,12 +43,13 @@ COMMIT_TIMEOUT_MS = 10_000  # an offset commit Kafka does not answer is retried 
 
 @dataclass
 class _Batch:
-    """Records polled together, the offsets to commit once they are stored, and their writes (one per
-    writer given a part)."""
+    """Records polled together, the offsets to commit once they are stored, their writes (writer ->
+    its part's write) and the writer each room went to."""
 
     records: list
     offsets: dict
-    writes: list[Future]
+    writes: dict[int, Future]
+    rooms: dict[bytes, int]
 
 
 @dataclass
@@ -70,8 +73,9 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked) -> None:
-        written = self.worker._collect()  # waits on the writer thread, not on Kafka
-        offsets = self.worker._take_uncommitted(written)
+        offsets = self.worker._take_uncommitted(None)
+        while (written := self.worker._collect()) is not None:  # waits on the writers, not on Kafka
+            offsets.update(written.offsets)
         if offsets:
             try:
                 await self.worker._consumer.commit_async(offsets)
@@ -111,7 +115,7 @@ class MessageWorker:
         self._writer_count = writers
         self._last_write = [float("-inf")] * writers
         self._lock = threading.Lock()  # the writers share the stats and the dead-letter producer
-        self._pending: _Batch | None = None
+        self._writing: deque[_Batch] = deque()  # handed to the writers, oldest first; two at most
         # Offsets of stored batches whose commit Kafka refused (unreachable): committed with the next.
         self._uncommitted: dict = {}
         self._commit_retry_at = 0.0
@@ -155,7 +159,7 @@ class MessageWorker:
             while not self.stopping:
                 # While a batch is being written, take only what is fetched already, then go back
                 # to commit that batch at once: resumes wait on the group's committed offsets.
-                polled = self._consumer.poll(timeout_ms=0 if self._pending else 500,
+                polled = self._consumer.poll(timeout_ms=0 if self._writing else 500,
                                              max_records=self.max_records)
                 now = time.monotonic()
                 self._finish(then=polled)
@@ -172,9 +176,12 @@ class MessageWorker:
         finally:
             if not finished:
                 # Leaving on an error: let a write in progress end (a failing one gives up, as on
-                # SIGTERM) and commit nothing more; the next start replays it.
+                # SIGTERM), drop those queued and commit nothing more; the next start replays them.
                 self.stopping = True
-                self._pending = None
+                for batch in self._writing:
+                    for write in batch.writes.values():
+                        write.cancel()
+                self._writing.clear()
             for thread in [*self._writers, self._tidier]:
                 thread.submit(lambda: connection.close())  # that thread's connection
                 thread.shutdown(wait=True)
@@ -185,8 +192,8 @@ class MessageWorker:
         return self.stats
 
     def _finish(self, then=None, *, last: bool = False) -> None:
-        """Wait for the batch being written, hand the writers the next one (`then`, as polled), if
-        any, and commit the offsets of the one written (with any whose commit failed before; the
+        """Hand the writers the next batch (`then`, as polled), if any, wait for the one they were
+        writing, and commit the offsets of the one written (with any whose commit failed before; the
         `last` call before exiting tries those at once)."""
         written = self._collect(then)
         retry_due = last or time.monotonic() >= self._commit_retry_at
@@ -217,20 +224,19 @@ class MessageWorker:
         return offsets
 
     def _collect(self, then=None) -> _Batch | None:
-        """Wait for the batch being written and count it; start writing `then`. Returns the batch
-        written (its offsets still to commit), if there was one."""
-        done, self._pending = self._pending, None
-        if done is not None:
-            wait(done.writes)  # every part, even when one failed: none may still run with the next batch
-            for write in done.writes:
-                write.result()  # re-raises what stopped the write (SystemExit on SIGTERM while failing)
+        """Queue `then` (as polled) behind the batch the writers are writing, then wait for that one
+        and count it; with nothing new, wait for what is being written. Returns the batch written
+        (its offsets still to commit), if any. Between calls one batch at most is being written."""
         if then:
-            batch = [record for part in then.values() for record in part]
-            offsets = {tp: OffsetAndMetadata(part[-1].offset + 1, "", part[-1].leader_epoch)
-                       for tp, part in then.items() if part}
-            self._pending = _Batch(batch, offsets, self._submit(then))
-        if done is None:
+            self._writing.append(self._start(then))
+            if len(self._writing) == 1:
+                return None  # the writers were idle: nothing to wait for
+        if not self._writing:
             return None
+        done = self._writing.popleft()
+        wait(done.writes.values())  # every part of it, even when one failed
+        for write in done.writes.values():
+            write.result()  # re-raises what stopped the write (SystemExit on SIGTERM while failing)
         self._tidy_search_index()
         self.stats.records += len(done.records)
         self.stats.batches += 1
@@ -239,21 +245,32 @@ class MessageWorker:
         metrics.WORKER_BATCH_SIZE.observe(len(done.records))
         return done
 
-    def _submit(self, polled) -> list[Future]:
-        """Hand each writer its part of the batch: whole rooms (the key), each room's records in order.
+    def _start(self, polled) -> _Batch:
+        """Hand each writer its part of a polled batch: whole rooms (the key), each room's records in order.
 
         Not by partition: a poll mostly holds one or two partitions (kafka-python hands out one
-        partition's fetch before the next), which would leave the other writers idle. Rooms in
-        different parts touch different rows, and the next batch starts only once every part of
-        this one is written, so each room's creates, edits and deletes still apply in order."""
-        rooms = defaultdict(list)
+        partition's fetch before the next), which would leave the other writers idle. A room whose
+        part of the batch before is still being written goes to the same writer, behind it (rooms
+        in different parts touch different rows); the other rooms go largest first to the shortest
+        part."""
+        records_by_room = defaultdict(list)
         for part in polled.values():
             for record in part:
-                rooms[record.key].append(record)
+                records_by_room[record.key].append(record)
+        busy = {}  # room -> the writer still writing its part of the batch before
+        if self._writing:
+            before = self._writing[-1]
+            busy = {key: writer for key, writer in before.rooms.items() if not before.writes[writer].done()}
         parts = [[] for _ in self._writers]
-        for room in sorted(rooms.values(), key=len, reverse=True):
-            min(parts, key=len).extend(room)  # the largest rooms first, each to the shortest part
-        return [self._writers[n].submit(self._apply, part, n) for n, part in enumerate(parts) if part]
+        rooms = {}
+        for key, room in sorted(records_by_room.items(), key=lambda item: (item[0] not in busy, -len(item[1]))):
+            writer = busy[key] if key in busy else min(range(len(parts)), key=lambda n: len(parts[n]))
+            parts[writer].extend(room)
+            rooms[key] = writer
+        offsets = {tp: OffsetAndMetadata(part[-1].offset + 1, "", part[-1].leader_epoch)
+                   for tp, part in polled.items() if part}
+        writes = {n: self._writers[n].submit(self._apply, part, n) for n, part in enumerate(parts) if part}
+        return _Batch([record for part in polled.values() for record in part], offsets, writes, rooms)
 
     def _tidy_search_index(self) -> None:
         """After a stored batch: merge the search index's new entries beside the writers (unless the
