@@ -19,6 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
+from uuid6 import uuid7
+
 from bench.all import ROOT, StackCpu, cpu_speed_ms, environment, fresh_database, print_table, rss_kb
 
 TARGET_RATE = 50_000
@@ -54,7 +56,7 @@ def build_records(rooms: list, author, count: int) -> list[tuple[bytes, bytes]]:
     out = []
     for n in range(count):
         room = rooms[n % len(rooms)]
-        message = {"id": str(uuid.uuid4()), "room": room.slug, "seq": n // len(rooms) + 1,
+        message = {"id": str(uuid7()), "room": room.slug, "seq": n // len(rooms) + 1,
                    "author": {"id": author.id, "username": author.username},
                    "body": f"persistence benchmark message number {n}, a line of ordinary length",
                    "created_at": timezone.now().isoformat(), "edited_at": None, "client_id": None}

@@ -1,10 +1,9 @@
 """Rooms, their members and messages, and the records staff moderation works with."""
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from uuid6 import uuid7
 
 
 class Room(models.Model):
@@ -47,7 +46,9 @@ class Membership(models.Model):
 
 
 class Message(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Time-ordered (UUIDv7): a new row's key lands at the end of the primary-key index, not on a
+    # random page of it.
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     # Neither foreign key has an index of its own: the unique (room, seq) index serves every lookup
     # by room, the unique (author, room, client_id) one every lookup by author, and each index is
     # paid for on every stored message.

@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from uuid6 import uuid7
 
 from chat import metrics, permissions, protocol, selectors, storage
 from chat.bus import backlog, records
@@ -202,7 +203,7 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
     if permissions.is_muted(who.muted_until):
         raise ChatError("You are muted in this chat for now.", code="muted")
     message = protocol.message_object(
-        id=str(uuid.uuid4()),
+        id=str(uuid7()),  # time-ordered, as Message.id
         room=who.room_slug,
         seq=0,
         author_id=who.user_id,

@@ -39,7 +39,7 @@ def _datetime(value, name: str) -> datetime:
         raise RecordError(f"'{name}' is not an ISO 8601 time: {value!r}") from None
 
 
-# The form every producer writes (str(uuid4())); other spellings uuid.UUID accepts are rewritten to it.
+# The form every producer writes (str(uuid7())); other spellings uuid.UUID accepts are rewritten to it.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 

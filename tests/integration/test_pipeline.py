@@ -1,6 +1,8 @@
 """Reconnect without gaps, idempotent send, sequences that survive Redis losing its data, send errors."""
 
 
+import uuid
+
 import pytest
 import redis
 
@@ -56,6 +58,9 @@ async def test_duplicate_client_id_creates_no_second_message_even_across_instanc
     assert first["type"] == retry["type"] == "ack"
     assert (retry["id"], retry["seq"]) == (first["id"], first["seq"])
     assert other["seq"] > first["seq"]
+    # Ids are time-ordered (UUIDv7), so stored rows land at the end of the primary-key index.
+    assert uuid.UUID(first["id"]).version == uuid.UUID(other["id"]).version == 7
+    assert other["id"] > first["id"]
     wait_until(lambda: Message.objects.filter(id=other["id"]).exists(), 15, message="persisted")
     assert Message.objects.filter(room=room, client_id=cid).count() == 1
 
