@@ -384,8 +384,8 @@ def messages_persist(batch: list[dict]) -> int:
         return 0
     rows = list(map(records.record_row, batch))
     with transaction.atomic():
-        storage.references_check(rows)
-        new = storage.rows_insert(rows, all_new=all(record["event"] == "message.created" for record in batch))
+        with storage.references_checked_once(rows):
+            new = storage.rows_insert(rows, all_new=all(record["event"] == "message.created" for record in batch))
         for record in batch:
             if record["event"] == "message.edited":
                 Message.objects.filter(id=record["id"]).exclude(edited_at__gte=record["edited_at"]).update(

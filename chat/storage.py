@@ -5,6 +5,7 @@ per-value adaptation), and the rows' room and author are checked once per batch 
 per row. SQLite (the embedded default) goes through bulk_create.
 """
 
+import contextlib
 import functools
 import logging
 
@@ -39,21 +40,23 @@ def rows_insert(rows: list[tuple], *, all_new: bool) -> int:
         return cursor.rowcount  # the rows inserted; those skipped on a conflict do not count
 
 
-def references_check(rows: list[tuple]) -> None:
-    """Make sure every row's room and author exist and stay until the transaction ends, once per batch.
+@contextlib.contextmanager
+def references_checked_once(rows: list[tuple]):
+    """Around the INSERT of `rows`: make sure every row's room and author exist and stay until the
+    transaction ends, checked once per batch.
 
     Postgres checks a foreign key row by row (a query each, at commit: a fifth of the write). Where
-    the role may, the transaction instead turns those per-row triggers off (session_replication_role
-    = replica, as logical replication applies rows checked upstream) and takes the lock each check
-    would take, FOR KEY SHARE, on each distinct room and author at once. A room or user deleted
+    the role may, the INSERT instead runs with those per-row triggers off (session_replication_role
+    = replica, as logical replication applies rows checked upstream), after taking the lock each
+    check would take, FOR KEY SHARE, on each distinct room and author at once. A room or user deleted
     concurrently then behaves as with the per-row checks: their DELETE waits for this transaction,
     and their own foreign-key check fails on the rows it added. Raises IntegrityError naming what
-    is missing. Elsewhere the per-row checks run as usual."""
+    is missing. Elsewhere the per-row checks run as usual. Must run inside a transaction."""
     if not batch_reference_checks():
+        yield
         return
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")
         for model, field in ((Room, "room"), (get_user_model(), "author")):
             column = records.ROW_FIELDS.index(field)
             wanted = sorted({row[column] for row in rows})
@@ -62,11 +65,15 @@ def references_check(rows: list[tuple]) -> None:
             missing = set(wanted) - {found for (found,) in cursor.fetchall()}
             if missing:
                 raise IntegrityError(f"no {model._meta.model_name} with id {', '.join(map(str, sorted(missing)))}")
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        yield
+        # Only for these rows: anything else the caller's transaction writes is checked as usual.
+        cursor.execute("SET LOCAL session_replication_role = origin")
 
 
 @functools.cache
 def batch_reference_checks() -> bool:
-    """Whether references_check replaces the per-row foreign-key checks: on Postgres 15+ for a role
+    """Whether references_checked_once replaces the per-row foreign-key checks: on Postgres 15+ for a role
     granted SET on session_replication_role (scripts/services.sh grants it; docs/deployment.md)."""
     if connection.vendor != "postgresql" or connection.pg_version < 150000:
         return False

@@ -130,3 +130,14 @@ def test_a_batch_for_a_room_being_deleted_waits_and_is_refused_once_the_delete_c
     assert "no room with id" in str(written["error"])
     assert not Room.objects.filter(id=room.id).exists()
     assert not Message.objects.filter(room_id=room.id).exists()
+
+
+def test_the_rest_of_a_callers_transaction_keeps_its_per_row_foreign_key_checks():
+    author = make_user("author")
+    room = make_room(author)
+    with transaction.atomic():
+        services.messages_persist([created(room, author, 1)])
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW session_replication_role")
+            assert cursor.fetchone()[0] == "origin"
+    assert Message.objects.filter(room=room).count() == 1
