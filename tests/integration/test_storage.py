@@ -1,6 +1,7 @@
 """The worker's bulk write against the real Postgres: replays store nothing twice, and a batch's
 rooms and authors are checked once per batch without letting a concurrent delete leave orphans."""
 
+import contextlib
 import threading
 import uuid
 
@@ -81,25 +82,36 @@ def test_a_batch_with_a_row_of_a_missing_room_or_author_is_refused_whole(missing
     assert not Message.objects.filter(room=room).exists()
 
 
+@contextlib.contextmanager
+def held_open(action):
+    """Runs `action` in a transaction in a thread of its own and keeps that transaction open until
+    the block ends; then lets it commit."""
+    done, release = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            action()
+            done.set()
+            assert release.wait(30)
+
+    thread, result = in_thread(hold)
+    wait_until(lambda: done.is_set() or "error" in result, 30, message="the transaction's work done")
+    assert "error" not in result, result
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
 def test_a_room_deleted_while_its_batch_is_written_waits_and_then_fails_leaving_no_orphans():
     author = make_user("author")
     room = make_room(author)
-    stored, release = threading.Event(), threading.Event()
-
-    def write_and_hold():
-        with transaction.atomic():
-            services.messages_persist([created(room, author, seq) for seq in (1, 2, 3)])
-            stored.set()
-            assert release.wait(30)
-
-    writer, _ = in_thread(write_and_hold)
-    assert stored.wait(30)
-    waiting_before = lock_waiters()
-    deleter, deleted = in_thread(lambda: Room.objects.filter(id=room.id).delete())
-    # The batch holds its room: the delete waits for the batch's transaction...
-    wait_until(lambda: lock_waiters() > waiting_before, 10, message="the delete waiting for the batch")
-    release.set()
-    writer.join(30)
+    with held_open(lambda: services.messages_persist([created(room, author, seq) for seq in (1, 2, 3)])):
+        waiting_before = lock_waiters()
+        deleter, deleted = in_thread(lambda: Room.objects.filter(id=room.id).delete())
+        # The batch holds its room: the delete waits for the batch's transaction...
+        wait_until(lambda: lock_waiters() > waiting_before, 10, message="the delete waiting for the batch")
     deleter.join(30)
     # ...and then fails on the rows the batch added, as with Postgres's own per-row checks.
     assert isinstance(deleted.get("error"), IntegrityError), deleted
@@ -110,21 +122,10 @@ def test_a_room_deleted_while_its_batch_is_written_waits_and_then_fails_leaving_
 def test_a_batch_for_a_room_being_deleted_waits_and_is_refused_once_the_delete_commits():
     author = make_user("author")
     room = make_room(author)
-    deleted, release = threading.Event(), threading.Event()
-
-    def delete_and_hold():
-        with transaction.atomic():
-            Room.objects.filter(id=room.id).delete()
-            deleted.set()
-            assert release.wait(30)
-
-    deleter, _ = in_thread(delete_and_hold)
-    assert deleted.wait(30)
-    waiting_before = lock_waiters()
-    writer, written = in_thread(lambda: services.messages_persist([created(room, author, 1)]))
-    wait_until(lambda: lock_waiters() > waiting_before, 10, message="the batch waiting for the delete")
-    release.set()
-    deleter.join(30)
+    with held_open(lambda: Room.objects.filter(id=room.id).delete()):
+        waiting_before = lock_waiters()
+        writer, written = in_thread(lambda: services.messages_persist([created(room, author, 1)]))
+        wait_until(lambda: lock_waiters() > waiting_before, 10, message="the batch waiting for the delete")
     writer.join(30)
     assert isinstance(written.get("error"), IntegrityError), written
     assert "no room with id" in str(written["error"])
