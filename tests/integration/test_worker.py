@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -50,9 +51,9 @@ def committed_offsets(group: str, topic: str) -> int:
         consumer.close()
 
 
-def run_worker(topic: str, group: str, name: str, idle: float = 4) -> Process:
+def run_worker(topic: str, group: str, name: str, idle: float = 4, *options: str) -> Process:
     return Process(name, [PYTHON, "manage.py", "consume_messages", "--topic", topic, "--group", group,
-                          "--idle-exit", str(idle), "--progress-every", "1"], child_env()).start()
+                          "--idle-exit", str(idle), "--progress-every", "1", *options], child_env()).start()
 
 
 def test_two_workers_share_partitions_and_store_everything_once():
@@ -266,9 +267,12 @@ def test_bodies_and_client_ids_are_stored_exactly_as_sent():
     assert first.isoformat() == "2026-01-01T21:34:05.678901+00:00"
 
 
-def test_two_writers_apply_each_rooms_changes_in_order_across_partitions():
+@pytest.mark.parametrize("max_records", [5000, 7], ids=["one-batch", "many-batches"])
+def test_two_writers_apply_each_rooms_changes_in_order_across_partitions(max_records):
     """The default two writers share a batch by room: every room's creates, edits, deletes and
-    restores, interleaved with other rooms' over several partitions, still apply in order."""
+    restores, interleaved with other rooms' over several partitions, still apply in order; in
+    batches of 7, a room's records span many batches, each written while the next is queued (the
+    rule that keeps a room with its writer meanwhile: tests/unit/test_worker_split.py)."""
     topic = unique_topic("writers")
     ensure_topics(topic=topic, partitions=4)
     author = make_user("author")
@@ -295,7 +299,7 @@ def test_two_writers_apply_each_rooms_changes_in_order_across_partitions():
     # As producers would send them: the rooms' records interleaved.
     batch = [record for step in zip(*per_room, strict=True) for record in step]
     produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
-    worker = run_worker(topic, unique("group"), unique("wwriters"))
+    worker = run_worker(topic, unique("group"), unique("wwriters"), 4, "--max-records", str(max_records))
     assert worker.proc.wait(60) == 0, worker.log()
     assert f"stopped after {len(batch)} records ({7 * len(rooms)} new, 0 dead)" in worker.log()
     for room in rooms:
