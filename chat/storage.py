@@ -90,8 +90,9 @@ def batch_reference_checks() -> bool:
 SEARCH_INDEX = "chat_message_body_search"
 
 
-def search_index_tidy() -> None:
-    """Merge the search index's pending entries into the index proper.
+def search_index_tidy() -> int:
+    """Merge the search index's pending entries into the index proper; returns the pages of pending
+    entries there were.
 
     A GIN index takes new entries into a pending list, cheaply; whichever insert finds the list
     over gin_pending_list_limit (4 MB) merges it, which a batch's writer would otherwise pay for
@@ -99,9 +100,10 @@ def search_index_tidy() -> None:
     from a thread of its own after each stored batch, so the merge runs beside the writers and
     searches find a short pending list."""
     if connection.vendor != "postgresql":
-        return
+        return 0
     with connection.cursor() as cursor:
         cursor.execute("SELECT gin_clean_pending_list(%s::regclass)", [SEARCH_INDEX])
+        return cursor.fetchone()[0]
 
 
 def _rows_insert_orm(rows: list[tuple]) -> int:

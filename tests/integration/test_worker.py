@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from chat import storage
 from chat.bus import records
 from chat.bus.topics import dead_letter_topic, ensure_topics
 from chat.models import Message
@@ -314,27 +315,16 @@ def test_two_writers_apply_each_rooms_changes_in_order_across_partitions(max_rec
         assert stored[1].body == f"{room.slug} 1" and not (stored[1].deleted or stored[1].hidden)
 
 
-def search_index_pending_pages() -> int:
-    """Pages of new entries the search index holds outside its tree (merging them to find out)."""
-    from django.db import connection
-
-    from chat.storage import SEARCH_INDEX
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT gin_clean_pending_list(%s::regclass)", [SEARCH_INDEX])
-        return cursor.fetchone()[0]
-
-
 def test_the_worker_merges_the_search_index_entries_of_what_it_stored():
     """Searches and the next inserts find no pending list to go through: the worker merged it."""
     topic = unique_topic("search-tidy")
     ensure_topics(topic=topic, partitions=1)
     author = make_user("author")
     room = make_room(author)
-    search_index_pending_pages()  # whatever earlier tests left
+    storage.search_index_tidy()  # whatever earlier tests left
     batch = created_records([room], author, 300)
     produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
     worker = run_worker(topic, unique("group"), unique("wtidy"))
     assert worker.proc.wait(60) == 0, worker.log()
     assert Message.objects.filter(room=room).count() == 300
-    assert search_index_pending_pages() == 0
+    assert storage.search_index_tidy() == 0  # the pages of entries that were still pending
