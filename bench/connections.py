@@ -26,7 +26,18 @@ import httpx
 import orjson
 import websockets
 
-from bench.all import ROOT, environment, fresh_database, print_table, process_cpu, rss_kb
+from bench.common import (
+    ROOT,
+    RUN,
+    child_env,
+    environment,
+    own_cpu,
+    print_table,
+    process_cpu,
+    rss_kb,
+    setup_django,
+    users_with_cookies,
+)
 
 TARGET_SOCKETS, TARGET_KB = 10_000, 50
 STEP_TIMEOUT = 3600  # seconds: joins cost more as the room fills, so a 10k step can take many minutes
@@ -34,11 +45,6 @@ COLUMNS = ["server", "step", "held", "gauge", "failed", "dropped", "open_s", "op
            "kb_per_conn", "marginal_kb", "server_cpu_s", "loadgen_cpu_s", "gc_full", "gc_full_s"]
 CLOSE_COLUMNS = ["server", "closed", "close_s", "gauge_after", "baseline_mb", "peak_mb", "after_close_mb",
                  "given_back_mb", "kept_mb"]
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def metric(url: str, sample: str) -> float | None:
@@ -158,10 +164,9 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
     from django.db import connections
     from tqdm import tqdm
 
-    from bench import stack
     from tests.support import WebServer
 
-    web = WebServer(f"bench-connections-{server}-{stack.RUN}", stack.child_env(), server=server).start()
+    web = WebServer(f"bench-connections-{server}-{RUN}", child_env(), server=server).start()
     pid = web.proc.pid
     ctx = mp.get_context("fork")
     reports = ctx.Queue()
@@ -303,18 +308,17 @@ def main() -> None:
         print(f"warning: the hard file limit ({hard}) is close to {steps[-1]} sockets", flush=True)
 
     env = environment()
-    fresh_database("chat_bench_connections")
+    setup_django("chat_bench_connections")
     from django.contrib.auth import get_user_model
 
-    from bench import stack
     from chat import services
 
-    owner = get_user_model().objects.create_user(username=f"connections-{stack.RUN}")
-    cookies = [c for _, c in stack.users_with_cookies(args.users, "conn")]
+    owner = get_user_model().objects.create_user(username=f"connections-{RUN}")
+    cookies = [c for _, c in users_with_cookies(args.users, "conn")]
     result = {**env, "settings": {**vars(args), "nofile": [soft, hard]}, "servers": {}}
     for server in args.servers.split(","):
         # A room per server: the presence of one run does not show in the other's.
-        room = services.room_create(owner=owner, name=f"idle {server} {stack.RUN}", private=False)
+        room = services.room_create(owner=owner, name=f"idle {server} {RUN}", private=False)
         print(f"== {server}: one instance, idle sockets to one room in steps {args.steps}, {args.users} users, "
               f"{args.procs} load-generator processes", flush=True)
         result["servers"][server] = measure(server, room.slug, cookies, steps, args.procs, args.concurrency)

@@ -13,18 +13,27 @@ import functools
 import json
 import multiprocessing as mp
 import os
-import platform
-import resource
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
-from bench.all import StackCpu, cpu_speed_ms
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import (
+    PYTHON,
+    ROOT,
+    RUN,
+    StackCpu,
+    child_env,
+    cpu_speed_ms,
+    environment,
+    own_cpu,
+    print_table,
+    setup_django,
+    users_with_cookies,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,11 +41,6 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q / 100 * len(values)))]
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class LeanSocket(asyncio.Protocol):
@@ -164,14 +168,14 @@ async def _receive(url: str, origin: str, cookies: list[str], ready, control, re
         transport, _ = await open_lean(LeanReceiver, url, origin, cookie, arrivals)
         transports.append(transport)
         ready.put(1)
-    start_cpu = cpu_seconds()
+    start_cpu = own_cpu()
     await loop.run_in_executor(None, control.get)  # "stop"
     # Frames still on their way after a saturated step are late, not lost: wait until none has come
     # for a second (at most a minute), so "lost" counts only frames that never arrive.
     drained_by = time.monotonic() + 60
     while arrivals.times and time.time_ns() - arrivals.times[-1] < 1e9 and time.monotonic() < drained_by:
         await asyncio.sleep(0.2)
-    cpu = cpu_seconds() - start_cpu
+    cpu = own_cpu() - start_cpu
     for transport in transports:
         transport.close()
     latencies: dict[int, list[float]] = {}
@@ -242,14 +246,14 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
     try:
         for step, rate in enumerate(rates):
             speed_ms = cpu_speed_ms()  # the machine's speed as the step starts (the stack is quiet)
-            cpu0, machine0, began = cpu_seconds(), stack_cpu.sample(), time.perf_counter()
+            cpu0, machine0, began = own_cpu(), stack_cpu.sample(), time.perf_counter()
             counts = await asyncio.gather(*(send_share(sock, i, step, rate / len(sockets), began)
                                             for i, sock in enumerate(sockets)))
             elapsed = time.perf_counter() - began
             cores = StackCpu.cores(machine0, stack_cpu.sample(), elapsed)
             await asyncio.sleep(2.0)  # let stragglers and acks arrive before the next step
             steps.append({"rate": rate, "sent": sum(counts), "send_seconds": elapsed,
-                          "sender_cpu": cpu_seconds() - cpu0, "ack_ms": acks.get(step, []), "cores": cores,
+                          "sender_cpu": own_cpu() - cpu0, "ack_ms": acks.get(step, []), "cores": cores,
                           "speed_ms": speed_ms})
         steps[-1]["send_errors"] = errors
     finally:
@@ -259,21 +263,19 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
 
 
 def run(server: str, receivers: int, rates: list[int], seconds: float, senders: int = 20) -> dict:
-    from bench import stack
-
-    stack.setup_django()
+    setup_django()
     from tests.support import Process, WebServer
 
-    web = [WebServer(f"bench-{server}-{i}-{stack.RUN}", stack.child_env(), server=server).start() for i in range(2)]
-    worker = Process(f"bench-worker-{stack.RUN}", [stack.PYTHON, "manage.py", "consume_messages",
-                                                   "--group", f"bench-{stack.RUN}"], stack.child_env()).start()
+    web = [WebServer(f"bench-{server}-{i}-{RUN}", child_env(), server=server).start() for i in range(2)]
+    worker = Process(f"bench-worker-{RUN}", [PYTHON, "manage.py", "consume_messages",
+                                                   "--group", f"bench-{RUN}"], child_env()).start()
     from django.contrib.auth import get_user_model
 
     from chat import services
 
-    owner = get_user_model().objects.create_user(username=f"owner-{stack.RUN}")
-    room = services.room_create(owner=owner, name=f"bench {stack.RUN}", private=False)
-    cookies = [c for _, c in stack.users_with_cookies(receivers + senders, f"r{server}")]
+    owner = get_user_model().objects.create_user(username=f"owner-{RUN}")
+    room = services.room_create(owner=owner, name=f"bench {RUN}", private=False)
+    cookies = [c for _, c in users_with_cookies(receivers + senders, f"r{server}")]
     sender_cookies, cookies = cookies[:senders], cookies[senders:]
     ctx = mp.get_context("fork")
     ready, results = ctx.Queue(), ctx.Queue()
@@ -326,7 +328,7 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
             "ack_p99_ms": round(percentile(entry["ack_ms"], 99), 2),
             "sender_behind": round(entry["send_seconds"] - seconds, 2),
             "sender_cpu_pct": round(100 * entry["sender_cpu"] / max(entry["send_seconds"], 1e-9)),
-            "speed_ms": entry["speed_ms"],  # bench.all.cpu_speed_ms before the step: lower is a faster machine
+            "speed_ms": entry["speed_ms"],  # bench.common.cpu_speed_ms before the step: lower is a faster machine
             # Cores each part used during the step (the machine has os.cpu_count()).
             **{f"cores_{part}": value for part, value in entry["cores"].items()},  # cores_machine: everything
             "cores_total": round(sum(v for k, v in entry["cores"].items() if k not in ("machine", "steal")), 2),
@@ -335,25 +337,19 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
     return {"steps": report, "loadgen_receiver_cpu_s": round(receiver_cpu, 1), "senders": senders}
 
 
-def print_table(rows: list[dict]) -> None:
+def print_report(result: dict) -> None:
+    rows = result["rows"]
     columns = ["server", "receivers", "offered_deliveries_per_s", "delivered_per_s", "lost", "p50_ms", "p90_ms",
                "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "ack_p50_ms", "ack_p99_ms", "sender_behind",
                "sender_cpu_pct", "speed_ms"]
-    _print_columns(rows, columns)
+    print_table(rows, columns)
     print(f"\nCores used per step (of {os.cpu_count()}): web instances, worker, services, load generator, "
           "the sum of those, the whole machine (with anything else that ran) and steal (time the hypervisor "
           "gave these cores to other guests: a step with much of it ran on a disturbed machine)")
     parts = sorted(c for c in rows[0] if c.startswith("cores_")
                    and c not in ("cores_total", "cores_machine", "cores_steal"))
-    _print_columns(rows, ["server", "receivers", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine",
+    print_table(rows, ["server", "receivers", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine",
                           "cores_steal"])
-
-
-def _print_columns(rows: list[dict], columns: list[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    print("  ".join(c.rjust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).rjust(widths[c]) for c in columns))
 
 
 def plot(rows: list[dict], path: Path) -> bool:
@@ -395,6 +391,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    env = environment()
     rows, meta = [], {}
     for server in args.servers.split(","):
         for receivers in (int(n) for n in args.receivers.split(",")):
@@ -402,17 +399,14 @@ def main() -> None:
             print(f"== {server}: {receivers} receivers over two instances, rates {rates} msg/s", flush=True)
             # Each run is a fresh process, so Django and the stack start clean.
             result_path = out / f"fanout-{server}-{receivers}.json"
-            subprocess.run([os.sys.executable, "-m", "bench.fanout_one", server, str(receivers), rates,
+            subprocess.run([sys.executable, "-m", "bench.fanout_one", server, str(receivers), rates,
                             str(args.seconds), str(args.senders), str(result_path)], check=True, cwd=ROOT)
             result = json.loads(result_path.read_text())
             rows += result["steps"]
             meta[f"{server}-{receivers}"] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"]}
+    summary = {**env, "settings": vars(args), "rows": rows, "meta": meta}
     print()
-    print_table(rows)
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    summary = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "platform": platform.platform()},
-               "revision": revision.stdout.strip(), "rows": rows, "meta": meta}
+    print_report(summary)
     (out / "fanout.json").write_text(json.dumps(summary, indent=2))
     if plot(rows, out / "fanout.png"):
         print(f"\nplot: {out / 'fanout.png'}")

@@ -21,7 +21,19 @@ from pathlib import Path
 
 from uuid6 import uuid7
 
-from bench.all import ROOT, StackCpu, cpu_speed_ms, environment, fresh_database, print_table, rss_kb
+from bench.common import (
+    ENV,
+    PYTHON,
+    ROOT,
+    RUN,
+    StackCpu,
+    child_env,
+    cpu_speed_ms,
+    environment,
+    print_table,
+    rss_kb,
+    setup_django,
+)
 
 TARGET_RATE = 50_000
 PARTITIONS = 8
@@ -70,10 +82,8 @@ def produce(topic: str, values: list[tuple[bytes, bytes]]) -> float:
     from kafka import KafkaProducer
     from tqdm import tqdm
 
-    from bench import stack
-
     # Batching as a busy web instance would (soak does the same); acks from the leader.
-    producer = KafkaProducer(bootstrap_servers=stack.ENV["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20,
+    producer = KafkaProducer(bootstrap_servers=ENV["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20,
                              batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
     producer.partitions_for(topic)  # metadata first: not part of the producing time
     began = time.perf_counter()
@@ -91,12 +101,11 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
     from django.db.models import OuterRef, Subquery
     from tqdm import tqdm
 
-    from bench import stack
     from chat.bus.topics import ensure_topics
     from chat.models import Message, Room
     from tests.support import Process
 
-    topic = f"{stack.ENV['KAFKA_TOPIC']}.persist-{workers}w"
+    topic = f"{ENV['KAFKA_TOPIC']}.persist-{workers}w"
     ensure_topics(topic=topic, partitions=PARTITIONS)
     rooms = balanced_rooms(owner, per_partition, f"{workers}w")
     room_ids = [room.id for room in rooms]
@@ -113,16 +122,16 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
         return sum(top or 0 for top in Room.objects.filter(id__in=room_ids).values_list(Subquery(newest), flat=True))
 
     speed_ms = cpu_speed_ms()  # the machine's speed before the workers start
-    group = f"bench-persist-{workers}w-{stack.RUN}"
+    group = f"bench-persist-{workers}w-{RUN}"
     if workers > 1:
         # --idle-exit counts the wait for a rebalance as idle: a member joining while the other is
         # mid-batch waits longer than 3 s and would exit with nothing read (the first takes all).
         idle_exit = max(idle_exit, 15)
     began = time.perf_counter()
-    procs = [Process(f"bench-persist-{workers}w-{i}-{stack.RUN}",
-                     [stack.PYTHON, "manage.py", "consume_messages", "--topic", topic, "--group", group,
+    procs = [Process(f"bench-persist-{workers}w-{i}-{RUN}",
+                     [PYTHON, "manage.py", "consume_messages", "--topic", topic, "--group", group,
                       "--idle-exit", str(idle_exit), "--progress-every", "1",
-                      *(["--writers", str(writers)] if writers else [])], stack.child_env()).start()
+                      *(["--writers", str(writers)] if writers else [])], child_env()).start()
              for i in range(workers)]
     series: list[tuple[float, int]] = []  # (seconds since the workers started, rows stored)
     stack_cpu = StackCpu({"workers": [p.proc.pid for p in procs]})
@@ -221,12 +230,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
-    fresh_database("chat_bench_persistence")
+    setup_django("chat_bench_persistence")
     from django.contrib.auth import get_user_model
 
-    from bench import stack
-
-    owner = get_user_model().objects.create_user(username=f"persistence-{stack.RUN}")
+    owner = get_user_model().objects.create_user(username=f"persistence-{RUN}")
     result = {**env, "settings": vars(args), "scenarios": []}
     for workers in (int(w) for w in args.workers.split(",")):
         print(f"== {workers} worker(s): a burst of {args.records} records over {PARTITIONS} partitions", flush=True)

@@ -14,13 +14,12 @@ import os
 import re
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import orjson
 import websockets
 
-from bench import stack
+from bench.common import ENV, PYTHON, RUN, child_env, rss_kb, setup_django, users_with_cookies
 
 
 async def _drain(ws) -> None:
@@ -29,8 +28,7 @@ async def _drain(ws) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+    return rss_kb(pid) / 1024
 
 
 def lag(ports: list[int]) -> int:
@@ -50,22 +48,22 @@ def p99(values: list[float]) -> float:
 
 async def soak(args) -> None:
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # a script: its setup ORM calls may block the loop
-    stack.setup_django()
+    setup_django()
     from django.contrib.auth import get_user_model
 
     from chat import services
     from tests.support import Process, WebServer, free_port
 
-    web = [WebServer(f"soak-web-{i}-{stack.RUN}", stack.child_env()).start() for i in range(2)]
+    web = [WebServer(f"soak-web-{i}-{RUN}", child_env()).start() for i in range(2)]
     metric_ports = [free_port(), free_port()]
-    workers = [Process(f"soak-worker-{i}-{stack.RUN}", [stack.PYTHON, "manage.py", "consume_messages", "--group",
-                                                         f"soak-{stack.RUN}", "--metrics-port", str(port)],
-                       stack.child_env()).start() for i, port in enumerate(metric_ports)]
+    workers = [Process(f"soak-worker-{i}-{RUN}", [PYTHON, "manage.py", "consume_messages", "--group",
+                                                         f"soak-{RUN}", "--metrics-port", str(port)],
+                       child_env()).start() for i, port in enumerate(metric_ports)]
     processes = {f"web-{i + 1}": p.proc.pid for i, p in enumerate(web)}
     processes.update({f"worker-{i + 1}": p.proc.pid for i, p in enumerate(workers)})
-    owner = get_user_model().objects.create_user(username=f"soak-{stack.RUN}")
-    room = services.room_create(owner=owner, name=f"soak {stack.RUN}", private=False)
-    cookies = [c for _, c in stack.users_with_cookies(args.receivers + 1, "soak")]
+    owner = get_user_model().objects.create_user(username=f"soak-{RUN}")
+    room = services.room_create(owner=owner, name=f"soak {RUN}", private=False)
+    cookies = [c for _, c in users_with_cookies(args.receivers + 1, "soak")]
     latencies: list[float] = []
     delivered = 0
 
@@ -118,7 +116,7 @@ async def soak(args) -> None:
     from kafka import KafkaProducer
 
     from chat.bus import records
-    producer = KafkaProducer(bootstrap_servers=stack.ENV["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20,
+    producer = KafkaProducer(bootstrap_servers=ENV["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20,
                              batch_size=512 * 1024)
     base = 10**9
     began = time.monotonic()
@@ -127,7 +125,7 @@ async def soak(args) -> None:
                    "author": {"id": owner.id, "username": owner.username}, "body": f"burst {n}",
                    "created_at": "2026-01-01T00:00:00Z", "edited_at": None, "client_id": None}
         record = records.message_record("message.created", message, room_id=room.id)
-        producer.send(stack.ENV["KAFKA_TOPIC"], key=records.record_key(record), value=records.encode(record))
+        producer.send(ENV["KAFKA_TOPIC"], key=records.record_key(record), value=records.encode(record))
     producer.flush(120)
     print(f"burst of {args.burst} produced in {time.monotonic() - began:.1f} s", flush=True)
     while (behind := lag(metric_ports)) > 0 or time.monotonic() - began < 5:
