@@ -29,6 +29,7 @@ import websockets
 from bench.common import (
     ROOT,
     RUN,
+    Progress,
     child_env,
     environment,
     own_cpu,
@@ -162,7 +163,6 @@ def loadgen(*args) -> None:
 
 def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs: int, concurrency: int) -> dict:
     from django.db import connections
-    from tqdm import tqdm
 
     from tests.support import WebServer
 
@@ -191,11 +191,11 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
             for k, queue in enumerate(commands):
                 queue.put(("open", step // procs + (1 if k < step % procs else 0)))
             results = []
-            with tqdm(total=step, initial=held, desc=f"{server} opening", unit="sock", leave=False) as bar:
+            with Progress(f"connections: {server} opening", total=step, unit="sockets", initial=held) as progress:
                 while len(results) < procs:
                     report = reports.get(timeout=STEP_TIMEOUT)
                     if report[0] == "progress":
-                        bar.update(report[1])
+                        progress.update(report[1])
                     else:
                         results.append(report)
             open_s = time.perf_counter() - began

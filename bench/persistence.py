@@ -26,6 +26,7 @@ from bench.common import (
     PYTHON,
     ROOT,
     RUN,
+    Progress,
     StackCpu,
     child_env,
     cpu_speed_ms,
@@ -80,15 +81,15 @@ def build_records(rooms: list, author, count: int) -> list[tuple[bytes, bytes]]:
 def produce(topic: str, values: list[tuple[bytes, bytes]]) -> float:
     """Seconds to produce every record and have the broker acknowledge it."""
     from kafka import KafkaProducer
-    from tqdm import tqdm
 
     # Batching as a busy web instance would (soak does the same); acks from the leader.
     producer = KafkaProducer(bootstrap_servers=ENV["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20,
                              batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
     producer.partitions_for(topic)  # metadata first: not part of the producing time
     began = time.perf_counter()
-    for key, value in tqdm(values, desc="producing", unit="rec", leave=False, mininterval=0.5):
-        producer.send(topic, key=key, value=value)
+    with Progress("persistence: producing", total=len(values), unit="records") as progress:
+        for key, value in progress.iterate(values):
+            producer.send(topic, key=key, value=value)
     producer.flush(300)
     seconds = time.perf_counter() - began
     producer.close()
@@ -99,7 +100,6 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
              writers: int | None = None) -> dict:
     from django.db import connection
     from django.db.models import OuterRef, Subquery
-    from tqdm import tqdm
 
     from chat.bus.topics import ensure_topics
     from chat.models import Message, Room
@@ -137,7 +137,7 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
     stack_cpu = StackCpu({"workers": [p.proc.pid for p in procs]})
     used: list[dict[str, float]] = []  # CPU seconds of each part (workers, Postgres, Kafka, machine) at each sample
     peak_rss = 0
-    with tqdm(total=count, desc=f"{workers} worker(s) storing", unit="row", leave=False) as bar:
+    with Progress(f"persistence: {workers} worker(s) storing", total=count, unit="records") as progress:
         rows = 0
         while rows < count and time.perf_counter() - began < timeout and any(p.alive() for p in procs):
             rows = stored()
@@ -145,7 +145,7 @@ def scenario(workers: int, count: int, owner, per_partition: int, timeout: float
             used.append(stack_cpu.sample())
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a worker has just exited
                 peak_rss = max(peak_rss, *(rss_kb(p.proc.pid) for p in procs))
-            bar.update(rows - bar.n)
+            progress.update_to(rows)
             time.sleep(0.1)  # the sampling period of the rows-over-time curve
     drain_s = time.perf_counter() - began
     exact = Message.objects.filter(room_id__in=room_ids).count()
