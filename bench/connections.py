@@ -311,14 +311,14 @@ def main() -> None:
     setup_django("chat_bench_connections")
     from django.contrib.auth import get_user_model
 
-    from chat import services
+    from chat.services.rooms import room_create
 
     owner = get_user_model().objects.create_user(username=f"connections-{RUN}")
     cookies = [c for _, c in users_with_cookies(args.users, "conn")]
     result = {**env, "settings": {**vars(args), "nofile": [soft, hard]}, "servers": {}}
     for server in args.servers.split(","):
         # A room per server: the presence of one run does not show in the other's.
-        room = services.room_create(owner=owner, name=f"idle {server} {RUN}", private=False)
+        room = room_create(owner=owner, name=f"idle {server} {RUN}", private=False)
         print(f"== {server}: one instance, idle sockets to one room in steps {args.steps}, {args.users} users, "
               f"{args.procs} load-generator processes", flush=True)
         result["servers"][server] = measure(server, room.slug, cookies, steps, args.procs, args.concurrency)

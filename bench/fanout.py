@@ -271,10 +271,10 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
                                                    "--group", f"bench-{RUN}"], child_env()).start()
     from django.contrib.auth import get_user_model
 
-    from chat import services
+    from chat.services.rooms import room_create
 
     owner = get_user_model().objects.create_user(username=f"owner-{RUN}")
-    room = services.room_create(owner=owner, name=f"bench {RUN}", private=False)
+    room = room_create(owner=owner, name=f"bench {RUN}", private=False)
     cookies = [c for _, c in users_with_cookies(receivers + senders, f"r{server}")]
     sender_cookies, cookies = cookies[:senders], cookies[senders:]
     ctx = mp.get_context("fork")

@@ -47,12 +47,12 @@ def balanced_rooms(owner, per_partition: int, label: str) -> list:
     """Rooms whose keys land evenly on the partitions, so two workers get equal shares."""
     from kafka.partitioner.default import murmur2
 
-    from chat import services
     from chat.bus import records
+    from chat.services.rooms import room_create
 
     rooms: dict[int, list] = {p: [] for p in range(PARTITIONS)}
     while any(len(found) < per_partition for found in rooms.values()):
-        room = services.room_create(owner=owner, name=f"persist {label} {uuid.uuid4().hex[:8]}", private=False)
+        room = room_create(owner=owner, name=f"persist {label} {uuid.uuid4().hex[:8]}", private=False)
         # The producer's default partitioner: murmur2 of the key.
         partition = (murmur2(records.record_key({"room_id": room.id})) & 0x7FFFFFFF) % PARTITIONS
         if len(rooms[partition]) < per_partition:

@@ -51,7 +51,7 @@ async def soak(args) -> None:
     setup_django()
     from django.contrib.auth import get_user_model
 
-    from chat import services
+    from chat.services.rooms import room_create
     from tests.support import Process, WebServer, free_port
 
     web = [WebServer(f"soak-web-{i}-{RUN}", child_env()).start() for i in range(2)]
@@ -62,7 +62,7 @@ async def soak(args) -> None:
     processes = {f"web-{i + 1}": p.proc.pid for i, p in enumerate(web)}
     processes.update({f"worker-{i + 1}": p.proc.pid for i, p in enumerate(workers)})
     owner = get_user_model().objects.create_user(username=f"soak-{RUN}")
-    room = services.room_create(owner=owner, name=f"soak {RUN}", private=False)
+    room = room_create(owner=owner, name=f"soak {RUN}", private=False)
     cookies = [c for _, c in users_with_cookies(args.receivers + 1, "soak")]
     latencies: list[float] = []
     delivered = 0
