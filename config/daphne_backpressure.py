@@ -12,10 +12,16 @@ It also puts `scope["extensions"]["chat.send_texts"]`, the fast frame path of co
 and writes frames through to the socket when Twisted holds nothing for it.
 """
 
+from config.shims import versions_match
 from config.ws_frames import SEND_TEXTS, UNSENT_BYTES, text_frames
 
 CLOSE_SLOW_CONSUMER = 4408
 SLOW_CONSUMER_DROP_SECONDS = 10
+
+# daphne's Server.create_application, connections and WebSocketProtocol.serverClose; autobahn's
+# protocol state, send queue, compression and fragmentation fields and closeHandshakeTimeout;
+# Twisted's TCP transport buffer (dataBuffer, offset, _tempDataLen, socket).
+WRITTEN_FOR = {"daphne": "4.2.3", "autobahn": "26.10.2", "twisted": "26.10.0"}
 
 
 def unsent_bytes(transport) -> int:
@@ -56,12 +62,17 @@ def write_through(transport, data: bytes) -> None:
         transport.write(data[sent:])
 
 
-def install() -> None:
+def install() -> bool:
+    """Replaces daphne's Server.create_application and wraps WebSocketProtocol.serverClose, on the
+    versions it was written for only; returns whether it is installed."""
+    if not versions_match(__name__, WRITTEN_FOR, without="frames go through ASGI one by one, and for a "
+                          "client that stops reading they pile up in Twisted's buffer instead of ending in 4408"):
+        return False
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
 
     if getattr(Server, "_chat_backpressure", False):
-        return
+        return True
     create_application = Server.create_application
 
     def create_application_with_unsent_bytes(self, protocol, scope):
@@ -81,3 +92,4 @@ def install() -> None:
     Server.create_application = create_application_with_unsent_bytes
     WebSocketProtocol.serverClose = server_close_with_time_to_read
     Server._chat_backpressure = True
+    return True

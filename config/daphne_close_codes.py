@@ -6,14 +6,23 @@ autobahn-python#1642. Servers may send these codes; this sends the close frame d
 Remove once daphne passes them through.
 """
 
+from config.shims import versions_match
+
 SERVER_CLOSE_CODES = frozenset({1001, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014})
 
+# daphne's WebSocketProtocol.serverClose, autobahn's sendCloseFrame and its sendClose's code check.
+WRITTEN_FOR = {"daphne": "4.2.3", "autobahn": "26.10.2"}
 
-def install() -> None:
+
+def install() -> bool:
+    """Replaces daphne's WebSocketProtocol.serverClose, on the versions it was written for only;
+    returns whether it is installed."""
+    if not versions_match(__name__, WRITTEN_FOR, without="closes with 1003, 1009 or 1012 go out as 1011"):
+        return False
     from daphne.ws_protocol import WebSocketProtocol
 
     if getattr(WebSocketProtocol, "_chat_close_codes", False):
-        return
+        return True
     original = WebSocketProtocol.serverClose
 
     def server_close(self, code=None):
@@ -24,3 +33,4 @@ def install() -> None:
 
     WebSocketProtocol.serverClose = server_close
     WebSocketProtocol._chat_close_codes = True
+    return True

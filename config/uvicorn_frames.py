@@ -1,15 +1,20 @@
 """The chat's fast frame path under uvicorn (see config/ws_frames.py), for its websockets sans-I/O
 protocol (uvicorn's default with the websockets package installed).
 
-Measured with the fan-out benchmark (session 5, back to back, 200 receivers): p99 at 20k offered
+Measured with the fan-out benchmark (back to back, 200 receivers): p99 at 20k offered
 deliveries/s 248 -> 41 ms, at 40k 2.7 -> 0.76 s (docs/performance.md). Sockets that negotiated
-permessage-deflate (browsers ask for it unless uvicorn runs with --ws-per-message-deflate false)
-are compressed per connection, so they keep uvicorn's own framing.
+permessage-deflate (browsers ask for it unless uvicorn runs with
+--ws-per-message-deflate false) are compressed per connection, so they keep uvicorn's own framing.
 """
 
-from websockets.protocol import State
-
+from config.shims import versions_match
 from config.ws_frames import SEND_TEXTS, UNSENT_BYTES, text_frames
+
+# uvicorn's WebSocketsSansIOProtocol (run_asgi, scope, transport, handshake_complete, close_sent,
+# conn) and websockets' ServerProtocol (state, extensions, send_text, data_to_send).
+WRITTEN_FOR = {"uvicorn": "0.54.0", "websockets": "17.4"}
+
+_OPEN = None  # websockets' State.OPEN, imported by install() once the version is checked
 
 
 def send_texts(protocol, texts: tuple[str, ...]) -> None:
@@ -18,7 +23,7 @@ def send_texts(protocol, texts: tuple[str, ...]) -> None:
     it frames its own)."""
     if not protocol.handshake_complete or protocol.close_sent or protocol.transport.is_closing():
         return
-    if protocol.conn.state is not State.OPEN:
+    if protocol.conn.state is not _OPEN:
         return
     if protocol.conn.extensions:  # permessage-deflate: compressed per connection
         for text in texts:
@@ -28,11 +33,18 @@ def send_texts(protocol, texts: tuple[str, ...]) -> None:
         protocol.transport.write(text_frames(texts))
 
 
-def install() -> None:
+def install() -> bool:
+    """Wraps uvicorn's WebSocketsSansIOProtocol.run_asgi to put the fast frame path in each scope, on
+    the versions it was written for only; returns whether it is installed."""
+    global _OPEN
+    if not versions_match(__name__, WRITTEN_FOR, without="frames go through ASGI one by one"):
+        return False
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.protocol import State
 
     if getattr(WebSocketsSansIOProtocol, "_chat_frames", False):
-        return
+        return True
+    _OPEN = State.OPEN
     run_asgi = WebSocketsSansIOProtocol.run_asgi
 
     async def run_asgi_with_frame_path(self):
@@ -43,3 +55,4 @@ def install() -> None:
 
     WebSocketsSansIOProtocol.run_asgi = run_asgi_with_frame_path
     WebSocketsSansIOProtocol._chat_frames = True
+    return True

@@ -8,6 +8,10 @@ config/uvicorn_frames.py). Each puts two callables in a WebSocket scope's extens
   go in one write: one system call, and one wake-up of the client, for all of them.
 - `chat.unsent_bytes()`: bytes the socket's transport holds that the kernel has not taken; the
   consumer queues (and past a limit cuts with 4408) instead of writing above a high-water mark.
+
+The frames here follow RFC 6455 alone and touch no server's internals; each hook checks the
+upstream versions it was written for (config/shims.py) and, on others, leaves both callables out,
+so the consumer writes through ASGI's `websocket.send` instead.
 """
 
 UNSENT_BYTES = "chat.unsent_bytes"
