@@ -264,9 +264,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
 def _frame_sender(send):
     """The send for frames once accepted. channels' session wrapper reads the lazy session on every
     send although it only acts on accept and close; under load that was a quarter of the write
-    path (docs/performance.md), so frames go past it."""
+    path (docs/performance.md), so frames go past it, to the wrapper's private `real_send`: only on
+    the channels version this was written for (checked once), else through the wrapper."""
+    from config.shims import versions_match_once
+
     wrapper = getattr(send, "__self__", None)
-    return wrapper.real_send if isinstance(wrapper, InstanceSessionWrapper) else send
+    if not isinstance(wrapper, InstanceSessionWrapper):
+        return send
+    written_for = {"channels": "4.3.2"}  # InstanceSessionWrapper.real_send and what its send does
+    if not versions_match_once(f"{__name__}._frame_sender", written_for,
+                               without="frames go through channels' session wrapper"):
+        return send
+    return wrapper.real_send
 
 
 def _query_int(scope, name: str) -> int | None:
