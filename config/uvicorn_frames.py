@@ -1,10 +1,10 @@
 """The chat's fast frame path under uvicorn (see config/ws_frames.py), for its websockets sans-I/O
 protocol (uvicorn's default with the websockets package installed).
 
-Measured with the fan-out benchmark (back to back, 200 receivers): p99 at 20k offered
-deliveries/s 248 -> 41 ms, at 40k 2.7 -> 0.76 s (docs/performance.md). Sockets that negotiated
-permessage-deflate (browsers ask for it unless uvicorn runs with
---ws-per-message-deflate false) are compressed per connection, so they keep uvicorn's own framing.
+Measured back to back with the fan-out benchmark, it took p99 at 20k offered deliveries/s from
+248 to 41 ms (docs/performance.md). Sockets that negotiated permessage-deflate (browsers ask for it
+unless uvicorn runs with --ws-per-message-deflate false) are compressed per connection, so they
+keep uvicorn's own framing.
 """
 
 from config.shims import versions_match
