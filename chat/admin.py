@@ -8,8 +8,8 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
-from chat import services
 from chat.models import ChatProfile, Membership, Message, ModerationAction, Report, Room
+from chat.services import moderation
 
 
 class MembershipInline(admin.TabularInline):
@@ -60,13 +60,13 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.action(description="Hide the selected messages (removed from every client now)")
     def hide_messages(self, request, queryset):
         for message in queryset.select_related("room", "author").filter(hidden=False):
-            services.message_hide(actor=request.user, message=message, reason="hidden from the message list")
+            moderation.message_hide(actor=request.user, message=message, reason="hidden from the message list")
         self.message_user(request, "Hidden; connected clients no longer show them.", messages.SUCCESS)
 
     @admin.action(description="Unhide the selected messages")
     def unhide_messages(self, request, queryset):
         for message in queryset.select_related("room", "author").filter(hidden=True):
-            services.message_unhide(actor=request.user, message=message, reason="unhidden from the message list")
+            moderation.message_unhide(actor=request.user, message=message, reason="unhidden from the message list")
         self.message_user(request, "Unhidden; they are back in history.", messages.SUCCESS)
 
     def has_add_permission(self, request) -> bool:
@@ -98,13 +98,13 @@ class ReportAdmin(admin.ModelAdmin):
     @admin.action(description="Hide the message and resolve")
     def hide_and_resolve(self, request, queryset):
         for report in queryset.select_related("message__room", "message__author", "reporter").filter(resolved=False):
-            services.report_resolve(actor=request.user, report=report, hide=True)
+            moderation.report_resolve(actor=request.user, report=report, hide=True)
         self.message_user(request, "Messages hidden and reports resolved.", messages.SUCCESS)
 
     @admin.action(description="Resolve (keep the message)")
     def resolve(self, request, queryset):
         for report in queryset.select_related("message", "reporter").filter(resolved=False):
-            services.report_resolve(actor=request.user, report=report, hide=False)
+            moderation.report_resolve(actor=request.user, report=report, hide=False)
         self.message_user(request, "Reports resolved.", messages.SUCCESS)
 
     def has_add_permission(self, request) -> bool:
@@ -138,13 +138,13 @@ class ChatProfileAdmin(admin.ModelAdmin):
         if not change:
             super().save_model(request, obj, form, change)
         if obj.banned != banned_before:
-            (services.user_ban if obj.banned else services.user_unban)(actor=request.user, user=obj.user,
+            (moderation.user_ban if obj.banned else moderation.user_unban)(actor=request.user, user=obj.user,
                                                                        reason=reason)
         if obj.muted_until != muted_before:
             if obj.muted_until:
-                services.user_mute(actor=request.user, user=obj.user, until=obj.muted_until, reason=reason)
+                moderation.user_mute(actor=request.user, user=obj.user, until=obj.muted_until, reason=reason)
             else:
-                services.user_unmute(actor=request.user, user=obj.user, reason=reason)
+                moderation.user_unmute(actor=request.user, user=obj.user, reason=reason)
 
     def _each(self, request, queryset, action, done: str, **kwargs):
         for profile in queryset.select_related("user"):
@@ -153,29 +153,29 @@ class ChatProfileAdmin(admin.ModelAdmin):
 
     @admin.action(description="Ban (their sockets close now, everywhere)")
     def ban(self, request, queryset):
-        self._each(request, queryset, services.user_ban, "banned")
+        self._each(request, queryset, moderation.user_ban, "banned")
 
     @admin.action(description="Unban")
     def unban(self, request, queryset):
-        self._each(request, queryset, services.user_unban, "unbanned")
+        self._each(request, queryset, moderation.user_unban, "unbanned")
 
     @admin.action(description="Mute for 1 hour")
     def mute_hour(self, request, queryset):
         until = timezone.now() + timedelta(hours=1)
-        self._each(request, queryset, services.user_mute, "muted for an hour", until=until)
+        self._each(request, queryset, moderation.user_mute, "muted for an hour", until=until)
 
     @admin.action(description="Mute for 24 hours")
     def mute_day(self, request, queryset):
         until = timezone.now() + timedelta(days=1)
-        self._each(request, queryset, services.user_mute, "muted for a day", until=until)
+        self._each(request, queryset, moderation.user_mute, "muted for a day", until=until)
 
     @admin.action(description="Mute indefinitely")
     def mute_indefinitely(self, request, queryset):
-        self._each(request, queryset, services.user_mute, "muted indefinitely")
+        self._each(request, queryset, moderation.user_mute, "muted indefinitely")
 
     @admin.action(description="Unmute")
     def unmute(self, request, queryset):
-        self._each(request, queryset, services.user_unmute, "unmuted")
+        self._each(request, queryset, moderation.user_unmute, "unmuted")
 
 
 @admin.register(ModerationAction)

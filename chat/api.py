@@ -6,8 +6,10 @@ import json
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import selectors, services
+from chat import selectors
 from chat.errors import ChatError
+from chat.services.rooms import dm_open, room_add_member, room_create
+from chat.services.text import without_nul
 
 
 def error_response(status: int, code: str, detail: str) -> JsonResponse:
@@ -66,7 +68,7 @@ def rooms(request: HttpRequest) -> JsonResponse:
     name, private, slug = data.get("name"), data.get("private", False), data.get("slug")
     if not isinstance(name, str) or not isinstance(private, bool) or not isinstance(slug, (str, type(None))):
         raise ChatError("Send {'name': str, 'private': bool} and optionally 'slug': str.", code="invalid")
-    room = services.room_create(owner=request.user, name=name, private=private, slug=slug)
+    room = room_create(owner=request.user, name=name, private=private, slug=slug)
     return JsonResponse(selectors.room_object(room, 0), status=201)
 
 
@@ -76,7 +78,7 @@ def room_members(request: HttpRequest, slug: str) -> JsonResponse:
     username = json_body(request).get("username")
     if not isinstance(username, str):
         raise ChatError("Send {'username': str}.", code="invalid")
-    membership = services.room_add_member(actor=request.user, room=room, username=username)
+    membership = room_add_member(actor=request.user, room=room, username=username)
     return JsonResponse({"room": room.slug, "username": membership.user.username, "role": membership.role},
                         status=201)
 
@@ -96,13 +98,13 @@ def dms(request: HttpRequest) -> JsonResponse:
     username = json_body(request).get("username")
     if not isinstance(username, str):
         raise ChatError("Send {'username': str}.", code="invalid")
-    room, created = services.dm_open(actor=request.user, username=username)
+    room, created = dm_open(actor=request.user, username=username)
     return JsonResponse(selectors.room_object(room, selectors.room_max_seq(room.id)), status=201 if created else 200)
 
 
 @api_view("GET")
 def search(request: HttpRequest) -> JsonResponse:
-    query = services.without_nul(request.GET.get("q", "")).strip()
+    query = without_nul(request.GET.get("q", "")).strip()
     if not query:
         raise ChatError("Send the words to look for as ?q=.", code="invalid")
     limit = _int_param(request, "limit", default=20, low=1, high=100)

@@ -6,4 +6,4 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import receivers  # noqa: F401  (connects the signal receivers)
+        from chat import checks, receivers  # noqa: F401  (registers the checks, connects the receivers)

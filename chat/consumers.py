@@ -19,9 +19,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 
-from chat import drain, logcontext, metrics, protocol, services
+from chat import drain, logcontext, metrics, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
+from chat.services import messages, presence
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # No per-socket channel: the per-process hub receives room events and hands them to us.
     channel_layer_alias = "__per_process_hub_only__"
 
-    who: services.Participant | None = None
+    who: presence.Participant | None = None
 
     async def __call__(self, scope, receive, send):
         # channels runs every receive as a new task under asyncio.wait, three event-loop turns a
@@ -79,7 +80,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             return await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
         try:
-            self.who = await services.participant_join(user=user, slug=self.scope["url_route"]["kwargs"]["slug"])
+            self.who = await presence.participant_join(user=user, slug=self.scope["url_route"]["kwargs"]["slug"])
         except ChatError as exc:
             code = protocol.CLOSE_NOT_FOUND if exc.code == "not_found" else protocol.CLOSE_FORBIDDEN
             return await self.close(code=code)
@@ -87,8 +88,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         logcontext.conn_id.set(self.conn_id)  # this connection's task: its log lines carry the id
         self.user_id, self.username = self.who.user_id, self.who.username
         await get_hub().join(self)
-        await services.presence_enter(self.who)  # first, so hello's online list includes this user
-        self.push(await services.hello_for(self.who))
+        await presence.presence_enter(self.who)  # first, so hello's online list includes this user
+        self.push(await presence.hello_for(self.who))
         after = _query_int(self.scope, "after")
         if after is not None:
             await self._replay(after)
@@ -104,7 +105,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.who is not None:
             await get_hub().leave(self)
             try:
-                await services.presence_exit(self.who)
+                await presence.presence_exit(self.who)
             except Exception:  # noqa: BLE001 - a dying socket must not raise; the entry expires anyway
                 logger.warning("presence exit failed for %s; the entry expires on its own", self.who.conn_id)
 
@@ -137,37 +138,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise ChatError("Too many messages waiting to be stored; wait for their acks.", code="rate_limited",
                             retry_after=1.0)
         received = time.monotonic()
-        sent = await services.message_send(who=self.who, body=body, client_id=client_id)
+        sent = await messages.message_send(who=self.who, body=body, client_id=client_id)
         # Wait for durability off this socket's frame loop, so a slow Kafka delays acks, not sends.
         task = asyncio.ensure_future(self._confirm(sent, received))
         self._confirming.add(task)
         task.add_done_callback(self._confirming.discard)
 
-    async def _confirm(self, sent: services.SentMessage, received: float) -> None:
+    async def _confirm(self, sent: messages.SentMessage, received: float) -> None:
         try:
-            self.push(await services.message_confirm(sent))
+            self.push(await messages.message_confirm(sent))
             metrics.SEND_ACK_SECONDS.observe(time.monotonic() - received)
         except ChatError as exc:
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail, client_id=sent.client_id))
 
     async def on_message_edit(self, id: str, body: str):
-        await services.message_edit(who=self.who, message_id=id, body=body)
+        await messages.message_edit(who=self.who, message_id=id, body=body)
 
     async def on_message_delete(self, id: str):
-        await services.message_delete(who=self.who, message_id=id)
+        await messages.message_delete(who=self.who, message_id=id)
 
     async def on_message_report(self, id: str, reason: str):
-        await services.message_report(who=self.who, message_id=id, reason=reason)
+        await messages.message_report(who=self.who, message_id=id, reason=reason)
 
     async def on_typing(self, active: bool):
-        await services.typing_notify(who=self.who, active=active)
+        await presence.typing_notify(who=self.who, active=active)
 
     async def on_resume(self, after: int):
         self._held = []
         await self._replay(after)
 
     async def on_read(self, seq: int):
-        await services.read_mark(who=self.who, seq=seq)
+        await presence.read_mark(who=self.who, seq=seq)
 
     async def on_ping(self):
         self.push(protocol.pong_frame())
@@ -238,7 +239,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _replay(self, after: int) -> None:
         """Every message after `after`, then the live frames held meanwhile, without duplicates."""
-        frames = await services.messages_since(who=self.who, after=after)
+        frames = await messages.messages_since(who=self.who, after=after)
         for frame in frames:
             metrics.FRAMES_OUT.labels(type=frame["type"]).inc()
             self._enqueue((protocol.encode(frame),), counted=False)

@@ -199,7 +199,7 @@ class RoomHub:
             if redis_lost:
                 redis_lost = False
                 await self._after_redis_outage()
-            from chat.services import presence_announce  # services build on the hub's layer
+            from chat.services.presence import presence_announce  # services build on the hub's layer
 
             for room_id in rooms_left:
                 await presence_announce(room_id)

@@ -1,6 +1,7 @@
-"""Signal receivers. The post-send signals': enqueue the record to Kafka, or store it inline when the
-embedded default runs without Kafka; either way the sender is acked only after this returns.
-request_finished's: close the request's database connection."""
+"""Signal receivers. The durability signals' one persistence receiver: enqueue the record to Kafka,
+or store it inline when the embedded default runs without Kafka, and confirm either with
+`Persisted`; the sender is acked only on that confirmation. request_finished's: close the request's
+database connection."""
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -10,18 +11,19 @@ from django.dispatch import receiver
 
 from chat.bus import records
 from chat.bus.producer import get_producer
-from chat.signals import message_changed, message_sent
+from chat.signals import Persisted, message_changed, message_sent
 
 
 @receiver(message_sent)
 @receiver(message_changed)
-async def enqueue_record(sender, record: dict, **kwargs) -> None:
+async def persist_record(sender, record: dict, **kwargs) -> Persisted:
     if settings.KAFKA_BOOTSTRAP_SERVERS:
-        await get_producer().send(record)
-    else:
-        from chat.services import messages_persist
+        await get_producer().send(record)  # resolves once Kafka has it (acks=all), else raises
+        return Persisted(record["id"], "kafka")
+    from chat.services.persistence import messages_persist
 
-        await database_sync_to_async(messages_persist)([records.decode(records.encode(record))])
+    await database_sync_to_async(messages_persist)([records.decode(records.encode(record))])
+    return Persisted(record["id"], "database")
 
 
 @receiver(request_finished)

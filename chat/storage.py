@@ -1,4 +1,4 @@
-"""Message rows into the database in bulk: the worker's write path (services.messages_persist).
+"""Message rows into the database in bulk: the worker's write path (chat.services.persistence.messages_persist).
 
 On Postgres a batch is one INSERT from one array literal per column (no Model instances, no
 per-value adaptation), and the rows' room and author are checked once per batch rather than once

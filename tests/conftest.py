@@ -41,7 +41,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from chat import services  # noqa: E402
+from chat.services.rooms import room_create  # noqa: E402
 from tests.support import PYTHON, Process, WebServer, unique  # noqa: E402
 
 
@@ -143,7 +143,7 @@ def session_cookie(user) -> str:
 
 
 def make_room(owner, *, private: bool = False):
-    return services.room_create(owner=owner, name=unique("room"), private=private)
+    return room_create(owner=owner, name=unique("room"), private=private)
 
 
 @pytest.fixture

@@ -297,7 +297,7 @@ class MessageWorker:
     def _apply(self, batch, writer: int) -> None:
         """Decode and write a part of a batch (retrying with backoff while Postgres fails). Runs in
         that writer's thread; the main thread commits the offsets after every part is written."""
-        from chat.services import messages_persist
+        from chat.services.persistence import messages_persist
 
         good = []
         for record in batch:
@@ -333,7 +333,7 @@ class MessageWorker:
 
     def _apply_one_by_one(self, pairs):
         """Store each record alone; dead-letter those the database refuses. Returns none left to do."""
-        from chat.services import messages_persist
+        from chat.services.persistence import messages_persist
 
         for record, decoded in pairs:
             try:

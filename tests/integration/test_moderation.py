@@ -7,8 +7,8 @@ import uuid
 
 import httpx
 
-from chat import services
 from chat.models import Message, ModerationAction, Report
+from chat.services import moderation
 from tests.conftest import make_user, session_cookie
 from tests.support import chat_socket, wait_until
 
@@ -37,7 +37,7 @@ async def stored(message_id: str, timeout: float = 20) -> Message:
 
 async def test_ban_closes_the_users_sockets_on_every_instance_within_a_second(web_a, web_b, alice, bob, room):
     staff = staff_user()
-    profile = services.profile_for(alice)
+    profile = moderation.profile_for(alice)
     async with (
         chat_socket(web_a, room.slug, alice.cookie) as on_a,
         chat_socket(web_b, room.slug, alice.cookie) as on_b,
@@ -65,7 +65,7 @@ async def test_ban_closes_the_users_sockets_on_every_instance_within_a_second(we
 
 async def test_mute_applies_to_open_sockets_and_unmute_lifts_it(web_a, web_b, alice, room):
     staff = staff_user()
-    profile = services.profile_for(alice)
+    profile = moderation.profile_for(alice)
     async with chat_socket(web_b, room.slug, alice.cookie) as sock:
         admin_action(web_a, staff, "chatprofile", "mute_hour", [profile.pk])
 

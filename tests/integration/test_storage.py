@@ -9,9 +9,10 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from chat import services, storage
+from chat import storage
 from chat.bus import records
 from chat.models import Message, Room
+from chat.services.persistence import messages_persist
 from tests.conftest import make_room, make_user
 from tests.support import wait_until
 
@@ -60,10 +61,10 @@ def test_a_replayed_batch_of_creates_stores_each_message_once():
     author = make_user("author")
     room = make_room(author)
     first = [created(room, author, seq) for seq in (1, 2)]
-    assert services.messages_persist(first) == 2
+    assert messages_persist(first) == 2
     replay = [*first, created(room, author, 3)]  # a redelivered batch that grew by one
-    assert services.messages_persist(replay) == 1
-    assert services.messages_persist(replay) == 0
+    assert messages_persist(replay) == 1
+    assert messages_persist(replay) == 0
     assert sorted(Message.objects.filter(room=room).values_list("seq", flat=True)) == [1, 2, 3]
 
 
@@ -78,7 +79,7 @@ def test_a_batch_with_a_row_of_a_missing_room_or_author_is_refused_whole(missing
         bad["author"]["id"] = 2**31 - 1
     expected = f"no room with id {10**15}" if missing == "room" else f"no user with id {2**31 - 1}"
     with pytest.raises(IntegrityError, match=expected):
-        services.messages_persist([created(room, author, 1), bad])
+        messages_persist([created(room, author, 1), bad])
     assert not Message.objects.filter(room=room).exists()
 
 
@@ -107,7 +108,7 @@ def held_open(action):
 def test_a_room_deleted_while_its_batch_is_written_waits_and_then_fails_leaving_no_orphans():
     author = make_user("author")
     room = make_room(author)
-    with held_open(lambda: services.messages_persist([created(room, author, seq) for seq in (1, 2, 3)])):
+    with held_open(lambda: messages_persist([created(room, author, seq) for seq in (1, 2, 3)])):
         waiting_before = lock_waiters()
         deleter, deleted = in_thread(lambda: Room.objects.filter(id=room.id).delete())
         # The batch holds its room: the delete waits for the batch's transaction...
@@ -124,7 +125,7 @@ def test_a_batch_for_a_room_being_deleted_waits_and_is_refused_once_the_delete_c
     room = make_room(author)
     with held_open(lambda: Room.objects.filter(id=room.id).delete()):
         waiting_before = lock_waiters()
-        writer, written = in_thread(lambda: services.messages_persist([created(room, author, 1)]))
+        writer, written = in_thread(lambda: messages_persist([created(room, author, 1)]))
         wait_until(lambda: lock_waiters() > waiting_before, 10, message="the batch waiting for the delete")
     writer.join(30)
     assert isinstance(written.get("error"), IntegrityError), written
@@ -137,7 +138,7 @@ def test_the_rest_of_a_callers_transaction_keeps_its_per_row_foreign_key_checks(
     author = make_user("author")
     room = make_room(author)
     with transaction.atomic():
-        services.messages_persist([created(room, author, 1)])
+        messages_persist([created(room, author, 1)])
         with connection.cursor() as cursor:
             cursor.execute("SHOW session_replication_role")
             assert cursor.fetchone()[0] == "origin"

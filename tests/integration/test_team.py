@@ -4,8 +4,8 @@ and instances with unread counts, direct messages, and search that never leaks a
 import asyncio
 import uuid
 
-from chat import services
 from chat.models import Message
+from chat.services import moderation
 from tests.conftest import make_room, make_user
 from tests.integration.test_api import client_for, post
 from tests.support import chat_socket, wait_until
@@ -84,7 +84,7 @@ async def test_search_finds_only_what_the_user_may_read_newest_first(web_a, work
                and Message.objects.filter(id=deleted["id"], deleted=True).exists(), 20, message="stored")
     staff, to_hide = make_user("staff", is_staff=True), Message.objects.select_related("room", "author").get(
         id=hidden["id"])
-    await asyncio.to_thread(services.message_hide, actor=staff, message=to_hide)  # sync code, as in the admin
+    await asyncio.to_thread(moderation.message_hide, actor=staff, message=to_hide)  # sync code, as in the admin
 
     with client_for(web_a, alice) as client_alice, client_for(web_a, bob) as client_bob:
         found = client_alice.get("/api/search/", params={"q": word}).json()["messages"]

@@ -1,0 +1,49 @@
+"""The live side of actions: frames to a room, events to a user's sockets on every instance, live
+effects that wait for a commit, and changes handed to the durability signal."""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from chat import metrics, protocol
+from chat.errors import NotPersisted
+from chat.roomstate import HUB_GROUP, room_group
+from chat.signals import NotConfirmed, message_changed, persist
+
+logger = logging.getLogger(__name__)
+
+
+async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
+    # Only message frames carry a seq for the sockets' duplicate check; edits and deletes of older
+    # messages must always get through.
+    seq = frame["seq"] if frame["type"] == "message" else None
+    event = {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq}
+    if exclude:
+        event["exclude"] = exclude
+    await get_channel_layer().group_send(room_group(room_id), event)
+
+
+async def hub_event(event: dict) -> None:
+    """A user-wide event for every instance's hub (which picks that user's sockets)."""
+    await get_channel_layer().group_send(HUB_GROUP, event)
+
+
+def after_commit(coroutine_function, **kwargs) -> None:
+    """Run a live effect once the database change is committed (at once outside a transaction).
+
+    async_to_sync from the admin's worker thread runs it on the server's own event loop, where the
+    channel layer's connections live."""
+    transaction.on_commit(lambda: async_to_sync(coroutine_function)(**kwargs))
+
+
+async def change_persist(record: dict) -> None:
+    """Hand a change's record to the durability signal; NotPersisted unless a receiver confirms it."""
+    try:
+        await persist(message_changed, record)
+    except Exception as exc:
+        metrics.KAFKA_PRODUCE_ERRORS.inc()
+        if not isinstance(exc, NotConfirmed):  # persist logged that one
+            logger.warning("%s of %s in room %s not persisted: %s", record["event"], record["id"], record["room"], exc)
+        raise NotPersisted(f"The change could not be stored ({type(exc).__name__}); try again.") from exc

@@ -1,0 +1,177 @@
+"""Messages: send and confirm, edit, delete, report, and replay after a reconnect."""
+
+import logging
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+from uuid6 import uuid7
+
+from chat import metrics, permissions, protocol, selectors
+from chat.bus import backlog, records
+from chat.errors import ChatError, Forbidden, NotFound, NotPersisted
+from chat.models import Report, Room
+from chat.roomstate import parse_rate, room_state
+from chat.services.events import change_persist, room_broadcast
+from chat.services.presence import Participant
+from chat.services.rooms import room_seq_seed
+from chat.services.text import message_body_clean, without_nul
+from chat.signals import NotConfirmed, message_sent, persist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message that is sequenced and broadcast; `message_confirm` waits until it is durable."""
+
+    client_id: str
+    record: dict
+
+
+async def message_send(*, who: Participant, body: str, client_id: str) -> SentMessage:
+    """Check, sequence and broadcast one message (or find the first one of a retried client_id)."""
+    body = message_body_clean(body)
+    if permissions.is_muted(who.muted_until):
+        raise ChatError("You are muted in this chat for now.", code="muted")
+    message = protocol.message_object(
+        id=str(uuid7()),  # time-ordered, as Message.id
+        room=who.room_slug,
+        seq=0,
+        author_id=who.user_id,
+        author_username=who.username,
+        body=body,
+        created_at=timezone.now(),
+        edited_at=None,
+        client_id=client_id,
+    )
+    state = room_state()
+    send = dict(room_id=who.room_id, user_id=who.user_id, client_id=client_id, message=message,
+                rate=parse_rate(settings.CHAT_RATE_LIMIT))
+    outcome = await state.send(**send, seed=None)
+    if outcome.status == "seed":
+        seed = await database_sync_to_async(room_seq_seed)(room_id=who.room_id)
+        outcome = await state.send(**send, seed=seed)
+    if outcome.status == "limited":
+        raise ChatError(
+            f"Too many messages; try again in {outcome.retry_after} s.",
+            code="rate_limited",
+            retry_after=outcome.retry_after,
+        )
+    if outcome.status == "dup":
+        # A retry: enqueue the original again (the worker ignores a record it has) and ack it again.
+        original = await state.recent_get(who.room_id, outcome.seq)
+        if original and original.get("id") == outcome.message_id:
+            message = {k: v for k, v in original.items() if k != "type"}
+        else:
+            message = {**message, "id": outcome.message_id, "seq": outcome.seq}
+    else:
+        message["seq"] = outcome.seq
+        metrics.MESSAGES_SENT.inc()
+    return SentMessage(client_id, records.message_record("message.created", message, room_id=who.room_id))
+
+
+async def message_confirm(sent: SentMessage) -> dict:
+    """Fire the post-send signal; the ack, once its persistence receiver confirms the message is
+    durable (Kafka has it, or it is stored inline)."""
+    record = sent.record
+    try:
+        await persist(message_sent, record)
+    except Exception as exc:
+        metrics.KAFKA_PRODUCE_ERRORS.inc()
+        if not isinstance(exc, NotConfirmed):  # persist logged that one
+            logger.warning("message %s in room %s not persisted: %s", record["id"], record["room"], exc)
+        raise NotPersisted(f"The message could not be stored ({type(exc).__name__}); send it again.") from exc
+    return protocol.ack_frame(client_id=sent.client_id, id=record["id"], seq=record["seq"])
+
+
+async def _message_for_change(who: Participant, message_id: str) -> dict:
+    """The message's current state (the recent buffer is newer than Postgres), or NotFound."""
+    stored = await database_sync_to_async(selectors.message_for_change)(message_id)
+    current, visible = None, False
+    if stored and stored["room_id"] == who.room_id:
+        current, visible = stored["message"], stored["visible"]
+    buffered = await room_state().recent_get(who.room_id, current["seq"]) if current else None
+    if current is None:
+        for frame in await room_state().recent(who.room_id, 0):
+            if frame.get("id") == message_id:
+                buffered = frame
+                break
+    if buffered is not None:
+        if buffered["type"] != "message":
+            raise NotFound("No such message.")
+        current, visible = {k: v for k, v in buffered.items() if k != "type"}, True
+    if current is None or not visible:
+        raise NotFound("No such message.")
+    return current
+
+
+async def message_edit(*, who: Participant, message_id: str, body: str) -> None:
+    body = message_body_clean(body)
+    message = await _message_for_change(who, message_id)
+    if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
+        raise Forbidden("Only the author or staff may edit this message.")
+    edited = {**message, "body": body, "edited_at": protocol.isoformat(timezone.now())}
+    await room_state().recent_replace(who.room_id, edited["seq"], protocol.message_frame(edited))
+    await room_broadcast(
+        who.room_id, protocol.edited_frame(id=edited["id"], seq=edited["seq"], body=body, edited_at=edited["edited_at"])
+    )
+    await change_persist(records.message_record("message.edited", edited, room_id=who.room_id))
+
+
+async def message_delete(*, who: Participant, message_id: str) -> None:
+    message = await _message_for_change(who, message_id)
+    if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
+        raise Forbidden("Only the author or staff may delete this message.")
+    await message_remove(room_id=who.room_id, message=message, by="author")
+
+
+async def message_remove(*, room_id: int, message: dict, by: str) -> None:
+    """Take a message out of every client and of history: deleted by its author or hidden by staff."""
+    frame = protocol.deleted_frame(id=message["id"], seq=message["seq"])
+    await room_state().recent_replace(room_id, message["seq"], frame)
+    await room_broadcast(room_id, frame)
+    await change_persist(records.message_record("message.deleted", message, room_id=room_id, by=by))
+
+
+async def message_restore(*, room_id: int, message: dict) -> None:
+    """Put an unhidden message back in the recent buffer (when it is still there) and in history."""
+    if await room_state().recent_get(room_id, message["seq"]) is not None:
+        await room_state().recent_replace(room_id, message["seq"], protocol.message_frame(message))
+    await change_persist(records.message_record("message.restored", message, room_id=room_id))
+
+
+async def message_report(*, who: Participant, message_id: str, reason: str) -> None:
+    reason = without_nul(reason).strip()
+    if not reason:
+        raise ChatError("A report needs a reason.", code="empty_body")
+    await database_sync_to_async(report_create)(reporter_id=who.user_id, room_id=who.room_id,
+                                                 message_id=message_id, reason=reason[:2000])
+
+
+def report_create(*, reporter_id: int, room_id: int, message_id: str, reason: str) -> Report:
+    message = selectors.message_for_change(message_id)
+    if message is None or message["room_id"] != room_id:
+        raise NotFound("No such message (it may not be stored yet; try again in a moment).")
+    return Report.objects.create(message_id=message_id, reporter_id=reporter_id, reason=reason)
+
+
+async def messages_since(*, who: Participant, after: int) -> list[dict]:
+    """Every visible message with seq > after, in order: from the recent buffer when it reaches back
+    to `after` (the usual reconnect); otherwise (a long absence, or Redis restarted empty) from
+    Postgres, once the workers have stored what Kafka holds for the room, overlaid by the buffer."""
+    state = room_state()
+    buffered, buffer_covers = await state.replay_window(who.room_id, after)
+    by_seq = {}
+    if not buffer_covers:
+        await backlog.wait_stored(who.room_id)
+        room = Room(id=who.room_id, slug=who.room_slug)
+        by_seq = {f["seq"]: f for f in await database_sync_to_async(selectors.persisted_since)(room, after)}
+        # Read the buffer again, after Postgres: the worker may have stored a message published
+        # after the first read without one published before it (senders on other instances reach
+        # Kafka in any order), and the socket skips held live frames below the replay's newest.
+        buffered, _ = await state.replay_window(who.room_id, after)
+    for frame in buffered:
+        by_seq[frame["seq"]] = frame
+    return [by_seq[seq] for seq in sorted(by_seq) if by_seq[seq]["type"] == "message"]

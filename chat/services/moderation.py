@@ -1,0 +1,89 @@
+"""Moderation by staff (from the admin): bans, mutes, hiding messages, resolving reports. Each
+action is recorded in the moderation log and takes effect live on every instance once committed."""
+
+from datetime import UTC, datetime
+
+from django.db import transaction
+
+from chat import protocol, selectors
+from chat.models import ChatProfile, Message, ModerationAction, Report
+from chat.services.events import after_commit, hub_event
+from chat.services.messages import message_remove, message_restore
+
+MUTED_INDEFINITELY = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _moderation_record(*, actor, action: str, reason: str, user=None, message: Message | None = None) -> None:
+    ModerationAction.objects.create(actor=actor, action=action, target_user=user, target_message=message,
+                                    reason=reason)
+
+
+def profile_for(user) -> ChatProfile:
+    return ChatProfile.objects.get_or_create(user=user)[0]
+
+
+def user_ban(*, actor, user, reason: str = "") -> None:
+    """Ban: every open socket of the user closes with 4403 on every instance; joins and the API refuse."""
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"banned": True})
+        _moderation_record(actor=actor, action="ban", reason=reason, user=user)
+        after_commit(user_disconnect, user_id=user.id, code=protocol.CLOSE_FORBIDDEN)
+
+
+def user_unban(*, actor, user, reason: str = "") -> None:
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"banned": False})
+        _moderation_record(actor=actor, action="unban", reason=reason, user=user)
+
+
+def user_mute(*, actor, user, until: datetime | None = None, reason: str = "") -> None:
+    """Mute until `until` (or indefinitely): sends get `error: muted`, on open sockets too."""
+    until = until or MUTED_INDEFINITELY
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"muted_until": until})
+        _moderation_record(actor=actor, action="mute", reason=reason or f"until {until:%Y-%m-%d %H:%M %Z}",
+                           user=user)
+        after_commit(user_standing_update, user_id=user.id, muted_until=until)
+
+
+def user_unmute(*, actor, user, reason: str = "") -> None:
+    with transaction.atomic():
+        ChatProfile.objects.update_or_create(user=user, defaults={"muted_until": None})
+        _moderation_record(actor=actor, action="unmute", reason=reason, user=user)
+        after_commit(user_standing_update, user_id=user.id, muted_until=None)
+
+
+def message_hide(*, actor, message: Message, reason: str = "") -> None:
+    """Hide: gone from every connected client (`message.deleted`), from history and from resume."""
+    with transaction.atomic():
+        Message.objects.filter(pk=message.pk).update(hidden=True)
+        _moderation_record(actor=actor, action="hide", reason=reason, user=message.author, message=message)
+        after_commit(message_remove, room_id=message.room_id,
+                     message=selectors.message_to_object(message, message.room.slug), by="moderator")
+
+
+def message_unhide(*, actor, message: Message, reason: str = "") -> None:
+    """Unhide: back in history and resume. Not re-broadcast live: clients get a room's messages in
+    increasing seq, and this one is old; they see it on their next history load."""
+    with transaction.atomic():
+        Message.objects.filter(pk=message.pk).update(hidden=False)
+        _moderation_record(actor=actor, action="unhide", reason=reason, user=message.author, message=message)
+        after_commit(message_restore, room_id=message.room_id,
+                     message=selectors.message_to_object(message, message.room.slug))
+
+
+def report_resolve(*, actor, report: Report, hide: bool) -> None:
+    with transaction.atomic():
+        if hide:
+            message_hide(actor=actor, message=report.message, reason=f"report #{report.pk}: {report.reason}")
+        Report.objects.filter(pk=report.pk).update(resolved=True)
+        _moderation_record(actor=actor, action="resolve report", reason=f"report #{report.pk}", user=report.reporter,
+                           message=report.message)
+
+
+async def user_disconnect(*, user_id: int, code: int) -> None:
+    await hub_event({"type": "user.close", "user": user_id, "code": code})
+
+
+async def user_standing_update(*, user_id: int, muted_until: datetime | None) -> None:
+    await hub_event({"type": "user.standing", "user": user_id, "muted_until": protocol.isoformat(muted_until)})
