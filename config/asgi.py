@@ -7,6 +7,10 @@ import sys
 
 from django.core.asgi import get_asgi_application
 
+# The server that imported this app, told apart before Django's setup imports daphne (an installed
+# app) into every process, uvicorn's too.
+SERVER = "uvicorn" if "uvicorn" in sys.modules else "daphne" if "daphne" in sys.modules else None
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()  # before importing consumers: it sets Django up
 
@@ -15,14 +19,18 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat import drain, metrics  # noqa: E402
+from chat.checks import require_durability  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
-if "daphne" in sys.modules:
+# Servers run no system checks: refuse to serve a chat that would ack messages nobody stores.
+require_durability()
+
+if SERVER == "daphne":
     from config import daphne_backpressure, daphne_close_codes
 
     daphne_close_codes.install()
     daphne_backpressure.install()
-if "uvicorn" in sys.modules:
+if SERVER == "uvicorn":
     from config import uvicorn_frames
 
     uvicorn_frames.install()
