@@ -1,0 +1,166 @@
+// The room's WebSocket and everything about the wire: connect, resume after the last seq seen
+// (`?after=`), reconnect with backoff, hand each frame to the subscribers of its type, and (the
+// Outbox) send messages that wait for their ack and go again after a reconnect. No DOM here.
+import { Emitter } from "./events.js";
+
+const PING_EVERY_MS = 25000;
+const ACK_TIMEOUT_MS = 15000;
+// Closes after which reconnecting cannot help: logged out, refused, no such room.
+export const FATAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
+
+export class Connection {
+  #frames = new Emitter();
+  #stateHandlers = [];
+  #socket = null;
+  #attempt = 0;
+  #reconnectTimer = null;
+  #stopped = false;
+
+  /** `lastSeq()` is the newest seq the page holds: each (re)connection asks for what came after. */
+  constructor({ room, lastSeq }) {
+    this.room = room;
+    this.lastSeq = lastSeq;
+    this.connected = false;
+    this.state = { state: "connecting" };
+  }
+
+  /** Calls `handler(frame)` for every server frame of this `type`. */
+  on(type, handler) {
+    return this.#frames.on(type, handler);
+  }
+
+  /** Calls `handler({state, code?, delay?})` whenever the connection state changes. */
+  onState(handler) {
+    this.#stateHandlers.push(handler);
+  }
+
+  start() {
+    window.addEventListener("online", () => {
+      if (!this.#socket && !this.#stopped) {
+        this.#attempt = 0;
+        this.#scheduleReconnect();
+      }
+    });
+    window.addEventListener("offline", () => {
+      if (!this.connected) this.#setState({ state: "offline" });
+    });
+    setInterval(() => this.send({ type: "ping" }), PING_EVERY_MS); // keeps idle proxies from cutting the socket
+    this.#connect();
+  }
+
+  /** Sends a frame if the room is connected (replay done); false when it could not go. */
+  send(frame) {
+    if (this.#socket && this.#socket.readyState === WebSocket.OPEN && this.connected) {
+      this.#socket.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  #connect() {
+    clearTimeout(this.#reconnectTimer);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    // Always ?after=: the server replays the gap and then says `resumed`; only then are we connected.
+    const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?after=${this.lastSeq()}`;
+    this.#socket = new WebSocket(url);
+    this.#socket.addEventListener("message", (event) => this.#dispatch(JSON.parse(event.data)));
+    this.#socket.addEventListener("close", (event) => this.#onClose(event));
+  }
+
+  #dispatch(frame) {
+    if (frame.type === "resumed") {
+      this.#attempt = 0;
+      this.#setState({ state: "connected" });
+    }
+    this.#frames.emit(frame.type, frame);
+  }
+
+  #onClose(event) {
+    this.#socket = null;
+    const wasConnected = this.connected;
+    this.connected = false;
+    if (FATAL_CLOSE_CODES.has(event.code)) {
+      this.#stopped = true;
+      this.#setState({ state: "offline", code: event.code });
+      return;
+    }
+    // 1012 (server restarting) and 4408 (we fell behind) reconnect at once to another instance.
+    if (wasConnected && (event.code === 1012 || event.code === 4408)) this.#attempt = 0;
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect() {
+    if (this.#stopped) return;
+    if (!navigator.onLine) {
+      this.#setState({ state: "offline" }); // the "online" event brings us back
+      return;
+    }
+    // Exponential backoff with full jitter, capped at 30 s.
+    const ceiling = Math.min(30000, 500 * 2 ** this.#attempt);
+    const delay = this.#attempt === 0 ? Math.random() * 500 : Math.random() * ceiling;
+    this.#attempt += 1;
+    this.#setState({ state: "reconnecting", delay });
+    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  #setState(next) {
+    this.state = next;
+    this.connected = next.state === "connected";
+    for (const handler of this.#stateHandlers) handler(next);
+  }
+}
+
+function newClientId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
+}
+
+/** Our messages on their way: pending until acked, failed on an error or no ack in time. */
+export class Outbox {
+  #timers = new Map(); // client_id -> ack timeout
+
+  constructor({ connection, store }) {
+    this.connection = connection;
+    this.store = store;
+    connection.on("ack", (frame) => this.#settle(frame.client_id, "sent"));
+    connection.on("error", (frame) => {
+      if (frame.client_id) this.#settle(frame.client_id, "failed");
+    });
+    connection.on("resumed", () => this.#resendPending());
+  }
+
+  send(body) {
+    this.#transmit(this.store.addPending(newClientId(), body));
+  }
+
+  retry(clientId) {
+    const entry = this.store.pending.get(clientId);
+    if (!entry) return;
+    this.store.setPendingStatus(clientId, "pending");
+    this.#transmit(entry);
+  }
+
+  #transmit(entry) {
+    clearTimeout(this.#timers.get(entry.clientId));
+    this.connection.send({ type: "message.send", body: entry.body, client_id: entry.clientId });
+    // Not sent now (offline) still counts down: a reconnect re-sends it before the timeout.
+    this.#timers.set(entry.clientId, setTimeout(() => {
+      this.#timers.delete(entry.clientId);
+      this.store.setPendingStatus(entry.clientId, "failed");
+    }, ACK_TIMEOUT_MS));
+  }
+
+  #settle(clientId, status) {
+    if (!this.store.pending.has(clientId)) return;
+    clearTimeout(this.#timers.get(clientId));
+    this.#timers.delete(clientId);
+    this.store.setPendingStatus(clientId, status);
+  }
+
+  #resendPending() {
+    // Same client_id: the server answers a repeat with the first message's ack, never a copy.
+    for (const entry of this.store.pending.values()) {
+      if (entry.status === "pending") this.#transmit(entry);
+    }
+  }
+}

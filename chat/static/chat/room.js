@@ -1,0 +1,61 @@
+// The room page: builds the store, the connection and the views, and routes each server frame
+// to the state it changes. A new frame type is one more `connection.on(...)` here.
+import { toLogin } from "./api.js";
+import { Connection, Outbox } from "./connection.js";
+import { $ } from "./dom.js";
+import { RoomStore } from "./store.js";
+import { mountComposer } from "./views/composer.js";
+import { mountMembers } from "./views/members.js";
+import { createMessageActions } from "./views/message_actions.js";
+import { mountMessages } from "./views/messages.js";
+import { mountPresence } from "./views/presence.js";
+import { trackRead } from "./views/read.js";
+import { mountStatus } from "./views/status.js";
+
+const config = JSON.parse($("chat-config").textContent);
+const store = new RoomStore({ userId: config.userId, readSeq: config.readSeq ?? 0 });
+window.chat = store;
+
+const connection = new Connection({ room: config.room, lastSeq: () => store.lastSeq });
+const outbox = new Outbox({ connection, store });
+const status = mountStatus({ line: $("connection"), alert: $("composer-error"), maxLength: config.maxLength });
+const { showError } = status;
+
+connection.onState((next) => {
+  store.setConnection(next.state);
+  status.showConnection(next);
+  if (!connection.connected) store.clearTyping(); // nobody's typing reaches a closed socket
+  if (next.code === 4401) toLogin();
+});
+connection.on("hello", (frame) => store.setOnline(frame.online));
+connection.on("presence", (frame) => store.setOnline(frame.online));
+connection.on("message", ({ type, ...message }) => store.addMessage(message));
+connection.on("message.edited", (frame) => store.editMessage(frame));
+connection.on("message.deleted", (frame) => store.deleteMessage(frame));
+connection.on("typing", (frame) => {
+  if (frame.user !== config.username) store.setTyping(frame.user, frame.active);
+});
+connection.on("resumed", () => showError(""));
+connection.on("error", (frame) => status.showErrorCode(frame.code, { detail: frame.detail, retryAfter: frame.retry_after }));
+
+const actions = createMessageActions({ store, connection, config, showError });
+const messages = mountMessages({
+  list: $("messages"), olderButton: $("load-older"), store, config, actions, showError,
+  onRetry: (clientId) => {
+    showError("");
+    outbox.retry(clientId);
+  },
+});
+trackRead({ list: $("messages"), atBottom: messages.atBottom, store, connection });
+mountPresence({ onlineList: $("online"), typingLine: $("typing"), store, config, showError });
+mountComposer({
+  form: $("composer"), input: $("message-input"), counter: $("char-count"), maxLength: config.maxLength,
+  connection, status, onSend: (body) => outbox.send(body),
+});
+if ($("add-member")) mountMembers({ form: $("add-member"), room: config.room });
+
+// From a search result (?at=<seq>): open at that message.
+const jumpTo = Number(new URLSearchParams(location.search).get("at")) || null;
+messages.loadHistory(jumpTo)
+  .catch(() => showError("Could not load the history; showing live messages only."))
+  .finally(() => connection.start());

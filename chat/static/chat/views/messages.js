@@ -1,0 +1,144 @@
+// The message list (role=log): history, live messages in seq order, the bubbles of our own sends
+// with their state, older pages on scroll-up, the "New messages" divider and ?at=<seq> jumps.
+import { roomMessages } from "../api.js";
+import { actionButton, el } from "../dom.js";
+
+const PAGE = 50;
+
+function formatTime(iso) {
+  const when = new Date(iso);
+  return Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+export function mountMessages({ list, olderButton, store, config, actions, onRetry, showError }) {
+  let loadingOlder = false;
+
+  function atBottom() {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  }
+
+  function render(message) {
+    const own = message.author.id === config.userId;
+    const li = el("li", { class: own ? "message own" : "message" });
+    li.dataset.seq = String(message.seq);
+    li.dataset.id = message.id;
+    const head = el("div", { class: "message-head" });
+    head.append(el("span", { class: "author" }, message.author.username));
+    head.append(el("time", { datetime: message.created_at, title: new Date(message.created_at).toLocaleString() },
+      formatTime(message.created_at)));
+    if (message.edited_at) head.append(el("span", { class: "edited" }, "(edited)"));
+    head.append(actions.forMessage(message, own));
+    li.append(head, el("p", { class: "body" }, message.body));
+    return li;
+  }
+
+  const bySeq = (seq) => list.querySelector(`li[data-seq="${seq}"]`);
+  const byClientId = (clientId) => list.querySelector(`li[data-client-id="${CSS.escape(clientId)}"]`);
+
+  function insertBySeq(li, seq) {
+    // Messages arrive mostly in order: walk back from the end to find the slot. Our unsent
+    // bubbles have no seq yet and stay below everything.
+    let after = list.lastElementChild;
+    while (after && Number(after.dataset.seq ?? Infinity) > seq) after = after.previousElementSibling;
+    if (after) after.after(li);
+    else list.prepend(li);
+  }
+
+  function showSendState(li, entry) {
+    const { status } = entry;
+    li.dataset.status = status;
+    li.classList.toggle("pending", status === "pending");
+    li.classList.toggle("failed", status === "failed");
+    li.querySelector(".send-state")?.remove();
+    if (status === "sent") return;
+    const note = el("span", { class: "send-state" }, status === "pending" ? "sending…" : "not sent ");
+    if (status === "failed") note.append(actionButton("Retry", () => onRetry(entry.clientId)));
+    const head = li.querySelector(".message-head");
+    head.insertBefore(note, head.querySelector(".actions"));
+  }
+
+  store.on("message.added", ({ message, mine }) => {
+    const stick = atBottom();
+    const li = render(message);
+    if (mine) {
+      // Our own message arrived: it takes its bubble's place, in seq order, with its send state.
+      byClientId(mine.clientId)?.remove();
+      showSendState(li, mine);
+    }
+    insertBySeq(li, message.seq);
+    if (stick) list.scrollTop = list.scrollHeight;
+  });
+
+  store.on("message.edited", (message) => bySeq(message.seq)?.replaceWith(render(message)));
+
+  store.on("message.deleted", ({ seq }) => bySeq(seq)?.remove());
+
+  store.on("pending.added", (entry) => {
+    const li = el("li", { class: "message own pending" });
+    li.dataset.clientId = entry.clientId;
+    const head = el("div", { class: "message-head" });
+    head.append(el("span", { class: "author" }, config.username));
+    li.append(head, el("p", { class: "body" }, entry.body));
+    list.append(li);
+    list.scrollTop = list.scrollHeight;
+    showSendState(li, entry);
+  });
+
+  store.on("pending.changed", (entry) => {
+    const li = entry.seq === undefined ? byClientId(entry.clientId) : bySeq(entry.seq);
+    if (li) showSendState(li, entry);
+  });
+
+  function showNewDivider() {
+    const firstNew = [...list.querySelectorAll("li.message:not(.own)")].find((li) => Number(li.dataset.seq) > store.readSeq);
+    if (!firstNew || list.querySelector(".new-divider")) return;
+    const divider = el("li", { class: "new-divider", role: "separator" }, "New messages");
+    divider.dataset.seq = String(store.readSeq + 0.5); // keeps insertBySeq's order
+    firstNew.before(divider);
+  }
+
+  function showPage(page) {
+    for (const message of page.messages) store.addMessage(message);
+    store.hasOlder = page.has_more;
+    olderButton.hidden = !page.has_more;
+  }
+
+  /** The newest page, or the page around `jumpTo` (newer messages then come by resume). */
+  async function loadHistory(jumpTo) {
+    const params = { limit: String(PAGE) };
+    if (jumpTo) params.before = String(jumpTo + Math.floor(PAGE / 2));
+    showPage(await roomMessages(config.room, params));
+    showNewDivider();
+    const target = jumpTo && bySeq(jumpTo);
+    if (target) {
+      target.classList.add("highlight");
+      target.scrollIntoView({ block: "center" });
+    } else {
+      list.scrollTop = list.scrollHeight;
+    }
+    store.historyLoaded = true;
+  }
+
+  async function loadOlder() {
+    if (loadingOlder || !store.hasOlder) return;
+    const oldest = store.oldestSeq();
+    if (!Number.isFinite(oldest)) return;
+    loadingOlder = true;
+    const before = list.scrollHeight;
+    try {
+      showPage(await roomMessages(config.room, { limit: String(PAGE), before: String(oldest) }));
+      list.scrollTop += list.scrollHeight - before; // keep the reader's place
+    } catch (err) {
+      showError("Could not load older messages. Scroll up to try again.");
+    } finally {
+      loadingOlder = false;
+    }
+  }
+
+  list.addEventListener("scroll", () => {
+    if (list.scrollTop < 60) loadOlder();
+  });
+  olderButton.addEventListener("click", loadOlder);
+
+  return { atBottom, loadHistory };
+}
