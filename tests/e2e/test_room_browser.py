@@ -1,14 +1,16 @@
 """The web client in a real browser (Debian's chromium through Playwright), across two daphne
 instances on real Redis, Kafka and Postgres with a worker. Every wait is on a condition."""
 
+import asyncio
 import re
+import threading
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from chat.models import Message
 from tests.conftest import RUN, child_env
-from tests.support import ARTIFACTS, FailoverProxy, WebServer, wait_until
+from tests.support import ARTIFACTS, FailoverProxy, WebServer, free_port, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -22,6 +24,79 @@ def browser():
                                              args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+class CuttableLine:
+    """A TCP line on 127.0.0.1 to one web instance that the test can cut (every open connection
+    dropped, new ones refused, as when the network goes) and restore."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.backend_port = backend_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.up = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cuttable-line", daemon=True)
+
+    def start(self) -> "CuttableLine":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise AssertionError("the test line did not start")
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def cut(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    def restore(self) -> None:
+        self.up = True
+
+    async def _cut(self) -> None:
+        self.up = False
+        for writer in list(self._writers):
+            writer.transport.abort()  # a reset, not a goodbye: nothing more gets through
+
+    async def _close(self) -> None:
+        self._server.close()
+        await self._cut()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        await asyncio.gather(*tasks, return_exceptions=True)  # the pipes end once their sockets are gone
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, client_reader, client_writer) -> None:
+        if not self.up:
+            client_writer.transport.abort()
+            return
+        try:
+            backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers.update((client_writer, backend_writer))
+
+        async def pipe(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+                self._writers.discard(writer)
+
+        await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
 
 
 def open_room(browser, base_url: str, user, room) -> Page:
@@ -223,3 +298,57 @@ def test_unread_badge_divider_and_search_that_jumps_to_the_message(browser, web_
     expect(target).to_be_in_viewport()
     page.screenshot(path=str(ARTIFACTS / "search-jump.png"))
     context.close()
+
+
+def test_page_cut_off_the_network_resumes_with_no_gap_and_no_duplicate(browser, web_a, web_b, worker, alice, bob,
+                                                                        room):
+    line = CuttableLine(web_a.port).start()
+    try:
+        page_a = open_room(browser, line.url, alice, room)
+        errors = []
+        page_a.on("pageerror", lambda error: errors.append(str(error)))
+        page_b = open_room(browser, web_b.url, bob, room)
+        send(page_b, "before the cut")
+        expect(bubble(page_a, "before the cut")).to_have_count(1, timeout=WAIT_MS)
+
+        # The browser goes offline and its open socket dies with the network (offline emulation
+        # alone leaves an open WebSocket alone).
+        page_a.context.set_offline(True)
+        line.cut()
+        page_a.wait_for_function("!window.chat.connected", timeout=WAIT_MS)
+        expect(page_a.get_by_role("status").first).to_have_text("Offline — waiting for the network.", timeout=WAIT_MS)
+
+        during = [f"sent while alice was offline {n}" for n in range(6)]
+        for body in during:
+            send(page_b, body)
+        for body in during:
+            expect(bubble(page_b, body)).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+        # Alice writes while offline: her message waits, and goes once she is back.
+        send(page_a, "alice wrote this offline")
+        expect(bubble(page_a, "alice wrote this offline")).to_have_attribute("data-status", "pending")
+        assert not any(body.startswith("sent while") for body in log(page_a).locator("p.body").all_inner_texts())
+
+        line.restore()
+        page_a.context.set_offline(False)
+        wait_connected(page_a)
+        expect(bubble(page_a, "alice wrote this offline")).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+        send(page_b, "after the return")
+        expect(bubble(page_a, "after the return")).to_have_count(1, timeout=WAIT_MS)
+
+        def shown(page: Page) -> list[tuple[int, str]]:
+            return [(int(seq), body) for seq, body in log(page).locator("li.message").evaluate_all(
+                "els => els.map(e => [e.dataset.seq, e.querySelector('p.body').textContent])")]
+
+        seen_by_a = shown(page_a)
+        assert [body for _, body in seen_by_a] == [
+            "before the cut", *during, "alice wrote this offline", "after the return"]
+        seqs = [seq for seq, _ in seen_by_a]
+        assert seqs == sorted(set(seqs)), f"not once each in seq order: {seqs}"
+        # Bob stayed connected throughout: alice's page holds exactly what his does.
+        page_b.wait_for_function(f"window.chat.lastSeq >= {seqs[-1]}", timeout=WAIT_MS)
+        assert seen_by_a == shown(page_b)
+        assert errors == []
+        page_a.context.close()
+        page_b.context.close()
+    finally:
+        line.stop()
