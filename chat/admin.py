@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
+from chat import permissions
 from chat.models import ChatProfile, Membership, Message, ModerationAction, Report, Room
 from chat.services import moderation
 
@@ -52,6 +53,9 @@ class MessageAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "room", "seq", "author", "body", "created_at", "edited_at", "client_id", "hidden",
                        "deleted"]
     actions = ["hide_messages", "unhide_messages"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(room__in=permissions.readable_rooms(request.user))
 
     @admin.display(description="body")
     def short_body(self, message: Message) -> str:

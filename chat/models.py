@@ -88,9 +88,6 @@ class ChatProfile(models.Model):
     def __str__(self) -> str:
         return f"chat profile of {self.user}"
 
-    def is_muted(self, now=None) -> bool:
-        return self.muted_until is not None and self.muted_until > (now or timezone.now())
-
 
 class Report(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")

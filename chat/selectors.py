@@ -3,7 +3,7 @@
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Max, OuterRef, Q, Subquery
+from django.db.models import Count, Max, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 from chat import permissions, protocol
@@ -21,7 +21,7 @@ def room_object(room: Room, last_seq: int | None = None) -> dict:
 
 
 def rooms_for_user(user) -> list[dict]:
-    """Public rooms and the private rooms (DMs included) the user belongs to, with unread counts."""
+    """The rooms the user may read (permissions.readable_rooms), with unread counts."""
     # Nested inside the message count below, so the room is two queries out.
     read_to = ReadState.objects.filter(user=user, room=OuterRef(OuterRef("pk"))).values("seq")[:1]
     unread = (
@@ -29,9 +29,8 @@ def rooms_for_user(user) -> list[dict]:
                                seq__gt=Coalesce(Subquery(read_to), 0))
         .exclude(author=user).order_by().values("room").annotate(count=Count("id")).values("count")
     )
-    visible = Room.objects.filter(Q(private=False) | Q(memberships__user=user)).values("pk")
     rooms = (
-        Room.objects.filter(pk__in=visible)
+        permissions.readable_rooms(user)
         .annotate(last_seq=Max("messages__seq"), last_activity=Max("messages__created_at"),
                   unread=Coalesce(Subquery(unread), 0))
         .order_by("name")
@@ -44,16 +43,9 @@ def read_seq(user_id: int, room_id: int) -> int:
     return ReadState.objects.filter(user_id=user_id, room_id=room_id).values_list("seq", flat=True).first() or 0
 
 
-def readable_rooms(user):
-    """Rooms whose messages the user may read (the same rule as permissions.can_read_room)."""
-    if user.is_staff:
-        return Room.objects.all()
-    return Room.objects.filter(Q(private=False) | Q(memberships__user=user)).distinct()
-
-
 def messages_search(user, *, query: str, room_slug: str | None, limit: int) -> list[dict]:
     """Visible messages matching `query` in rooms the user may read, newest first."""
-    rooms = readable_rooms(user)
+    rooms = permissions.readable_rooms(user)
     if room_slug is not None:
         rooms = rooms.filter(slug=room_slug)
     messages = Message.objects.filter(room__in=rooms.values("pk"), hidden=False, deleted=False)
@@ -70,19 +62,21 @@ def messages_search(user, *, query: str, room_slug: str | None, limit: int) -> l
 
 def room_for_user(user, slug: str) -> Room:
     """The room, if the user may read it. A private room the user is not in looks like no room."""
-    room = Room.objects.filter(slug=slug).first()
-    if room is None or not permissions.can_read_room(user, room):
+    room = permissions.readable_rooms(user).filter(slug=slug).first()
+    if room is None:
         raise NotFound(f"No room '{slug}'.")
     return room
 
 
 def room_for_socket(user, slug: str) -> tuple[Room, ChatProfile | None]:
     """The room and the user's chat profile, for a socket: NotFound, or Forbidden (banned/not a member)."""
-    room = Room.objects.filter(slug=slug).first()
+    room = permissions.readable_rooms(user).filter(slug=slug).first()
     if room is None:
+        if Room.objects.filter(slug=slug).exists():
+            raise Forbidden("You may not join this room.")
         raise NotFound(f"No room '{slug}'.")
     profile = ChatProfile.objects.filter(user=user).first()
-    if permissions.is_banned(profile) or not permissions.can_read_room(user, room):
+    if permissions.is_banned(profile):
         raise Forbidden("You may not join this room.")
     return room, profile
 
