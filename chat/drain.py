@@ -10,6 +10,8 @@ import time
 
 from django.conf import settings
 
+from chat import protocol
+
 logger = logging.getLogger(__name__)
 
 _installed = False
@@ -49,7 +51,7 @@ async def _drain(previous) -> None:
                 settings.CHAT_DRAIN_GRACE_SECONDS)
     await asyncio.sleep(settings.CHAT_DRAIN_GRACE_SECONDS)
     logger.info("closing %d socket(s) with 1012", sum(1 for _ in hub.connections()))
-    hub.close_all(1012)
+    hub.close_all(protocol.CLOSE_SERVICE_RESTART)
     deadline = time.monotonic() + settings.CHAT_DRAIN_SECONDS
     while any(True for _ in hub.connections()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

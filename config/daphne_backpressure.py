@@ -12,10 +12,10 @@ It also puts `scope["extensions"]["chat.send_texts"]`, the fast frame path of co
 and writes frames through to the socket when Twisted holds nothing for it.
 """
 
+from chat.protocol import CLOSE_SLOW_CONSUMER
 from config.shims import versions_match
 from config.ws_frames import SEND_TEXTS, UNSENT_BYTES, text_frames
 
-CLOSE_SLOW_CONSUMER = 4408
 SLOW_CONSUMER_DROP_SECONDS = 10
 
 # daphne's Server.create_application, connections and WebSocketProtocol.serverClose; autobahn's
