@@ -30,7 +30,8 @@ from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
 from chat import metrics, storage
 from chat.bus import records
-from chat.bus.topics import dead_letter_topic, ensure_topics
+from chat.bus.deadletter import DeadLetters
+from chat.bus.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,13 @@ class MessageWorker:
         self.stats = WorkerStats()
         self.stopping = False
         self._consumer = None
-        self._dead_producer = None
+        self._dead_letters = DeadLetters(self.topic)
         # One single-thread executor per writer: its queue keeps the parts it gets in order, and
         # Django gives each thread a connection of its own.
         self._writers: list[ThreadPoolExecutor] = []
         self._writer_count = writers
         self._last_write = [float("-inf")] * writers
-        self._lock = threading.Lock()  # the writers share the stats and the dead-letter producer
+        self._lock = threading.Lock()  # the writers share the stats
         self._writing: deque[_Batch] = deque()  # handed to the writers, oldest first; two at most
         # Offsets of stored batches whose commit Kafka refused (unreachable): committed with the next.
         self._uncommitted: dict = {}
@@ -186,8 +187,7 @@ class MessageWorker:
                 thread.submit(lambda: connection.close())  # that thread's connection
                 thread.shutdown(wait=True)
             self._consumer.close(autocommit=False)
-            if self._dead_producer is not None:
-                self._dead_producer.close(timeout=5)
+            self._dead_letters.close()
         self._say(f"stopped after {self.stats.records} records ({self.stats.inserted} new, {self.stats.dead} dead)")
         return self.stats
 
@@ -343,34 +343,8 @@ class MessageWorker:
         return []
 
     def _dead_letter(self, record, reason: str) -> None:
-        """Send a record that cannot be stored to the dead-letter topic with the reason. While Kafka is
-        unreachable, retry with backoff: the batch's offsets must not be committed without it, and
-        nothing can be fetched meanwhile anyway."""
-        from kafka import KafkaProducer
-
-        source = f"{record.topic}:{record.partition}:{record.offset}"
-        headers = [("reason", reason.encode()), ("source", source.encode())]
-        delay = 0.5
-        while True:
-            try:
-                with self._lock:
-                    if self._dead_producer is None:
-                        self._dead_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                                            acks="all", max_block_ms=5_000)
-                self._dead_producer.send(dead_letter_topic(self.topic), key=record.key, value=record.value or b"",
-                                         headers=headers).get(timeout=10)
-                break
-            except KafkaError as exc:
-                if self.stopping:
-                    raise SystemExit("stopping before a record was dead-lettered; it is read again at the next "
-                                     "start") from exc
-                logger.warning("could not dead-letter record %s (%s); retrying in %.1f s", source,
-                               exc.__class__.__name__, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+        self._dead_letters.send(record, reason, stopping=lambda: self.stopping)
         self._count("dead")
-        metrics.WORKER_DEAD_LETTERED.inc()
-        logger.warning("record %s:%s:%s dead-lettered: %s", record.topic, record.partition, record.offset, reason)
 
     def lag(self) -> int:
         """Records behind the end of the log (KafkaTimeoutError when Kafka does not answer in time)."""

@@ -1,0 +1,61 @@
+"""The dead-letter topic's writer: records the worker cannot apply go to `<topic>.dead` with the
+reason and where they came from, never silently away."""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from kafka.errors import KafkaError
+
+from chat import metrics
+from chat.bus.topics import dead_letter_topic
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 10.0
+
+
+class DeadLetters:
+    """One producer for a worker's dead letters, shared by its writer threads."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = dead_letter_topic(topic)
+        self._producer = None
+        self._lock = threading.Lock()
+
+    def send(self, record, reason: str, *, stopping: Callable[[], bool]) -> None:
+        """Send `record` with `reason` and wait until Kafka has it. While Kafka is unreachable, retry
+        with backoff: the batch's offsets must not be committed without it, and nothing can be
+        fetched meanwhile anyway; SystemExit if the worker is stopping (the record is read again)."""
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        headers = [("reason", reason.encode()), ("source", source.encode())]
+        delay = 0.5
+        while True:
+            try:
+                self._get().send(self.topic, key=record.key, value=record.value or b"", headers=headers).get(timeout=10)
+                break
+            except KafkaError as exc:
+                if stopping():
+                    raise SystemExit("stopping before a record was dead-lettered; it is read again at the next "
+                                     "start") from exc
+                logger.warning("could not dead-letter record %s (%s); retrying in %.1f s", source,
+                               exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+        metrics.WORKER_DEAD_LETTERED.inc()
+        logger.warning("record %s dead-lettered: %s", source, reason)
+
+    def _get(self):
+        from kafka import KafkaProducer
+
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all",
+                                               max_block_ms=5_000)
+            return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
