@@ -185,12 +185,15 @@ async def chat_socket(server: WebServer, slug: str, cookie: str | None, *, after
 class FailoverProxy:
     """A minimal TCP load balancer on 127.0.0.1 for tests: each new connection goes to the first
     backend that accepts it, so killing that instance sends reconnects to the next one. With
-    `rotate`, connections start at the next backend each time (round robin over those alive)."""
+    `rotate`, connections start at the next backend each time (round robin over those alive).
+    `cut()` and `restore()` play the network going and coming back."""
 
     def __init__(self, backends: list[int], *, rotate: bool = False) -> None:
         self.backends = backends
         self.rotate = rotate
         self._turn = 0
+        self.up = True
+        self._writers: set[asyncio.StreamWriter] = set()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
@@ -204,8 +207,21 @@ class FailoverProxy:
         return self
 
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def cut(self) -> None:
+        """As when the network goes: every open connection reset, new ones refused until restore()."""
+        asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    def restore(self) -> None:
+        self.up = True
+
+    async def _cut(self) -> None:
+        self.up = False
+        for writer in list(self._writers):
+            writer.transport.abort()  # a reset, not a goodbye: nothing more gets through
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -224,11 +240,15 @@ class FailoverProxy:
         raise OSError("no backend accepts connections")
 
     async def _handle(self, client_reader, client_writer) -> None:
+        if not self.up:
+            client_writer.transport.abort()
+            return
         try:
             backend_reader, backend_writer = await self._open_backend()
         except OSError:
             client_writer.close()
             return
+        self._writers.update((client_writer, backend_writer))
 
         async def pipe(reader, writer):
             try:
@@ -239,6 +259,7 @@ class FailoverProxy:
                 pass
             finally:
                 writer.close()
+                self._writers.discard(writer)
 
         await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
 

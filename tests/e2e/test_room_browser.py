@@ -3,14 +3,13 @@ instances on real Redis, Kafka and Postgres with a worker. Every wait is on a co
 
 import asyncio
 import re
-import threading
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from chat.models import Message
 from tests.conftest import RUN, child_env
-from tests.support import ARTIFACTS, FailoverProxy, WebServer, free_port, wait_until
+from tests.support import ARTIFACTS, FailoverProxy, WebServer, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -24,79 +23,6 @@ def browser():
                                              args=["--no-sandbox"])
         yield browser
         browser.close()
-
-
-class CuttableLine:
-    """A TCP line on 127.0.0.1 to one web instance that the test can cut (every open connection
-    dropped, new ones refused, as when the network goes) and restore."""
-
-    def __init__(self, backend_port: int) -> None:
-        self.backend_port = backend_port
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.up = True
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cuttable-line", daemon=True)
-
-    def start(self) -> "CuttableLine":
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise AssertionError("the test line did not start")
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def cut(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
-
-    def restore(self) -> None:
-        self.up = True
-
-    async def _cut(self) -> None:
-        self.up = False
-        for writer in list(self._writers):
-            writer.transport.abort()  # a reset, not a goodbye: nothing more gets through
-
-    async def _close(self) -> None:
-        self._server.close()
-        await self._cut()
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        await asyncio.gather(*tasks, return_exceptions=True)  # the pipes end once their sockets are gone
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _handle(self, client_reader, client_writer) -> None:
-        if not self.up:
-            client_writer.transport.abort()
-            return
-        try:
-            backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers.update((client_writer, backend_writer))
-
-        async def pipe(reader, writer):
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                writer.close()
-                self._writers.discard(writer)
-
-        await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
 
 
 def open_room(browser, base_url: str, user, room) -> Page:
@@ -255,7 +181,6 @@ def test_sign_up_create_a_private_room_add_a_member_and_post(browser, web_a, wor
 
 
 def test_unread_badge_divider_and_search_that_jumps_to_the_message(browser, web_a, worker, alice, bob, room):
-    import asyncio
     import uuid
     from concurrent.futures import ThreadPoolExecutor
 
@@ -302,7 +227,7 @@ def test_unread_badge_divider_and_search_that_jumps_to_the_message(browser, web_
 
 def test_page_cut_off_the_network_resumes_with_no_gap_and_no_duplicate(browser, web_a, web_b, worker, alice, bob,
                                                                         room):
-    line = CuttableLine(web_a.port).start()
+    line = FailoverProxy([web_a.port]).start()
     try:
         page_a = open_room(browser, line.url, alice, room)
         errors = []
