@@ -1,9 +1,14 @@
 """Rooms, their members and messages, and the records staff moderation works with."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from uuid6 import uuid7
+
+# Slugs that start with this belong to direct messages only: no room a user creates may take one.
+DM_SLUG_PREFIX = "dm-"
 
 
 class Room(models.Model):
@@ -17,15 +22,25 @@ class Room(models.Model):
     # Set once the room has handed out a sequence number: tells a brand-new room from one whose
     # Redis counter was lost, which must then restart above anything possibly handed out.
     seq_started = models.BooleanField(default=False, editable=False)
-    # For direct messages: "<lower user id>:<higher user id>", so a pair has exactly one room.
+    # For direct messages: "<lower user id>:<higher user id>", so a pair has exactly one room; a
+    # DM is found by it, never by its slug, which another room may hold.
     direct_key = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="rooms")
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # A DM made public (e.g. in the admin) would hand the pair's messages to everyone.
+            models.CheckConstraint(condition=Q(direct_key__isnull=True) | Q(private=True),
+                                   name="room_direct_is_private"),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.direct_key is None and self.slug.startswith(DM_SLUG_PREFIX):
+            raise ValidationError({"slug": f"Slugs starting with '{DM_SLUG_PREFIX}' are kept for direct messages."})
 
 
 class Membership(models.Model):

@@ -1,5 +1,6 @@
 """Rooms: create them, open direct messages, add members, seed a room's sequence."""
 
+import itertools
 import time
 
 from django.conf import settings
@@ -9,7 +10,7 @@ from django.utils.text import slugify
 
 from chat import permissions, selectors
 from chat.errors import ChatError, Conflict, Forbidden, NotFound
-from chat.models import Membership, Room
+from chat.models import DM_SLUG_PREFIX, Membership, Room
 from chat.services.text import without_nul
 
 
@@ -17,9 +18,15 @@ def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> 
     name = without_nul(name or "").strip()
     if not name or len(name) > 120:
         raise ChatError("A room needs a name of 1 to 120 characters.", code="invalid")
-    slug = slugify(slug if slug is not None else name)[:64]
+    chosen = slug is not None
+    slug = slugify(slug if chosen else name)[:64]
     if not slug:
         raise ChatError("The room's slug must contain letters or digits.", code="invalid")
+    if slug.startswith(DM_SLUG_PREFIX):
+        if chosen:
+            raise ChatError(f"Slugs starting with '{DM_SLUG_PREFIX}' are kept for direct messages; pick another.",
+                            code="invalid")
+        slug = f"room-{slug}"[:64]  # a name is not refused for the slug it would make
     try:
         with transaction.atomic():
             room = Room.objects.create(slug=slug, name=name, private=private, owner=owner)
@@ -38,17 +45,28 @@ def dm_open(*, actor, username: str) -> tuple[Room, bool]:
         raise ChatError("A direct message needs another user.", code="invalid")
     low, high = sorted([actor, other], key=lambda user: user.pk)
     key = f"{low.pk}:{high.pk}"
-    room = Room.objects.filter(direct_key=key).first()
-    if room is not None:
-        return room, False
-    try:
-        with transaction.atomic():
-            room = Room.objects.create(slug=f"dm-{low.pk}-{high.pk}", name=f"{low.username} & {high.username}",
-                                       private=True, direct_key=key)
-            Membership.objects.bulk_create([Membership(room=room, user=low), Membership(room=room, user=high)])
-    except IntegrityError:  # the other one asked at the same moment
-        return Room.objects.get(direct_key=key), False
-    return room, True
+    for _ in range(3):
+        room = Room.objects.filter(direct_key=key).first()
+        if room is not None:
+            return room, False
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(slug=_dm_slug(low.pk, high.pk), name=f"{low.username} & {high.username}",
+                                           private=True, direct_key=key)
+                Membership.objects.bulk_create([Membership(room=room, user=low), Membership(room=room, user=high)])
+        except IntegrityError:  # the other one asked at the same moment, or another room took the slug
+            continue
+        return room, True
+    raise Conflict("The direct message could not be opened just now; try again.", code="slug_taken")
+
+
+def _dm_slug(low_id: int, high_id: int) -> str:
+    """`dm-<low>-<high>`, or the first free `dm-<low>-<high>-<n>`: rooms created before the namespace
+    was kept for DMs may hold it."""
+    natural = f"{DM_SLUG_PREFIX}{low_id}-{high_id}"
+    taken = set(Room.objects.filter(slug__startswith=natural).values_list("slug", flat=True))
+    candidates = itertools.chain([natural], (f"{natural}-{n}" for n in itertools.count(2)))
+    return next(slug for slug in candidates if slug not in taken)
 
 
 def room_add_member(*, actor, room: Room, username: str) -> Membership:
