@@ -20,14 +20,23 @@ SLOW_CONSUMER_DROP_SECONDS = 10
 
 # daphne's Server.create_application, connections and WebSocketProtocol.serverClose; autobahn's
 # protocol state, send queue, compression and fragmentation fields and closeHandshakeTimeout;
-# Twisted's TCP transport buffer (dataBuffer, offset, _tempDataLen, socket).
+# Twisted's TCP transport buffer (dataBuffer, offset, _tempDataLen, socket) and its TLS layer
+# (TLSMemoryBIOProtocol: transport, _appSendBuffer).
 WRITTEN_FOR = {"daphne": "4.2.3", "autobahn": "26.10.2", "twisted": "26.10.0"}
 
 
+_TCP = None  # Twisted's tcp.Connection, imported by install() once the versions are checked
+
+
 def unsent_bytes(transport) -> int:
-    """Bytes a Twisted TCP transport holds that the kernel has not taken yet."""
-    return (len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-            + getattr(transport, "_tempDataLen", 0))
+    """Bytes a Twisted transport holds that the kernel has not taken yet. Under TLS (daphne -e ssl:)
+    the socket's transport is Twisted's TLS layer over the TCP one: the encrypted records wait in
+    the TCP transport's buffer, plaintext OpenSSL could not take yet in the TLS layer's."""
+    held = 0
+    while not isinstance(transport, _TCP):
+        held += sum(map(len, getattr(transport, "_appSendBuffer", ())))
+        transport = transport.transport
+    return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
 def send_texts(server, protocol, texts: tuple[str, ...]) -> None:
@@ -48,8 +57,10 @@ def write_through(transport, data: bytes) -> None:
     """Twisted's transport.write only buffers: the reactor registers the socket for writing, writes
     on its next turn and unregisters it, two epoll changes and a turn for every frame of every
     socket. When nothing is buffered already, hand the bytes to the socket first (as asyncio's own
-    transports do) and leave Twisted only what the kernel did not take."""
-    if (getattr(transport, "TLS", False) or not transport.connected or transport.disconnecting
+    transports do) and leave Twisted only what the kernel did not take. Only a plain TCP transport:
+    under TLS the transport is Twisted's TLS layer, which passes attribute lookups (socket
+    included) to the TCP transport beneath it, and bytes sent there would skip the encryption."""
+    if (not isinstance(transport, _TCP) or transport.TLS or not transport.connected or transport.disconnecting
             or transport.dataBuffer or transport._tempDataLen):
         return transport.write(data)
     try:
@@ -68,9 +79,12 @@ def install() -> bool:
     if not versions_match(__name__, WRITTEN_FOR, without="frames go through ASGI one by one, and for a "
                           "client that stops reading they pile up in Twisted's buffer instead of ending in 4408"):
         return False
+    global _TCP
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
+    from twisted.internet.tcp import Connection
 
+    _TCP = Connection
     if getattr(Server, "_chat_backpressure", False):
         return True
     create_application = Server.create_application
