@@ -1,10 +1,13 @@
 """The staff's moderation desk. Every moderation action goes through a service, which records it
-and makes it take effect live on every instance; nothing here changes chat state by hand."""
+and makes it take effect live on every instance; nothing here changes chat state by hand. Actions
+need Django's change permission on their model; bodies of conversations the user cannot read are
+shown only when reported, to staff who may act on reports (permissions.moderation_messages)."""
 
 from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -55,19 +58,19 @@ class MessageAdmin(admin.ModelAdmin):
     actions = ["hide_messages", "unhide_messages"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).filter(room__in=permissions.readable_rooms(request.user))
+        return super().get_queryset(request) & permissions.moderation_messages(request.user)
 
     @admin.display(description="body")
     def short_body(self, message: Message) -> str:
         return message.body if len(message.body) <= 80 else message.body[:79] + "…"
 
-    @admin.action(description="Hide the selected messages (removed from every client now)")
+    @admin.action(description="Hide the selected messages (removed from every client now)", permissions=["change"])
     def hide_messages(self, request, queryset):
         for message in queryset.select_related("room", "author").filter(hidden=False):
             moderation.message_hide(actor=request.user, message=message, reason="hidden from the message list")
         self.message_user(request, "Hidden; connected clients no longer show them.", messages.SUCCESS)
 
-    @admin.action(description="Unhide the selected messages")
+    @admin.action(description="Unhide the selected messages", permissions=["change"])
     def unhide_messages(self, request, queryset):
         for message in queryset.select_related("room", "author").filter(hidden=True):
             moderation.message_unhide(actor=request.user, message=message, reason="unhidden from the message list")
@@ -89,6 +92,20 @@ class ReportAdmin(admin.ModelAdmin):
     readonly_fields = ["message", "reporter", "reason", "created_at", "resolved"]
     actions = ["hide_and_resolve", "resolve"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(message__in=permissions.moderation_messages(request.user))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The report's page shows the conversation around the message to who may act on it (logged)."""
+        report = self.get_object(request, unquote(object_id))
+        if request.method == "GET" and report is not None and permissions.can_read_reported(request.user):
+            extra_context = {**(extra_context or {}),
+                             "conversation": moderation.report_view(actor=request.user, report=report)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def has_hide_permission(self, request) -> bool:
+        return self.has_change_permission(request) and request.user.has_perm("chat.change_message")
+
     @admin.display(description="message")
     def message_link(self, report: Report) -> str:
         url = f"../message/{report.message_id}/change/"
@@ -99,13 +116,13 @@ class ReportAdmin(admin.ModelAdmin):
     def message_author(self, report: Report) -> str:
         return report.message.author.username
 
-    @admin.action(description="Hide the message and resolve")
+    @admin.action(description="Hide the message and resolve", permissions=["hide"])
     def hide_and_resolve(self, request, queryset):
         for report in queryset.select_related("message__room", "message__author", "reporter").filter(resolved=False):
             moderation.report_resolve(actor=request.user, report=report, hide=True)
         self.message_user(request, "Messages hidden and reports resolved.", messages.SUCCESS)
 
-    @admin.action(description="Resolve (keep the message)")
+    @admin.action(description="Resolve (keep the message)", permissions=["change"])
     def resolve(self, request, queryset):
         for report in queryset.select_related("message", "reporter").filter(resolved=False):
             moderation.report_resolve(actor=request.user, report=report, hide=False)
@@ -155,29 +172,29 @@ class ChatProfileAdmin(admin.ModelAdmin):
             action(actor=request.user, user=profile.user, reason=f"{done} from the profile list", **kwargs)
         self.message_user(request, f"{done.capitalize()}: {queryset.count()} user(s).", messages.SUCCESS)
 
-    @admin.action(description="Ban (their sockets close now, everywhere)")
+    @admin.action(description="Ban (their sockets close now, everywhere)", permissions=["change"])
     def ban(self, request, queryset):
         self._each(request, queryset, moderation.user_ban, "banned")
 
-    @admin.action(description="Unban")
+    @admin.action(description="Unban", permissions=["change"])
     def unban(self, request, queryset):
         self._each(request, queryset, moderation.user_unban, "unbanned")
 
-    @admin.action(description="Mute for 1 hour")
+    @admin.action(description="Mute for 1 hour", permissions=["change"])
     def mute_hour(self, request, queryset):
         until = timezone.now() + timedelta(hours=1)
         self._each(request, queryset, moderation.user_mute, "muted for an hour", until=until)
 
-    @admin.action(description="Mute for 24 hours")
+    @admin.action(description="Mute for 24 hours", permissions=["change"])
     def mute_day(self, request, queryset):
         until = timezone.now() + timedelta(days=1)
         self._each(request, queryset, moderation.user_mute, "muted for a day", until=until)
 
-    @admin.action(description="Mute indefinitely")
+    @admin.action(description="Mute indefinitely", permissions=["change"])
     def mute_indefinitely(self, request, queryset):
         self._each(request, queryset, moderation.user_mute, "muted indefinitely")
 
-    @admin.action(description="Unmute")
+    @admin.action(description="Unmute", permissions=["change"])
     def unmute(self, request, queryset):
         self._each(request, queryset, moderation.user_unmute, "unmuted")
 

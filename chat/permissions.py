@@ -3,16 +3,29 @@
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from chat.models import ChatProfile, Membership, Room
+from chat.models import ChatProfile, Membership, Message, Report, Room
 
 
 def readable_rooms(user) -> QuerySet[Room]:
     """The rooms whose messages `user` may read: public rooms and the private rooms (direct messages
-    included) they are a member of; staff read every room. The API, search, history, the socket and
-    the admin all ask this."""
-    if user.is_staff:
-        return Room.objects.all()
+    included) they are a member of. Being staff adds none. The API, search, history, the socket,
+    the room page and the admin all ask this."""
     return Room.objects.filter(Q(private=False) | Q(pk__in=Membership.objects.filter(user=user).values("room_id")))
+
+
+def can_read_reported(user) -> bool:
+    """Whether `user` may read a reported message, and the few around it, in a room they cannot read:
+    staff who may act on reports (Django's `chat.change_report`)."""
+    return user.is_active and user.is_staff and user.has_perm("chat.change_report")
+
+
+def moderation_messages(user) -> QuerySet[Message]:
+    """The messages the admin shows `user`: those of rooms they may read, plus the reported ones
+    when they may act on reports."""
+    readable = Q(room__in=readable_rooms(user).values("pk"))
+    if can_read_reported(user):
+        readable |= Q(pk__in=Report.objects.values("message_id"))
+    return Message.objects.filter(readable)
 
 
 def can_manage_members(user, room: Room) -> bool:

@@ -151,3 +151,11 @@ def message_for_change(message_id: str) -> dict | None:
         "room_id": message.room_id,
         "visible": message.visible,
     }
+
+
+def message_context(message: Message, *, around: int = 3) -> list[Message]:
+    """`message` between up to `around` visible messages of its room before and after it, in seq order."""
+    neighbours = Message.objects.filter(room_id=message.room_id, hidden=False, deleted=False).select_related("author")
+    before = list(neighbours.filter(seq__lt=message.seq).order_by("-seq")[:around])
+    after = list(neighbours.filter(seq__gt=message.seq).order_by("seq")[:around])
+    return [*before[::-1], message, *after]

@@ -1,11 +1,13 @@
-"""Moderation by staff (from the admin): bans, mutes, hiding messages, resolving reports. Each
-action is recorded in the moderation log and takes effect live on every instance once committed."""
+"""Moderation by staff (from the admin): bans, mutes, hiding messages, reading a reported message in
+its context, resolving reports. Each action is recorded in the moderation log and takes effect live
+on every instance once committed."""
 
 from datetime import UTC, datetime
 
 from django.db import transaction
 
-from chat import protocol, selectors
+from chat import permissions, protocol, selectors
+from chat.errors import Forbidden
 from chat.models import ChatProfile, Message, ModerationAction, Report
 from chat.services.events import after_commit, hub_event
 from chat.services.messages import message_remove, message_restore
@@ -70,6 +72,17 @@ def message_unhide(*, actor, message: Message, reason: str = "") -> None:
         _moderation_record(actor=actor, action="unhide", reason=reason, user=message.author, message=message)
         after_commit(message_restore, room_id=message.room_id,
                      message=selectors.message_to_object(message, message.room.slug))
+
+
+def report_view(*, actor, report: Report) -> list[Message]:
+    """The reported message with the few around it, for staff who may act on reports; who looked at
+    the conversation, and when, goes in the moderation log."""
+    if not permissions.can_read_reported(actor):
+        raise Forbidden("Only staff who may act on reports read a reported conversation.")
+    message = report.message
+    _moderation_record(actor=actor, action="view", reason=f"report #{report.pk}", user=message.author,
+                       message=message)
+    return selectors.message_context(message)
 
 
 def report_resolve(*, actor, report: Report, hide: bool) -> None:
