@@ -41,6 +41,8 @@ class Room(models.Model):
     def clean(self) -> None:
         if self.direct_key is None and self.slug.startswith(DM_SLUG_PREFIX):
             raise ValidationError({"slug": f"Slugs starting with '{DM_SLUG_PREFIX}' are kept for direct messages."})
+        if self.direct_key is not None and not self.private:
+            raise ValidationError({"private": "A direct message is always private."})
 
 
 class Membership(models.Model):

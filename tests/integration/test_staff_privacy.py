@@ -4,12 +4,13 @@ and each such view is in the moderation log; a view-only staff account changes n
 
 import re
 import uuid
+from html.parser import HTMLParser
 
 import httpx
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from chat.models import ChatProfile, Message, ModerationAction, Report
+from chat.models import ChatProfile, Membership, Message, ModerationAction, Report, Room
 from chat.services import moderation
 from chat.services.rooms import dm_open
 from tests.conftest import make_room, make_user, session_cookie
@@ -25,6 +26,32 @@ def grant(user, *codenames: str) -> None:
 
 def admin_client(server, user) -> httpx.Client:
     return httpx.Client(base_url=server.url, cookies={"sessionid": session_cookie(user)}, timeout=10)
+
+
+class FormFields(HTMLParser):
+    """What a browser would submit from a page's forms: inputs, checked boxes, selected options."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self._select: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        name = attrs.get("name")
+        if tag == "input" and name and attrs.get("type") not in ("submit", "button", "file"):
+            if attrs.get("type") != "checkbox" or "checked" in attrs:
+                self.fields[name] = attrs.get("value") or ("on" if attrs.get("type") == "checkbox" else "")
+        elif tag == "select" and name:
+            self._select = name
+            self.fields.setdefault(name, "")
+        elif tag == "option" and self._select and "selected" in attrs:
+            self.fields[self._select] = attrs.get("value", "")
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
 
 
 def conversation(room, authors, count: int) -> list[Message]:
@@ -113,3 +140,22 @@ def test_a_view_only_staff_account_cannot_ban_mute_hide_or_resolve(web_a, alice,
     assert not Message.objects.get(pk=message.pk).hidden
     assert not Report.objects.get(pk=report.pk).resolved
     assert not ModerationAction.objects.filter(actor=viewer).exists()
+
+
+def test_staff_cannot_join_a_dm_or_make_it_public_in_the_admin(web_a, alice, bob):
+    staff = make_user("staff", is_staff=True, is_superuser=True)
+    dm, _ = dm_open(actor=alice, username=bob.username)
+    with admin_client(web_a, staff) as client:
+        page = client.get(f"/admin/chat/room/{dm.pk}/change/")
+        assert page.status_code == 200
+        form = FormFields(page.text).fields
+        index = int(form["memberships-TOTAL_FORMS"])
+        joined = {**form, "memberships-TOTAL_FORMS": str(index + 1), f"memberships-{index}-room": str(dm.pk),
+                  f"memberships-{index}-user": str(staff.pk), f"memberships-{index}-role": "member",
+                  f"memberships-{index}-joined_at_0": "2026-01-01", f"memberships-{index}-joined_at_1": "00:00:00"}
+        assert client.post(f"/admin/chat/room/{dm.pk}/change/", data=joined).status_code in (200, 302)
+        public = {k: v for k, v in form.items() if k != "private"}
+        assert client.post(f"/admin/chat/room/{dm.pk}/change/", data=public).status_code == 200  # form error
+    assert not Membership.objects.filter(room=dm, user=staff).exists()
+    assert set(Room.objects.get(pk=dm.pk).members.all()) == {alice, bob}
+    assert Room.objects.get(pk=dm.pk).private
