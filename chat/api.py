@@ -3,12 +3,12 @@
 import functools
 import json
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from chat import selectors
 from chat.errors import ChatError
-from chat.services.rooms import dm_open, room_add_member, room_create
+from chat.services.rooms import dm_open, room_add_member, room_create, room_remove_member
 from chat.services.text import without_nul
 
 
@@ -81,6 +81,12 @@ def room_members(request: HttpRequest, slug: str) -> JsonResponse:
     membership = room_add_member(actor=request.user, room=room, username=username)
     return JsonResponse({"room": room.slug, "username": membership.user.username, "role": membership.role},
                         status=201)
+
+
+@api_view("DELETE")
+def room_member(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+    room_remove_member(actor=request.user, slug=slug, username=username)
+    return HttpResponse(status=204)
 
 
 @api_view("GET")

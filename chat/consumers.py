@@ -22,7 +22,7 @@ from django.conf import settings
 from chat import drain, logcontext, metrics, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
-from chat.services import messages, presence
+from chat.services import accounts, messages, presence
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conn_id, self.room_id = self.who.conn_id, self.who.room_id
         logcontext.conn_id.set(self.conn_id)  # this connection's task: its log lines carry the id
         self.user_id, self.username = self.who.user_id, self.who.username
+        # Before joining the hub: logout and a new password name the sockets to close by these.
+        self.session_tag, self.auth_tag = accounts.socket_tags(self.scope)
         await get_hub().join(self)
         await presence.presence_enter(self.who)  # first, so hello's online list includes this user
         self.push(await presence.hello_for(self.who))

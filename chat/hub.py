@@ -29,6 +29,8 @@ class LocalConnection(Protocol):
     room_id: int
     user_id: int
     username: str
+    session_tag: str  # digests of the socket's session key and its user's session hash (services.accounts)
+    auth_tag: str
 
     def deliver(self, texts: tuple[str, ...], seqs: tuple[int | None, ...]) -> None: ...
 
@@ -95,9 +97,7 @@ class RoomHub:
                 if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):
                     conn.deliver((event["text"],), (None,))
         elif kind == "user.close":
-            for conn in tuple(self.connections()):
-                if conn.user_id == event["user"]:
-                    conn.close_with(event["code"])
+            self._close_user(event)
         elif kind == "user.standing":
             until = event.get("muted_until")
             until = datetime.fromisoformat(until) if until else None
@@ -106,6 +106,15 @@ class RoomHub:
                     conn.set_muted_until(until)
         else:
             logger.warning("hub ignored an event of unknown type %r", kind)
+
+    def _close_user(self, event: dict) -> None:
+        """A user's sockets close: all of them (a ban), or those in one room (access lost there), of
+        one session (logout), or let in with a session hash other than the current one (new password)."""
+        room, session, auth = event.get("room"), event.get("session"), event.get("auth")
+        for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.connections()):
+            if (conn.user_id == event["user"] and session in (None, getattr(conn, "session_tag", None))
+                    and (auth is None or auth != getattr(conn, "auth_tag", None))):
+                conn.close_with(event["code"])
 
     def _take_message(self, room_id: int, seq: int, text: str, prev) -> None:
         """Add a message to its room's run, handed out once this turn of the event loop ends."""

@@ -1,16 +1,22 @@
 """Signal receivers. The durability signals' one persistence receiver: enqueue the record to Kafka,
 or store it inline when the embedded default runs without Kafka, and confirm either with
 `Persisted`; the sender is acked only on that confirmation. request_finished's: close the request's
-database connection."""
+database connection. The rest end access on every instance when it ends (logout, a new password, a
+removed member, a room made private): each calls one service."""
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_out
 from django.core.signals import request_finished
 from django.db import connections
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from chat.bus import records
 from chat.bus.producer import get_producer
+from chat.models import Membership, Room
+from chat.services import accounts, rooms
 from chat.signals import Persisted, message_changed, message_sent
 
 
@@ -33,3 +39,39 @@ def close_request_connection(sender, **kwargs) -> None:
     only linger there: close it with the request. Runs on the request's thread, so it closes that
     thread's connection only."""
     connections.close_all()
+
+
+@receiver(user_logged_out)
+def end_session_sockets(sender, request, user, **kwargs) -> None:
+    if user is not None and request is not None:  # sent before the session is flushed: its key is there
+        accounts.session_end(user_id=user.pk, session_key=request.session.session_key)
+
+
+@receiver(pre_save, sender=get_user_model())
+def note_password_change(sender, instance, update_fields, raw=False, **kwargs) -> None:
+    instance._chat_password_changing = not raw and accounts.user_password_is_changing(user=instance,
+                                                                                     update_fields=update_fields)
+
+
+@receiver(post_save, sender=get_user_model())
+def end_sessions_of_old_password(sender, instance, **kwargs) -> None:
+    if getattr(instance, "_chat_password_changing", False):
+        instance._chat_password_changing = False
+        accounts.user_password_changed(user=instance)
+
+
+@receiver(post_delete, sender=Membership)
+def end_removed_members_access(sender, instance, **kwargs) -> None:
+    rooms.room_access_check(room_id=instance.room_id, user_ids=[instance.user_id])
+
+
+@receiver(pre_save, sender=Room)
+def note_room_going_private(sender, instance, update_fields, raw=False, **kwargs) -> None:
+    instance._chat_going_private = not raw and rooms.room_is_going_private(room=instance, update_fields=update_fields)
+
+
+@receiver(post_save, sender=Room)
+def end_outsiders_access(sender, instance, **kwargs) -> None:
+    if getattr(instance, "_chat_going_private", False):
+        instance._chat_going_private = False
+        rooms.room_access_check(room_id=instance.pk)

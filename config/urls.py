@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/rooms/", api.rooms),
     path("api/rooms/<slug:slug>/members/", api.room_members),
+    path("api/rooms/<slug:slug>/members/<str:username>/", api.room_member),
     path("api/rooms/<slug:slug>/messages/", api.room_messages),
     path("api/dms/", api.dms),
     path("api/search/", api.search),

@@ -30,6 +30,17 @@ async def hub_event(event: dict) -> None:
     await get_channel_layer().group_send(HUB_GROUP, event)
 
 
+async def sockets_close(*, user_id: int, code: int, room_id: int | None = None, session: str | None = None,
+                        auth: str | None = None) -> None:
+    """Close a user's sockets on every instance: all of them, or only those in one room, of one
+    session (its tag) or let in with a session hash other than the current one (`auth`, its tag)."""
+    event = {"type": "user.close", "user": user_id, "code": code}
+    for name, value in (("room", room_id), ("session", session), ("auth", auth)):
+        if value is not None:
+            event[name] = value
+    await hub_event(event)
+
+
 def after_commit(coroutine_function, **kwargs) -> None:
     """Run a live effect once the database change is committed (at once outside a transaction).
 

@@ -9,7 +9,7 @@ from django.db import transaction
 from chat import permissions, protocol, selectors
 from chat.errors import Forbidden
 from chat.models import ChatProfile, Message, ModerationAction, Report
-from chat.services.events import after_commit, hub_event
+from chat.services.events import after_commit, hub_event, sockets_close
 from chat.services.messages import message_remove, message_restore
 
 MUTED_INDEFINITELY = datetime(9999, 1, 1, tzinfo=UTC)
@@ -29,7 +29,7 @@ def user_ban(*, actor, user, reason: str = "") -> None:
     with transaction.atomic():
         ChatProfile.objects.update_or_create(user=user, defaults={"banned": True})
         _moderation_record(actor=actor, action="ban", reason=reason, user=user)
-        after_commit(user_disconnect, user_id=user.id, code=protocol.CLOSE_FORBIDDEN)
+        after_commit(sockets_close, user_id=user.id, code=protocol.CLOSE_FORBIDDEN)
 
 
 def user_unban(*, actor, user, reason: str = "") -> None:
@@ -92,10 +92,6 @@ def report_resolve(*, actor, report: Report, hide: bool) -> None:
         Report.objects.filter(pk=report.pk).update(resolved=True)
         _moderation_record(actor=actor, action="resolve report", reason=f"report #{report.pk}", user=report.reporter,
                            message=report.message)
-
-
-async def user_disconnect(*, user_id: int, code: int) -> None:
-    await hub_event({"type": "user.close", "user": user_id, "code": code})
 
 
 async def user_standing_update(*, user_id: int, muted_until: datetime | None) -> None:

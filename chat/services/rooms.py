@@ -1,16 +1,20 @@
-"""Rooms: create them, open direct messages, add members, seed a room's sequence."""
+"""Rooms: create them, open direct messages, add and remove members, end access that was lost,
+seed a room's sequence."""
 
 import itertools
 import time
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
-from chat import permissions, selectors
+from chat import permissions, protocol, selectors
 from chat.errors import ChatError, Conflict, Forbidden, NotFound
 from chat.models import DM_SLUG_PREFIX, Membership, Room
+from chat.roomstate import room_state
+from chat.services.events import after_commit, sockets_close
 from chat.services.text import without_nul
 
 
@@ -79,6 +83,51 @@ def room_add_member(*, actor, room: Room, username: str) -> Membership:
         raise NotFound(f"No user '{username}'.")
     membership, _ = Membership.objects.get_or_create(room=room, user=user)
     return membership
+
+
+def room_remove_member(*, actor, slug: str, username: str) -> None:
+    """Remove a member (owner or staff). The Membership post_delete receiver then ends their sockets
+    in the room if they may no longer read it, whichever path deleted the row (the admin's too)."""
+    room = Room.objects.filter(slug=slug).first()
+    manages = room is not None and permissions.can_manage_members(actor, room)
+    # Managing members is not reading: staff need not read a private room to remove someone from it.
+    if room is None or not (manages or permissions.readable_rooms(actor).filter(pk=room.pk).exists()):
+        raise NotFound(f"No room '{slug}'.")
+    if not manages:
+        raise Forbidden("Only the room's owner or staff may remove members.")
+    if room.direct_key:
+        raise Forbidden("A direct-message room has exactly its two members.")
+    membership = Membership.objects.filter(room=room, user__username=without_nul(username)).first()
+    if membership is None:
+        raise NotFound(f"'{username}' is not a member of this room.")
+    if membership.user_id == room.owner_id:
+        raise Forbidden("The room's owner stays a member.")
+    membership.delete()
+
+
+def room_is_going_private(*, room: Room, update_fields) -> bool:
+    """Whether saving `room` now makes a public room private (asked before the save)."""
+    if room.pk is None or not room.private or (update_fields is not None and "private" not in update_fields):
+        return False
+    return Room.objects.filter(pk=room.pk, private=False).exists()
+
+
+def room_access_check(*, room_id: int, user_ids: list[int] | None = None) -> None:
+    """Once committed, the sockets in the room of those who may no longer read it close with 4403 on
+    every instance: of `user_ids`, or of everyone online there (the room became private)."""
+    after_commit(room_access_end, room_id=room_id, user_ids=user_ids)
+
+
+async def room_access_end(*, room_id: int, user_ids: list[int] | None = None) -> None:
+    usernames = None if user_ids is not None else await room_state().presence_online(room_id)
+    for user_id in await database_sync_to_async(_readers_lost)(room_id, user_ids, usernames):
+        await sockets_close(user_id=user_id, code=protocol.CLOSE_FORBIDDEN, room_id=room_id)
+
+
+def _readers_lost(room_id: int, user_ids: list[int] | None, usernames: list[str] | None) -> list[int]:
+    users = get_user_model().objects.filter(**({"pk__in": user_ids} if user_ids is not None
+                                               else {"username__in": usernames}))
+    return [user.pk for user in users if not permissions.readable_rooms(user).filter(pk=room_id).exists()]
 
 
 def room_seq_seed(*, room_id: int) -> int:
