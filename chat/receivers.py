@@ -2,12 +2,12 @@
 or store it inline when the embedded default runs without Kafka, and confirm either with
 `Persisted`; the sender is acked only on that confirmation. request_finished's: close the request's
 database connection. The rest end access on every instance when it ends (logout, a new password, a
-removed member, a room made private): each calls one service."""
+removed member, a room made private) and count logins for the throttle: each calls one service."""
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_out
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.core.signals import request_finished
 from django.db import connections
 from django.db.models.signals import post_delete, post_save, pre_save
@@ -58,6 +58,17 @@ def end_sessions_of_old_password(sender, instance, **kwargs) -> None:
     if getattr(instance, "_chat_password_changing", False):
         instance._chat_password_changing = False
         accounts.user_password_changed(user=instance)
+
+
+@receiver(user_login_failed)
+def count_failed_login(sender, credentials, request=None, **kwargs) -> None:
+    accounts.login_failure_record(username=str(credentials.get("username", "")),
+                                  address=accounts.client_address(request) if request is not None else None)
+
+
+@receiver(user_logged_in)
+def forget_failed_logins(sender, request, user, **kwargs) -> None:
+    accounts.login_success_record(username=user.get_username())
 
 
 @receiver(post_delete, sender=Membership)

@@ -1,7 +1,9 @@
-"""Pages: the room list, a room, and signup. Thin: reads through selectors, writes through services."""
+"""Pages: the room list, a room, login and signup (both throttled). Thin: reads through selectors,
+writes through services."""
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpRequest, HttpResponse
@@ -9,6 +11,8 @@ from django.shortcuts import redirect, render
 
 from chat import selectors
 from chat.errors import NotFound
+from chat.forms import LoginForm
+from chat.services import accounts
 
 
 @login_required
@@ -41,8 +45,22 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+class LoginView(auth_views.LoginView):
+    authentication_form = LoginForm
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.throttled_for:
+            response.status_code = 429
+        return response
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and (wait := accounts.signup_attempt(address=accounts.client_address(request))):
+        return render(request, "registration/signup.html",
+                      {"form": UserCreationForm(initial={"username": request.POST.get("username", "")}),
+                       "throttle_message": accounts.throttle_message(wait)}, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")

@@ -2,11 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chat import api, health, views
+from chat.forms import AdminLoginForm
+
+admin.site.login_form = AdminLoginForm  # the admin's login is throttled like the site's
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("rooms/<slug:slug>/", views.room, name="room"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/rooms/", api.rooms),

@@ -34,6 +34,8 @@ app_env() {
   export DEBUG="${DEBUG:-false}"
   export ALLOWED_HOSTS="${ALLOWED_HOSTS:-127.0.0.1,localhost}"
   export CSRF_TRUSTED_ORIGINS="${CSRF_TRUSTED_ORIGINS:-http://127.0.0.1:$PORT,http://localhost:$PORT}"
+  # Behind nginx, which appends the client's address to X-Forwarded-For (the login/signup throttles' address).
+  export CHAT_TRUSTED_PROXIES="${CHAT_TRUSTED_PROXIES:-1}"
   # Plain HTTP on localhost: browsers drop Secure cookies there.
   export SESSION_COOKIE_SECURE="${SESSION_COOKIE_SECURE:-false}" CSRF_COOKIE_SECURE="${CSRF_COOKIE_SECURE:-false}"
 }

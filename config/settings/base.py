@@ -168,6 +168,14 @@ CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=5.0)
 CHAT_DRAIN_GRACE_SECONDS = env.float("CHAT_DRAIN_GRACE_SECONDS", default=2.0)
 # Seconds between two "typing" starts of one user in one room that are relayed (clients send one every 3 s).
 CHAT_TYPING_THROTTLE = env.float("CHAT_TYPING_THROTTLE", default=2.0)
+# Failed logins per account and per client address, and signups per address, in a window
+# ('5/15m'; '0/1s' turns one off): past them the form answers 429 until the window ends.
+CHAT_LOGIN_LIMIT = env.str("CHAT_LOGIN_LIMIT", default="5/15m")
+CHAT_LOGIN_ADDRESS_LIMIT = env.str("CHAT_LOGIN_ADDRESS_LIMIT", default="30/15m")
+CHAT_SIGNUP_LIMIT = env.str("CHAT_SIGNUP_LIMIT", default="10/1h")
+# Proxies in front of the web instances that append to X-Forwarded-For (1 behind the bundled
+# nginx): the client's address is the entry the outermost one added, never one the client wrote.
+CHAT_TRUSTED_PROXIES = env.int("CHAT_TRUSTED_PROXIES", default=0)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # LOG_FORMAT=json: one JSON object a line (with request_id / conn_id), for log pipelines.

@@ -1,0 +1,27 @@
+"""The login forms (the site's and the admin's): each refuses, before any password is checked, while
+the account or the client's address has had too many failed logins (services.accounts)."""
+
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from chat.services import accounts
+
+
+class ThrottledLoginMixin:
+    throttled_for = 0.0  # seconds until this login may be tried, when refused for that
+
+    def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        self.throttled_for = accounts.login_wait(username=username, address=accounts.client_address(self.request))
+        if self.throttled_for:
+            raise ValidationError(accounts.throttle_message(self.throttled_for), code="throttled")
+        return super().clean()
+
+
+class LoginForm(ThrottledLoginMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    pass
