@@ -5,7 +5,8 @@ room (through the server's fast frame path, config/ws_frames.py); otherwise they
 bounded outbox drained by one writer task, so the room hub never waits on a slow socket. The writer
 waits while the socket's transport is full, so a client that does not read fills the outbox: past
 CHAT_SOCKET_BUFFER_BYTES of live frames it is closed with 4408 and resumes with ?after. Replayed
-frames do not count: a large resume is paced, not cut.
+frames do not count: a replay is paced instead, a page at a time (CHAT_REPLAY_PAGE), the next page
+read once the writer has sent the last, while the live frames held meanwhile count like queued ones.
 """
 
 import asyncio
@@ -63,7 +64,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._unsent_bytes = extensions.get("chat.unsent_bytes")
         self._write_now = None  # the server's plain-call frames write, once accepted (config/ws_frames.py)
         self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()  # set while the outbox is empty
+        self._drained.set()
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
+        self._held_bytes = 0
+        self._replay_task: asyncio.Task | None = None
         self._sent_seq: int | None = None  # the highest message seq queued to this socket
         self._writer = None
         self._closing = False
@@ -94,7 +99,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.push(await presence.hello_for(self.who))
         after = _query_int(self.scope, "after")
         if after is not None:
-            await self._replay(after)
+            self._start_replay(after)
         else:
             self._release_held()
 
@@ -104,6 +109,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._counted = False
         if getattr(self, "_writer", None) is not None:
             self._writer.cancel()
+        if getattr(self, "_replay_task", None) is not None:
+            self._replay_task.cancel()
         if self.who is not None:
             await get_hub().leave(self)
             try:
@@ -166,8 +173,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await presence.typing_notify(who=self.who, active=active)
 
     async def on_resume(self, after: int):
-        self._held = []
-        await self._replay(after)
+        self._start_replay(after)
 
     async def on_read(self, seq: int):
         await presence.read_mark(who=self.who, seq=seq)
@@ -182,6 +188,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message frames the hub received together, in seq order, written to the socket at once."""
         if self._held is not None:
             self._held.extend(zip(seqs, texts, strict=True))
+            self._held_bytes += sum(map(len, texts))
+            if self._held_bytes > settings.CHAT_SOCKET_BUFFER_BYTES:  # a replay it does not read
+                self._cut_slow()
         elif seqs[0] is None or self._sent_seq is None or seqs[0] > self._sent_seq:
             if seqs[-1] is not None:
                 self._sent_seq = seqs[-1]
@@ -216,15 +225,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return self._write_now(texts)  # nothing queued before them and room in the transport: no task
         weight = sum(map(len, texts)) if counted else 0
         if self._outbox_bytes + weight > settings.CHAT_SOCKET_BUFFER_BYTES:
-            logger.info("closing %s: not reading, over %d bytes queued", getattr(self, "conn_id", "?"),
-                        settings.CHAT_SOCKET_BUFFER_BYTES)
-            self._outbox.clear()
-            self._outbox_bytes = 0
-            metrics.SLOW_CONSUMER_CUTS.inc()
-            return self.close_with(protocol.CLOSE_SLOW_CONSUMER)
+            return self._cut_slow()
         self._outbox.append((texts, weight))
         self._outbox_bytes += weight
+        self._drained.clear()
         self._wakeup.set()
+
+    def _cut_slow(self) -> None:
+        logger.info("closing %s: not reading, over %d bytes queued", getattr(self, "conn_id", "?"),
+                    settings.CHAT_SOCKET_BUFFER_BYTES)
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        if self._held is not None:
+            self._held, self._held_bytes = [], 0
+        metrics.SLOW_CONSUMER_CUTS.inc()
+        self.close_with(protocol.CLOSE_SLOW_CONSUMER)
 
     async def _write_loop(self) -> None:
         while True:
@@ -238,19 +253,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self._outbox_bytes -= weight
                 for text in texts:
                     await self._send_frame({"type": "websocket.send", "text": text})
+            self._drained.set()
+
+    def _start_replay(self, after: int) -> None:
+        """Replay beside the frame loop, so the socket's other frames (and its close) are handled
+        meanwhile; a new resume replaces a replay under way, keeping the live frames held for it."""
+        if self._held is None:
+            self._held, self._held_bytes = [], 0
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+        self._replay_task = asyncio.ensure_future(self._replay(after))
 
     async def _replay(self, after: int) -> None:
-        """Every message after `after`, then the live frames held meanwhile, without duplicates."""
-        frames = await messages.messages_since(who=self.who, after=after)
-        for frame in frames:
-            metrics.FRAMES_OUT.labels(type=frame["type"]).inc()
-            self._enqueue((protocol.encode(frame),), counted=False)
-        self._sent_seq = max(frames[-1]["seq"] if frames else after, self._sent_seq or 0)
+        """Every message after `after`, a page at a time, then the live frames held meanwhile,
+        without duplicates."""
+        last = after
+        try:
+            async for page in messages.messages_since(who=self.who, after=after):
+                if page:
+                    metrics.FRAMES_OUT.labels(type="message").inc(len(page))
+                    self._enqueue(tuple(protocol.encode(frame) for frame in page), counted=False)
+                    last = page[-1]["seq"]
+                await self._drained.wait()  # the next page once the writer has sent this one
+                if self._closing:
+                    return
+        except Exception:  # Postgres or Redis failed mid-replay: the client resumes from what it got
+            logger.exception("replay for %s failed", self.conn_id)
+            return self.close_with(protocol.CLOSE_SERVICE_RESTART)
+        self._sent_seq = max(last, self._sent_seq or 0)
         self._release_held()
         self.push(protocol.resumed_frame(last_seq=self._sent_seq))
 
     def _release_held(self) -> None:
-        held, self._held = self._held or [], None
+        held, self._held, self._held_bytes = self._held or [], None, 0
         for seq, text in held:
             self._send_live(text, seq)
 

@@ -170,15 +170,15 @@ class RedisRoomState:
         rows = await self.redis.zrangebyscore(self._key("recent", room_id), f"({after}", "+inf")
         return [orjson.loads(row) for row in rows]
 
-    async def replay_window(self, room_id: int, after: int) -> tuple[list[dict], bool]:
-        """The buffered frames with seq > after, and whether the buffer reaches back to `after`
-        (if not, older messages must come from Postgres)."""
+    async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
+        """Up to `limit` buffered frames with seq > after (tombstones included), ascending, and the
+        buffer's oldest seq (None when it is empty), read together."""
         key = self._key("recent", room_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrange(key, 0, 0, withscores=True)
-            pipe.zrangebyscore(key, f"({after}", "+inf")
+            pipe.zrangebyscore(key, f"({after}", "+inf", start=0, num=limit)
             oldest, rows = await pipe.execute()
-        return [orjson.loads(row) for row in rows], bool(oldest) and oldest[0][1] <= after + 1
+        return [orjson.loads(row) for row in rows], int(oldest[0][1]) if oldest else None
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         rows = await self.redis.zrangebyscore(self._key("recent", room_id), seq, seq)
@@ -301,9 +301,10 @@ class MemoryRoomState:
         buffer = self.recent_frames.get(room_id, {})
         return [buffer[seq] for seq in sorted(buffer) if seq > after]
 
-    async def replay_window(self, room_id: int, after: int) -> tuple[list[dict], bool]:
+    async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
         buffer = self.recent_frames.get(room_id, {})
-        return [buffer[seq] for seq in sorted(buffer) if seq > after], bool(buffer) and min(buffer) <= after + 1
+        seqs = sorted(buffer)
+        return [buffer[seq] for seq in seqs if seq > after][:limit], seqs[0] if seqs else None
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         return self.recent_frames.get(room_id, {}).get(seq)

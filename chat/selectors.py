@@ -10,8 +10,6 @@ from chat import permissions, protocol
 from chat.errors import Forbidden, NotFound
 from chat.models import ChatProfile, Message, ReadState, Room
 
-REPLAY_PAGE = 1000
-
 
 def room_object(room: Room, last_seq: int | None = None) -> dict:
     obj = {"slug": room.slug, "name": room.name, "private": room.private}
@@ -123,21 +121,16 @@ def history_page(room: Room, *, after: int | None, before: int | None, limit: in
     return [message_to_object(m, room.slug) for m in rows], has_more
 
 
-def persisted_since(room: Room, after: int) -> list[dict]:
-    """Every persisted message with seq > after (visible or not, so replay can tell), ascending."""
-    out, cursor = [], after
-    while True:
-        page = list(
-            Message.objects.filter(room=room, seq__gt=cursor).select_related("author").order_by("seq")[:REPLAY_PAGE]
-        )
-        for m in page:
-            frame = protocol.message_frame(message_to_object(m, room.slug))
-            if not m.visible:
-                frame = protocol.deleted_frame(id=str(m.id), seq=m.seq)
-            out.append(frame)
-        if len(page) < REPLAY_PAGE:
-            return out
-        cursor = page[-1].seq
+def persisted_page(room: Room, *, after: int, limit: int) -> list[dict]:
+    """The first `limit` persisted messages with seq > after, ascending; hidden and deleted ones as
+    `message.deleted` frames, so a replay can tell."""
+    out = []
+    for m in Message.objects.filter(room=room, seq__gt=after).select_related("author").order_by("seq")[:limit]:
+        if m.visible:
+            out.append(protocol.message_frame(message_to_object(m, room.slug)))
+        else:
+            out.append(protocol.deleted_frame(id=str(m.id), seq=m.seq))
+    return out
 
 
 def message_for_change(message_id: str) -> dict | None:

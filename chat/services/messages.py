@@ -1,6 +1,7 @@
 """Messages: send and confirm, edit, delete, report, and replay after a reconnect."""
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
@@ -157,21 +158,38 @@ def report_create(*, reporter_id: int, room_id: int, message_id: str, reason: st
     return Report.objects.create(message_id=message_id, reporter_id=reporter_id, reason=reason)
 
 
-async def messages_since(*, who: Participant, after: int) -> list[dict]:
-    """Every visible message with seq > after, in order: from the recent buffer when it reaches back
-    to `after` (the usual reconnect); otherwise (a long absence, or Redis restarted empty) from
-    Postgres, once the workers have stored what Kafka holds for the room, overlaid by the buffer."""
-    state = room_state()
-    buffered, buffer_covers = await state.replay_window(who.room_id, after)
-    by_seq = {}
-    if not buffer_covers:
-        await backlog.wait_stored(who.room_id)
-        room = Room(id=who.room_id, slug=who.room_slug)
-        by_seq = {f["seq"]: f for f in await database_sync_to_async(selectors.persisted_since)(room, after)}
-        # Read the buffer again, after Postgres: the worker may have stored a message published
-        # after the first read without one published before it (senders on other instances reach
-        # Kafka in any order), and the socket skips held live frames below the replay's newest.
-        buffered, _ = await state.replay_window(who.room_id, after)
-    for frame in buffered:
-        by_seq[frame["seq"]] = frame
-    return [by_seq[seq] for seq in sorted(by_seq) if by_seq[seq]["type"] == "message"]
+async def messages_since(*, who: Participant, after: int) -> AsyncIterator[list[dict]]:
+    """Every visible message with seq > after, in order, a page (up to CHAT_REPLAY_PAGE) at a time;
+    the caller asks for the next page once it has sent the last, so a replay holds one page.
+
+    A page comes from the recent buffer when it reaches back to the cursor (it has what the worker
+    has not stored yet, and edits newer than Postgres); otherwise (a long absence, or Redis restarted
+    empty) from Postgres, once the workers have stored what Kafka holds for the room."""
+    state, limit = room_state(), settings.CHAT_REPLAY_PAGE
+    room = Room(id=who.room_id, slug=who.room_slug)
+    cursor, stored_waited = after, False
+    while True:
+        frames, oldest = await state.replay_page(who.room_id, cursor, limit)
+        from_buffer = oldest is not None and oldest <= cursor + 1
+        if not from_buffer:
+            if not stored_waited:
+                await backlog.wait_stored(who.room_id)
+                stored_waited = True
+            stored = await database_sync_to_async(selectors.persisted_page)(room, after=cursor, limit=limit)
+            # Read the buffer again, after Postgres: the worker may have stored a message published
+            # meanwhile without one published before it (senders on other instances reach Kafka in
+            # any order), and the socket skips held live frames below what the replay sent; so a
+            # page from Postgres stops below the buffer, which has every message published since.
+            frames, oldest = await state.replay_page(who.room_id, cursor, limit)
+            stored = [frame for frame in stored if oldest is None or frame["seq"] < oldest]
+            if stored:
+                frames = stored
+            else:  # Postgres has nothing older than the buffer above the cursor: seqs jumped
+                from_buffer = True
+        if from_buffer:
+            stored_waited = False  # what later falls out of the buffer may not be stored yet
+        if frames:
+            cursor = frames[-1]["seq"]
+        yield [frame for frame in frames if frame["type"] == "message"]
+        if from_buffer and len(frames) < limit:
+            return

@@ -159,6 +159,9 @@ CHAT_RECENT_BUFFER = env.int("CHAT_RECENT_BUFFER", default=1000)
 # A resume that reaches past the recent buffer reads Postgres; it first waits up to this long for
 # the workers to store what Kafka holds for the room (messages still in Kafka are not in Postgres).
 CHAT_REPLAY_CATCHUP_SECONDS = env.float("CHAT_REPLAY_CATCHUP_SECONDS", default=10.0)
+# Messages a replay (?after=, resume) reads and queues at a time; the next page waits until the
+# socket has taken the last, so a replay of any length holds one page per socket.
+CHAT_REPLAY_PAGE = env.int("CHAT_REPLAY_PAGE", default=500)
 CHAT_PRESENCE_TTL = env.int("CHAT_PRESENCE_TTL", default=30)
 # On SIGTERM, how long a web instance waits for its sockets to close (1012) before it exits.
 # Bytes of live frames queued for one socket before it counts as not reading and is cut (4408).
