@@ -11,7 +11,6 @@ from django.http import HttpRequest
 
 from chat import protocol
 from chat.attempts import attempt_key, attempts
-from chat.roomstate import parse_rate
 from chat.services.events import after_commit, sockets_close
 
 logger = logging.getLogger(__name__)
@@ -111,9 +110,12 @@ def _tag(value: str) -> str:
 
 
 def _limit(spec: str) -> tuple[int, float] | None:
-    """'5/15m' -> (5 attempts, a window of 900 s); None when off ('0/...')."""
-    count, per_second = parse_rate(spec)
-    return (count, count / per_second) if count > 0 else None
+    """'5/15m' -> (5 attempts, a window of 900 s); None when off ('0/...'). Units: s, m, h."""
+    count, _, window = spec.partition("/")
+    window = window.strip() or "1s"
+    unit = {"s": 1, "m": 60, "h": 3600}.get(window[-1])
+    seconds = float(window[:-1] or 1) * unit if unit else float(window)
+    return (int(count), seconds) if int(count) > 0 else None
 
 
 def _safely(call, *args, default):
