@@ -1,9 +1,8 @@
 """Operational endpoints: liveness, readiness and Prometheus metrics."""
 
 import asyncio
-import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -12,12 +11,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from chat import drain
 from chat.roomstate import room_state
 
-logger = logging.getLogger(__name__)
-CHECK_TIMEOUT = 3.0
+CHECK_TIMEOUT = 3.0  # each dependency's answer; the checks run side by side, so the whole probe too
+# Without these an instance cannot serve its sockets; without the others only some of it degrades
+# (Kafka: acks wait; Postgres: history and new sockets), and an outage every instance shares must
+# not take the whole fleet out of the balancer (contract §3).
+NEEDED = ("redis",)
+# Blocking checks run here, one per dependency at a time (see _in_thread), never on the event
+# loop's default executor, whose few threads also resolve the names Redis connections need.
+_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness")
+_running: dict[str, Future] = {}
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text for this process (restrict access at the load balancer)."""
+    """Prometheus text for this process (the public proxy does not serve it; scrape instances directly)."""
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
@@ -25,34 +31,53 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _database_ok() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    connection.close()
+def _database_answers() -> bool:
+    """Blocking: a new connection to the database (none of the process's own) answers a query."""
+    params = connection.get_connection_params()
+    if connection.vendor == "postgresql":
+        params["connect_timeout"] = int(CHECK_TIMEOUT)  # a host that does not answer must not hold the thread
+    db = connection.Database.connect(**params)
+    try:
+        db.cursor().execute("SELECT 1")
+    finally:
+        db.close()
     return True
 
 
-def _kafka_ok() -> bool:
-    from chat.bus.topics import cluster_answers
+def _kafka_answers() -> bool:
+    from chat.bus.topics import cluster_answers  # its client gives up after 2.5 s a request, 30 s to bootstrap
 
     return cluster_answers()
 
 
+def _in_thread(name: str, check) -> asyncio.Future:
+    """The check of `name` still running from an earlier probe, or a new one: a dependency that
+    hangs (a Kafka client bootstrapping takes 30 s to give up) holds one thread, not one per probe."""
+    if name not in _running or _running[name].done():
+        _running[name] = _threads.submit(check)
+    return asyncio.shield(asyncio.wrap_future(_running[name]))  # a probe's timeout leaves it to the next
+
+
+async def _check(check) -> str:
+    try:
+        return "ok" if await asyncio.wait_for(check, CHECK_TIMEOUT) else "failed"
+    except Exception as exc:  # noqa: BLE001 - any failure of a dependency is reported, not raised
+        return f"failed: {type(exc).__name__}"
+
+
 async def readyz(request: HttpRequest) -> JsonResponse:
+    """503 only while this instance cannot serve its sockets: draining, or Redis (every shard its
+    room state needs) unreachable; otherwise 200, naming each dependency that is degraded."""
     if drain.is_draining():  # answer at once: the balancer must stop sending traffic here now
-        return JsonResponse({"status": "unavailable", "failed": ["draining"], "checks": {}}, status=503)
-    checks = {"database": sync_to_async(_database_ok, thread_sensitive=False)()}
+        return JsonResponse({"ready": False, "failed": ["draining"], "degraded": [], "checks": {}}, status=503)
+    checks = {"database": _in_thread("database", _database_answers)}
     if settings.REDIS_URL:
         checks["redis"] = room_state().ping()
     if settings.KAFKA_BOOTSTRAP_SERVERS:
-        checks["kafka"] = sync_to_async(_kafka_ok, thread_sensitive=False)()
-    results = {}
-    for name, check in checks.items():
-        try:
-            results[name] = "ok" if await asyncio.wait_for(check, CHECK_TIMEOUT) else "failed"
-        except Exception as exc:  # noqa: BLE001 - any failure of a dependency means "not ready"
-            results[name] = f"failed: {type(exc).__name__}"
-    failed = [name for name, result in results.items() if result != "ok"]
-    status = 503 if failed else 200
-    return JsonResponse({"status": "ok" if not failed else "unavailable", "failed": failed, "checks": results},
-                        status=status)
+        checks["kafka"] = _in_thread("kafka", _kafka_answers)
+    results = dict(zip(checks, await asyncio.gather(*map(_check, checks.values())), strict=True))
+    down = [name for name, result in results.items() if result != "ok"]
+    failed = [name for name in down if name in NEEDED]
+    degraded = [name for name in down if name not in NEEDED]
+    return JsonResponse({"ready": not failed, "failed": failed, "degraded": degraded, "checks": results},
+                        status=503 if failed else 200)
