@@ -1,7 +1,9 @@
 """`make stack` (scripts/stack.sh): the local deployment behind nginx. A browser-free smoke test:
-two clients on the balanced port land on different daphne instances and talk to each other."""
+two clients on the balanced port land on different daphne instances and talk to each other,
+and /metrics is served by each instance but not through nginx."""
 
 import re
+import socket
 import subprocess
 import uuid
 
@@ -18,6 +20,15 @@ pytestmark = pytest.mark.skipif(subprocess.run(["which", "nginx"], capture_outpu
 class Endpoint:
     def __init__(self, port: int) -> None:
         self.port, self.url = port, f"http://127.0.0.1:{port}"
+
+
+def raw_get(port: int, target: str) -> tuple[int, str]:
+    """A GET of `target` exactly as written (no client normalizing it): status and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        response = b"".join(iter(lambda: conn.recv(65536), b""))
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode(errors="replace")
 
 
 def open_sockets(port: int) -> float:
@@ -46,6 +57,13 @@ async def test_two_clients_through_nginx_talk_across_both_instances(stack, alice
     assert f"http://127.0.0.1:{ports['STACK_PORT']}/" in output and "web-1.log" in output
     balancer = Endpoint(ports["STACK_PORT"])
     assert httpx.get(f"{balancer.url}/readyz", timeout=10).status_code == 200
+    # Metrics only from inside: each instance serves them, nginx does not, however the path is spelled.
+    for target in ("/metrics", "/metrics?format=text", "/metrics/", "/metrics/x", "//metrics", "/%6Detrics",
+                   "/./metrics", "/ws/../metrics"):
+        status, body = raw_get(ports["STACK_PORT"], target)
+        assert status in (403, 404) and "chat_connections_open" not in body, (target, status)
+    for port in ports["web"]:
+        assert raw_get(port, "/metrics")[0] == 200
     async with chat_socket(balancer, room.slug, alice.cookie) as a, chat_socket(balancer, room.slug, bob.cookie) as b:
         # nginx round-robins, so the two sockets are on different instances.
         assert [open_sockets(port) for port in ports["web"]] == [1, 1]

@@ -208,6 +208,14 @@ def test_nginx_upgrades_websockets():
     assert int(re.search(r"proxy_read_timeout (\d+)s;", websocket).group(1)) >= 600
 
 
+def test_nginx_keeps_metrics_from_the_public():
+    # /metrics and anything under it end at nginx; Prometheus scrapes web-N:8000 directly.
+    for location in ("= /metrics", "/metrics/"):
+        found = re.search(rf"location {re.escape(location)} \{{(.*?)\}}", NGINX, re.DOTALL)
+        assert found, f"no 'location {location}' in docker/nginx.conf"
+        assert re.fullmatch(r"\s*return 40[34];\s*", found.group(1)), found.group(1)
+
+
 # --- Dockerfile ----------------------------------------------------------------------------------
 
 
