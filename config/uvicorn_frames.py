@@ -4,7 +4,9 @@ protocol (uvicorn's default with the websockets package installed).
 Measured back to back with the fan-out benchmark, it took p99 at 20k offered deliveries/s from
 248 to 41 ms (docs/performance.md). Sockets that negotiated permessage-deflate (browsers ask for it
 unless uvicorn runs with --ws-per-message-deflate false) are compressed per connection, so they
-keep uvicorn's own framing.
+keep uvicorn's own framing. Under --ssl-keyfile the transport is asyncio's TLS transport: its write
+encrypts, and its get_write_buffer_size counts what waits to be encrypted or sent (the TCP
+transport beneath holds at most its high-water mark more); tests/integration/test_tls.py.
 """
 
 from config.shims import versions_match

@@ -9,9 +9,11 @@ config/uvicorn_frames.py). Each puts two callables in a WebSocket scope's extens
 - `chat.unsent_bytes()`: bytes the socket's transport holds that the kernel has not taken; the
   consumer queues (and past a limit cuts with 4408) instead of writing above a high-water mark.
 
-The frames here follow RFC 6455 alone and touch no server's internals; each hook checks the
-upstream versions it was written for (config/shims.py) and, on others, leaves both callables out,
-so the consumer writes through ASGI's `websocket.send` instead.
+The frames are handed to the socket's transport, which encrypts them when the server terminates
+TLS (daphne writes straight to the kernel only on a plain TCP transport). They follow RFC 6455
+alone and touch no server's internals; each hook checks the upstream versions it was written for
+(config/shims.py) and, on others, leaves both callables out, so the consumer writes through
+ASGI's `websocket.send` instead.
 """
 
 UNSENT_BYTES = "chat.unsent_bytes"
