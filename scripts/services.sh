@@ -8,6 +8,10 @@
 #   scripts/services.sh down|stop    [postgres|redis|kafka ...]  stop (data is kept)
 #   scripts/services.sh restart      [postgres|redis|kafka ...]
 #   scripts/services.sh status       [postgres|redis|kafka ...]  exit 0 when all named are up
+#   scripts/services.sh logs         [kafka|kafka-cluster ...]   where the logs are, and their last lines
+#
+# `kafka-cluster` (never started by default) is the three-node Kafka of contract §7 beside the single
+# node: brokers on 127.0.0.1:9192-9194, controllers on 9195-9197 (scripts/kafka/cluster.sh).
 #
 # Environment: CHAT_PG_FAST=1 turns off fsync, synchronous_commit and full_page_writes (tests only).
 # State lives in one place per machine, not per checkout, so every clone (and CI's clean clone)
@@ -293,17 +297,18 @@ kafka_status() { kafka_ready; }
 
 # --- main --------------------------------------------------------------------------------------
 
-usage="usage: scripts/services.sh up|down|restart|status [postgres|redis|kafka ...]"
+usage="usage: scripts/services.sh up|down|restart|status|logs [postgres|redis|kafka|kafka-cluster ...]"
 command=${1:-up}
 shift || true
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(postgres redis kafka)
 for name in "${names[@]}"; do
-  case "$name" in postgres|redis|kafka) ;; *) fail "unknown service '$name'; $usage" ;; esac
+  case "$name" in postgres|redis|kafka|kafka-cluster) ;; *) fail "unknown service '$name'; $usage" ;; esac
 done
 
-up() { local name; for name in "$@"; do "${name}_up"; done; }
-down() { local i; for ((i = $# ; i >= 1; i--)); do "${!i}_down"; done; }
+# A service's functions are named after it, dashes as underscores (kafka-cluster -> kafka_cluster_up).
+up() { local name; for name in "$@"; do "${name//-/_}_up"; done; }
+down() { local i name; for ((i = $# ; i >= 1; i--)); do name=${!i}; "${name//-/_}_down"; done; }
 lock() {  # one up/down at a time (fd 9 is closed in every process started from here)
   mkdir -p "$CACHE"
   exec 9>"$CACHE/services.lock"
@@ -317,9 +322,18 @@ case "$command" in
   status)
     all=0
     for name in "${names[@]}"; do
-      if "${name}_status"; then say "$name: up"; else say "$name: down"; all=1; fi
+      if "${name//-/_}_status"; then say "$name: up"; else say "$name: down"; all=1; fi
+kafka_logs() { say "== $KAFKA_LOG"; tail -n "${LINES_SHOWN:-20}" "$KAFKA_LOG" 2>/dev/null || true; }
+
+# The three-node cluster (kafka-cluster): kafka_cluster_up, _down, _status, _logs.
+# shellcheck source=kafka/cluster.sh
+source "$ROOT/scripts/kafka/cluster.sh"
     done
     exit $all ;;
   -h|--help|help) say "$usage" ;;
   *) fail "$usage" ;;
 esac
+  logs)
+    for name in "${names[@]}"; do
+      if declare -F "${name//-/_}_logs" >/dev/null; then "${name//-/_}_logs"; else say "$name: see the header of this script"; fi
+    done ;;
