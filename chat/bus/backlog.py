@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 
 from chat import metrics
+from chat.bus.client import client_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +33,9 @@ def _consumer():
         if _client is None:
             # A group member in name only: it never subscribes, so it never joins or rebalances the
             # group; it only reads the group's committed offsets and the partitions' ends.
-            _client = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                    group_id=settings.KAFKA_CONSUMER_GROUP, enable_auto_commit=False,
-                                    request_timeout_ms=5_000, reconnect_backoff_max_ms=1_000)
+            _client = KafkaConsumer(**client_kwargs(), group_id=settings.KAFKA_CONSUMER_GROUP,
+                                    enable_auto_commit=False, request_timeout_ms=5_000,
+                                    reconnect_backoff_max_ms=1_000)
         return _client
 
 

@@ -6,10 +6,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from django.conf import settings
 from kafka.errors import KafkaError
 
 from chat import metrics
+from chat.bus.client import client_kwargs
 from chat.bus.topics import dead_letter_topic
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ class DeadLetters:
 
         with self._lock:
             if self._producer is None:
-                self._producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all",
-                                               max_block_ms=5_000)
+                self._producer = KafkaProducer(**client_kwargs(), acks="all", max_block_ms=5_000)
             return self._producer
 
     def close(self) -> None:

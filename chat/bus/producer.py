@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 
 from chat.bus import records
+from chat.bus.client import client_kwargs
 
 logger = logging.getLogger(__name__)
 
 
 class MessageProducer:
-    def __init__(self, bootstrap_servers: list[str], topic: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, topic: str) -> None:
         self.topic = topic
         self._producer = None
         # One thread: construction happens once, and records from this process keep their order.
@@ -34,14 +34,18 @@ class MessageProducer:
         if self._producer is None:
             from kafka import KafkaProducer
 
+            delivery = settings.KAFKA_DELIVERY_TIMEOUT_MS
+            # A request to a broker that went silent is given up on in time for a retry (to the
+            # partition's new leader) within the delivery timeout, which kafka-python wants above it.
+            request = min(5_000, max(1_000, delivery // 2))
             self._producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
+                **client_kwargs(),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=settings.KAFKA_LINGER_MS,  # batches under load; adds at most this to an ack
-                max_block_ms=5_000,
-                request_timeout_ms=5_000,
-                delivery_timeout_ms=max(settings.KAFKA_DELIVERY_TIMEOUT_MS, 7_000),
+                max_block_ms=min(5_000, delivery),
+                request_timeout_ms=request,
+                delivery_timeout_ms=max(delivery, request + settings.KAFKA_LINGER_MS),
                 retry_backoff_ms=200,
                 # Try a restarted broker again within 2 s (the default backs off up to 30 s).
                 reconnect_backoff_max_ms=2_000,
@@ -97,5 +101,5 @@ def get_producer() -> MessageProducer:
     global _producer
     with _lock:
         if _producer is None:
-            _producer = MessageProducer(settings.KAFKA_BOOTSTRAP_SERVERS, settings.KAFKA_TOPIC)
+            _producer = MessageProducer(settings.KAFKA_TOPIC)
         return _producer

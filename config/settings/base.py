@@ -137,6 +137,18 @@ if env.bool("USE_X_FORWARDED_PROTO", default=False):
 # The chat itself.
 KAFKA_TOPIC = env.str("KAFKA_TOPIC", default="chat.messages")
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=8)
+# Replicas of the topics the app creates (the dead-letter topic too) and their min.insync.replicas;
+# unset: 3, or the cluster's broker count when fewer, and 2 when the factor is 3, else 1 (chat/bus/topics.py).
+KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=None)
+KAFKA_MIN_INSYNC_REPLICAS = env.int("KAFKA_MIN_INSYNC_REPLICAS", default=None)
+# How every Kafka client connects (chat/bus/client.py): PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL;
+# SASL with PLAIN or SCRAM-SHA-256/512 and a username and password; the CA that signed the brokers'
+# certificates (else the system's).
+KAFKA_SECURITY_PROTOCOL = env.str("KAFKA_SECURITY_PROTOCOL", default="PLAINTEXT")
+KAFKA_SASL_MECHANISM = env.str("KAFKA_SASL_MECHANISM", default="")
+KAFKA_SASL_USERNAME = env.str("KAFKA_SASL_USERNAME", default="")
+KAFKA_SASL_PASSWORD = env.str("KAFKA_SASL_PASSWORD", default="")
+KAFKA_SSL_CAFILE = env.str("KAFKA_SSL_CAFILE", default="")
 # How long the producer keeps retrying a record before the sender is told `not_persisted`.
 KAFKA_DELIVERY_TIMEOUT_MS = env.int("KAFKA_DELIVERY_TIMEOUT_MS", default=30_000)
 # How long a web instance's producer waits to batch records for Kafka: fewer produce requests under
