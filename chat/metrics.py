@@ -38,6 +38,10 @@ WORKER_BATCH_SIZE = Histogram("chat_worker_batch_size", "Records per Postgres wr
 WORKER_LAG = Gauge("chat_worker_lag", "Records behind the end of the log, per partition", ["partition"])
 WORKER_RETRIES = Counter("chat_worker_retries_total", "Batches retried after a database error")
 WORKER_DEAD_LETTERED = Counter("chat_worker_dead_lettered_total", "Records sent to the dead-letter topic")
+WORKER_SEQ_REASSIGNED = Counter("chat_worker_seq_reassigned_total",
+                                "Acked messages stored under a new seq because a different message had theirs")
+WORKER_RESENDS = Counter("chat_worker_resends_total",
+                         "Records of a second id for one (author, room, client_id): a re-send, not stored again")
 
 
 def watch_gc_pauses() -> None:

@@ -15,10 +15,10 @@ from chat.signals import NotConfirmed, message_changed, persist
 logger = logging.getLogger(__name__)
 
 
-async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
+async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None, moved: bool = False) -> None:
     # Only message frames carry a seq for the sockets' duplicate check; edits and deletes of older
-    # messages must always get through.
-    seq = frame["seq"] if frame["type"] == "message" else None
+    # messages, and a message the worker `moved` to a new seq (chat.storage), must always get through.
+    seq = frame["seq"] if frame["type"] == "message" and not moved else None
     event = {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq}
     if exclude:
         event["exclude"] = exclude

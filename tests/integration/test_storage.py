@@ -1,13 +1,16 @@
-"""The worker's bulk write against the real Postgres: replays store nothing twice, and a batch's
-rooms and authors are checked once per batch without letting a concurrent delete leave orphans."""
+"""The worker's bulk write against the real Postgres: replays store nothing twice, a different
+message is never dropped for a taken seq or client_id, and a batch's rooms and authors are checked
+once per batch without letting a concurrent delete leave orphans."""
 
 import contextlib
+import logging
 import threading
 import uuid
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from chat import storage
 from chat.bus import records
@@ -17,12 +20,22 @@ from tests.conftest import make_room, make_user
 from tests.support import wait_until
 
 
-def created(room, author, seq: int) -> dict:
-    """A decoded message.created record, as the worker hands it to messages_persist."""
+def created(room, author, seq: int, *, client_id: str | None = None, event: str = "message.created") -> dict:
+    """A decoded record (message.created unless told), as the worker hands it to messages_persist;
+    each with a client_id of its own unless told."""
     message = {"id": str(uuid.uuid4()), "room": room.slug, "seq": seq,
                "author": {"id": author.id, "username": author.username}, "body": f"body {seq}",
-               "created_at": timezone.now().isoformat(), "edited_at": None, "client_id": f"client-{seq}"}
-    return records.decode(records.encode(records.message_record("message.created", message, room_id=room.id)))
+               "created_at": timezone.now().isoformat(), "edited_at": None,
+               "client_id": client_id or f"client-{uuid.uuid4().hex[:12]}"}
+    return records.decode(records.encode(records.message_record(event, message, room_id=room.id)))
+
+
+def counted(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def stored_seqs(room) -> dict[str, int]:
+    return {str(ident): seq for ident, seq in Message.objects.filter(room=room).values_list("id", "seq")}
 
 
 def lock_waiters() -> int:
@@ -66,6 +79,66 @@ def test_a_replayed_batch_of_creates_stores_each_message_once():
     assert messages_persist(replay) == 1
     assert messages_persist(replay) == 0
     assert sorted(Message.objects.filter(room=room).values_list("seq", flat=True)) == [1, 2, 3]
+
+
+def test_a_different_message_with_a_taken_seq_is_stored_above_the_rooms_highest_logged_and_counted(caplog):
+    # After a Redis failover the promoted replica may hand out a seq already used: both messages
+    # were acked, so both must be kept.
+    author = make_user("author")
+    room = make_room(author)
+    first = [created(room, author, seq) for seq in (1, 2, 3)]
+    messages_persist(first)
+    twin, next_one = created(room, author, 2), created(room, author, 4)
+    before = counted("chat_worker_seq_reassigned_total")
+    with caplog.at_level(logging.WARNING, logger="chat.services.persistence"):
+        assert messages_persist([twin, next_one]) == 2
+    # Above the room's highest, stored or in the batch, so the batch's seq 4 keeps its own.
+    assert stored_seqs(room) == {**{r["id"]: r["seq"] for r in first}, twin["id"]: 5, next_one["id"]: 4}
+    assert counted("chat_worker_seq_reassigned_total") == before + 1
+    assert f"seq 2 of message {twin['id']} was already message {first[1]['id']}" in caplog.text
+    assert "stored as seq 5" in caplog.text
+    # Its record delivered again (a replay) is that message again: nothing new, nothing counted.
+    assert messages_persist([twin]) == 0
+    assert stored_seqs(room)[twin["id"]] == 5
+    assert counted("chat_worker_seq_reassigned_total") == before + 1
+
+
+def test_two_messages_with_one_seq_in_one_batch_are_both_kept():
+    author = make_user("author")
+    room = make_room(author)
+    one, other = created(room, author, 1), created(room, author, 1)
+    assert messages_persist([one, other, one]) == 2
+    assert stored_seqs(room) == {one["id"]: 1, other["id"]: 2}
+
+
+def test_a_batch_with_changes_keeps_a_different_message_with_a_taken_seq():
+    # A batch that is not all creates skips the plain INSERT: the same rule on the other path.
+    author = make_user("author")
+    room = make_room(author)
+    stored = created(room, author, 1)
+    messages_persist([stored])
+    edit = {**stored, "event": "message.edited", "body": "edited", "edited_at": timezone.now()}
+    twin = created(room, author, 1)
+    assert messages_persist([edit, twin]) == 1
+    assert stored_seqs(room) == {stored["id"]: 1, twin["id"]: 2}
+    assert Message.objects.get(id=stored["id"]).body == "edited"
+
+
+def test_a_second_id_for_one_client_id_is_a_resend_the_first_stands_counted_and_logged(caplog):
+    author = make_user("author")
+    room = make_room(author)
+    first = created(room, author, 1, client_id="retry-me")
+    messages_persist([first])
+    # The same send again under another id (Redis forgot the client_id), and twice in one batch.
+    again, within_one = created(room, author, 7, client_id="retry-me"), created(room, author, 8, client_id="once")
+    within_two = created(room, author, 9, client_id="once")
+    before = counted("chat_worker_resends_total")
+    with caplog.at_level(logging.WARNING, logger="chat.services.persistence"):
+        assert messages_persist([again, within_one, within_two]) == 1
+    assert stored_seqs(room) == {first["id"]: 1, within_one["id"]: 8}
+    assert counted("chat_worker_resends_total") == before + 2
+    assert f"message {again['id']} re-sends client_id 'retry-me' of message {first['id']}" in caplog.text
+    assert f"message {within_two['id']} re-sends client_id 'once' of message {within_one['id']}" in caplog.text
 
 
 @pytest.mark.parametrize("missing", ["room", "author"])

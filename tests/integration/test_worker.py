@@ -205,7 +205,7 @@ def test_sigterm_commits_the_batch_and_exits_zero():
     assert committed_offsets(group, topic) == 500
 
 
-def test_one_batch_ignores_duplicates_by_id_room_seq_and_client_id_and_applies_changes_in_order():
+def test_one_batch_ignores_duplicates_by_id_and_client_id_keeps_a_second_message_with_one_seq_and_applies_changes():
     topic = unique_topic("batch-semantics")
     ensure_topics(topic=topic, partitions=1)
     author = make_user("author")
@@ -213,9 +213,10 @@ def test_one_batch_ignores_duplicates_by_id_room_seq_and_client_id_and_applies_c
     m1, m2, m3, m4, m5, m6 = created_records([room], author, 6)
     m6["client_id"] = "client-6"
     later = timezone.now().isoformat()
+    twin = {**m1, "id": str(uuid.uuid4()), "body": "another id, same (room, seq)"}
     batch = [
         m1,
-        {**m1, "id": str(uuid.uuid4()), "body": "another id, same (room, seq)"},  # ignored
+        twin,  # another id, same (room, seq): kept, under a new seq
         m1,  # the same record again: ignored
         m2,
         {**m2, "body": "m2 edited", "edited_at": later, "event": "message.edited"},
@@ -233,10 +234,12 @@ def test_one_batch_ignores_duplicates_by_id_room_seq_and_client_id_and_applies_c
     produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
     worker = run_worker(topic, unique("group"), unique("wbatch"))
     assert worker.proc.wait(60) == 0, worker.log()
-    assert f"stopped after {len(batch)} records (6 new, 0 dead)" in worker.log()
+    assert f"stopped after {len(batch)} records (7 new, 0 dead)" in worker.log()
     stored = {str(m.id): m for m in Message.objects.filter(room=room)}
-    assert set(stored) == {m["id"] for m in (m1, m2, m3, m4, m5, m6)}
-    assert sorted(m.seq for m in stored.values()) == [1, 2, 3, 4, 5, 6]
+    assert set(stored) == {m["id"] for m in (m1, m2, m3, m4, m5, m6, twin)}
+    # Above every seq of the room in the batch, the re-send's 99 included.
+    assert sorted(m.seq for m in stored.values()) == [1, 2, 3, 4, 5, 6, 100]
+    assert stored[twin["id"]].seq == 100
     assert stored[m1["id"]].body == m1["body"]
     assert (stored[m2["id"]].body, stored[m2["id"]].edited_at.isoformat()) == ("m2 edited", later)
     assert (stored[m3["id"]].deleted, stored[m3["id"]].hidden) == (True, False)
