@@ -38,6 +38,16 @@ WORKER_BATCH_SIZE = Histogram("chat_worker_batch_size", "Records per Postgres wr
 WORKER_LAG = Gauge("chat_worker_lag", "Records behind the end of the log, per partition", ["partition"])
 WORKER_RETRIES = Counter("chat_worker_retries_total", "Batches retried after a database error")
 WORKER_DEAD_LETTERED = Counter("chat_worker_dead_lettered_total", "Records sent to the dead-letter topic")
+# The Kafka cluster as a worker sees it (chat/bus/clusterwatch.py), for alerts on lost redundancy.
+KAFKA_BROKERS = Gauge("chat_kafka_brokers", "Brokers registered in the Kafka cluster, up or not")
+KAFKA_BROKER_REACHABLE = Gauge("chat_kafka_broker_reachable", "1 when the broker answered the worker's last probe",
+                               ["broker"])
+KAFKA_UNDER_MIN_ISR = Gauge("chat_kafka_partitions_under_min_isr",
+                            "Partitions with fewer in-sync replicas than min.insync.replicas (sends to them fail)",
+                            ["topic"])
+KAFKA_UNDER_REPLICATED = Gauge("chat_kafka_partitions_under_replicated",
+                               "Partitions with a replica out of sync", ["topic"])
+KAFKA_OFFLINE = Gauge("chat_kafka_partitions_offline", "Partitions without a leader", ["topic"])
 WORKER_SEQ_REASSIGNED = Counter("chat_worker_seq_reassigned_total",
                                 "Acked messages stored under a new seq because a different message had theirs")
 WORKER_RESENDS = Counter("chat_worker_resends_total",

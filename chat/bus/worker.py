@@ -21,24 +21,26 @@ import threading
 import time
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, ProgrammingError, close_old_connections, connection
 from kafka import AsyncConsumerRebalanceListener, OffsetAndMetadata
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.errors import CommitFailedError, FencedInstanceIdError, KafkaError
 
 from chat import metrics, storage
 from chat.bus import records
+from chat.bus.client import client_kwargs
+from chat.bus.clusterwatch import ClusterWatch
 from chat.bus.deadletter import DeadLetters
-from chat.bus.topics import ensure_topics
+from chat.bus.progress import Lag, WorkerStats
+from chat.bus.topics import dead_letter_topic, ensure_topics
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
 BATCH_BYTES = 64 * 1024  # what a fetch gathers before the broker answers, WORKER_BATCH_WAIT_MS at most
 KEEP_CONNECTION = 1.0  # seconds between batches within which the writer keeps its database connection
-LAG_TIMEOUT_MS = 2_000  # the progress line's lag: reported as -1 rather than waited for
 COMMIT_TIMEOUT_MS = 10_000  # an offset commit Kafka does not answer is retried later, not waited on for minutes
 
 
@@ -51,17 +53,6 @@ class _Batch:
     offsets: dict
     writes: dict[int, Future]
     rooms: dict[bytes, int]
-
-
-@dataclass
-class WorkerStats:
-    records: int = 0
-    inserted: int = 0
-    dead: int = 0
-    retries: int = 0
-    batches: int = 0
-    last_batch: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -97,11 +88,13 @@ def _partition_list(partitions) -> str:
 
 class MessageWorker:
     def __init__(self, *, group_id: str, topic: str | None = None, max_records: int = 5000, writers: int = 2,
-                 idle_exit: float | None = None, progress_every: float = 5.0, out=None) -> None:
+                 idle_exit: float | None = None, progress_every: float = 5.0, instance_id: str | None = None,
+                 out=None) -> None:
         if writers < 1:
             raise ValueError("at least one writer")
         self.topic = topic or settings.KAFKA_TOPIC
         self.group_id = group_id
+        self.instance_id = instance_id or None
         self.max_records = max_records
         self.idle_exit = idle_exit
         self.progress_every = progress_every
@@ -125,6 +118,7 @@ class MessageWorker:
         self._tidier: ThreadPoolExecutor | None = None
         self._tidying: Future | None = None
         self._tidy_refused = False
+        self._lag = Lag()
 
     def stop(self, *_args) -> None:
         """Finish and commit the current batch, then exit."""
@@ -138,9 +132,15 @@ class MessageWorker:
         from kafka import KafkaConsumer
 
         ensure_topics(topic=self.topic)
+        session = settings.WORKER_SESSION_TIMEOUT_MS
         self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+            **client_kwargs(),
             group_id=self.group_id,
+            # A static member: restarted with the same id, it gets its partitions back without a
+            # rebalance; gone for good, they move on after the session timeout like any member's.
+            group_instance_id=self.instance_id,
+            session_timeout_ms=session,  # how long a dead worker's partitions wait for another
+            heartbeat_interval_ms=max(500, session // 3),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.max_records,
@@ -153,7 +153,10 @@ class MessageWorker:
                          for n in range(self._writer_count)]
         self._tidier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-index")
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
-        self._say(f"consuming {self.topic} as group {self.group_id}")
+        watch = ClusterWatch([self.topic, dead_letter_topic(self.topic)])
+        watch.start()
+        member = f" (instance {self.instance_id})" if self.instance_id else ""
+        self._say(f"consuming {self.topic} as group {self.group_id}{member}")
         last_progress = last_record = time.monotonic()
         finished = False
         try:
@@ -170,7 +173,7 @@ class MessageWorker:
                     self._say(f"idle for {self.idle_exit:g} s, stopping")
                     break
                 if now - last_progress >= self.progress_every:
-                    self._progress(now - last_progress)
+                    self._progress()
                     last_progress = now
             self._finish(last=True)
             finished = True
@@ -186,6 +189,7 @@ class MessageWorker:
             for thread in [*self._writers, self._tidier]:
                 thread.submit(lambda: connection.close())  # that thread's connection
                 thread.shutdown(wait=True)
+            watch.stop()
             self._consumer.close(autocommit=False)
             self._dead_letters.close()
         self._say(f"stopped after {self.stats.records} records ({self.stats.inserted} new, {self.stats.dead} dead)")
@@ -202,6 +206,8 @@ class MessageWorker:
         offsets = self._take_uncommitted(written)
         try:
             self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+        except FencedInstanceIdError:
+            raise  # another worker runs with this instance id: it owns the partitions now
         except CommitFailedError as exc:
             # The group rebalanced mid-batch: the new owner re-reads these records, and the
             # write makes that harmless.
@@ -346,31 +352,12 @@ class MessageWorker:
         self._dead_letters.send(record, reason, stopping=lambda: self.stopping)
         self._count("dead")
 
-    def lag(self) -> int:
-        """Records behind the end of the log (KafkaTimeoutError when Kafka does not answer in time)."""
-        consumer = self._consumer
-        partitions = consumer.assignment()
-        if not partitions:
-            return 0
-        # Bounded: without a timeout, position() waits for the group coordinator for as long as it
-        # takes, and after a Kafka outage that stalled the whole loop (SIGTERM included).
-        ends = consumer.end_offsets(list(partitions), timeout_ms=LAG_TIMEOUT_MS)
-        positions = {tp: consumer.position(tp, timeout_ms=LAG_TIMEOUT_MS) for tp in partitions}
-        if None in positions.values():
-            raise KafkaTimeoutError("the consumer's positions are not known yet")
-        behind = {tp: max(0, ends[tp] - positions[tp]) for tp in partitions}
-        for tp, lag in behind.items():
-            metrics.WORKER_LAG.labels(partition=str(tp.partition)).set(lag)
-        return sum(behind.values())
-
-    def _progress(self, elapsed: float) -> None:
-        rate = self.stats.records / max(1e-9, time.monotonic() - self.stats.started)
+    def _progress(self) -> None:
         try:
-            lag = self.lag()
+            lag = self._lag.measure(self._consumer)
         except Exception:  # noqa: BLE001 - progress output must not stop the worker
             lag = -1
-        self._say(f"records={self.stats.records} rate={rate:.0f}/s last_batch={self.stats.last_batch} "
-                  f"lag={lag} dead={self.stats.dead} retries={self.stats.retries}")
+        self._say(self.stats.line(lag))
 
     def _say(self, line: str) -> None:
         if self.out is not None:

@@ -161,6 +161,12 @@ KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="chat-store")
 # traffic fewer, larger writes and commits instead of one each per message, for at most this delay
 # before a message is stored. Under load batches fill at once and nothing waits.
 WORKER_BATCH_WAIT_MS = env.int("WORKER_BATCH_WAIT_MS", default=100)
+# How long the group waits for a worker that stopped answering before its partitions go to the
+# others (heartbeats every third of it); the brokers' group.min.session.timeout.ms (6 s) is the floor.
+WORKER_SESSION_TIMEOUT_MS = env.int("WORKER_SESSION_TIMEOUT_MS", default=6_000)
+# Static group membership (also --instance-id): a worker restarted with the same id gets its
+# partitions back at once, without a rebalance. Unique per worker; '{hostname}' is replaced.
+WORKER_INSTANCE_ID = env.str("WORKER_INSTANCE_ID", default="")
 # The worker's Prometheus endpoint (0 turns it off; give each worker on one host its own port).
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
 WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")

@@ -205,6 +205,24 @@ def test_sigterm_commits_the_batch_and_exits_zero():
     assert committed_offsets(group, topic) == 500
 
 
+def test_a_second_worker_with_the_same_instance_id_takes_over_and_the_first_stops_with_an_error():
+    topic = unique_topic("fenced")
+    ensure_topics(topic=topic, partitions=1)
+    author = make_user("author")
+    room = make_room(author)
+    group, instance = unique("group"), unique("instance")
+    first = run_worker(topic, group, unique("wfence1"), 120, "--instance-id", instance)
+    wait_until(lambda: "partitions assigned: 0" in first.log(), 60, message="the first worker assigned")
+    second = run_worker(topic, group, unique("wfence2"), 120, "--instance-id", instance)
+    wait_until(lambda: "partitions assigned: 0" in second.log(), 60, message="the second worker assigned")
+    produce(topic, [(records.record_key(r), records.encode(r)) for r in created_records([room], author, 20)])
+    wait_until(lambda: Message.objects.filter(room=room).count() == 20, 60, message="the records stored")
+    # The first learns from the group that its id is taken (at its next heartbeat or commit) and exits.
+    assert first.proc.wait(30) == 1, first.log()
+    assert f"joined with instance id {instance}: each worker needs an id of its own" in first.log()
+    assert second.alive() and second.stop() == 0
+
+
 def test_one_batch_ignores_duplicates_by_id_and_client_id_keeps_a_second_message_with_one_seq_and_applies_changes():
     topic = unique_topic("batch-semantics")
     ensure_topics(topic=topic, partitions=1)

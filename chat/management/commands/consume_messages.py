@@ -1,5 +1,8 @@
+import socket
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from kafka.errors import FencedInstanceIdError
 from prometheus_client import start_http_server
 
 from chat.bus.worker import MessageWorker
@@ -18,6 +21,10 @@ class Command(BaseCommand):
                                  "over them by room (default: 2).")
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
         parser.add_argument("--progress-every", type=float, default=5.0, help="Seconds between progress lines.")
+        parser.add_argument("--instance-id", default=settings.WORKER_INSTANCE_ID,
+                            help="Static group membership: a worker restarted with the same id gets its partitions "
+                                 "back at once. Unique per worker; '{hostname}' is replaced by the host's name "
+                                 "(default: WORKER_INSTANCE_ID, else a dynamic member).")
         parser.add_argument("--metrics-port", type=int, default=settings.WORKER_METRICS_PORT,
                             help="Serve Prometheus metrics on this port (0: off; default: WORKER_METRICS_PORT).")
 
@@ -31,10 +38,15 @@ class Command(BaseCommand):
             writers=options["writers"],
             idle_exit=options["idle_exit"],
             progress_every=options["progress_every"],
+            instance_id=options["instance_id"].replace("{hostname}", socket.gethostname()),
             out=self.stdout,
         )
         if options["metrics_port"]:
             start_http_server(options["metrics_port"], addr=settings.WORKER_METRICS_ADDR)
             self.stdout.write(f"metrics on http://{settings.WORKER_METRICS_ADDR}:{options['metrics_port']}/metrics")
         worker.install_signal_handlers()
-        worker.run()
+        try:
+            worker.run()
+        except FencedInstanceIdError as exc:
+            raise CommandError(f"another worker of group {options['group']} joined with instance id "
+                               f"{worker.instance_id}: each worker needs an id of its own") from exc
