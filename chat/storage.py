@@ -221,23 +221,21 @@ def batch_reference_checks() -> bool:
     return permitted
 
 
-# The full-text index on message bodies (migration 0004).
-SEARCH_INDEX = "chat_message_body_search"
-
-
 def search_index_tidy() -> int:
-    """Merge the search index's pending entries into the index proper; returns the pages of pending
-    entries there were.
+    """Merge the pending entries of the search index (migration 0004) into the index proper;
+    returns the pages of pending entries there were.
 
     A GIN index takes new entries into a pending list, cheaply; whichever insert finds the list
     over gin_pending_list_limit (4 MB) merges it, which a batch's writer would otherwise pay for
     (a tenth of Postgres's work per row, all in one batch now and then). The worker calls this
     from a thread of its own after each stored batch, so the merge runs beside the writers and
-    searches find a short pending list."""
+    searches find a short pending list. Only the index's owner may merge it: this calls
+    chat_search_index_tidy() (the database_roles migration), which runs as the owner and which
+    only the worker's database role may execute (docs/deployment.md, "Database roles")."""
     if connection.vendor != "postgresql":
         return 0
     with connection.cursor() as cursor:
-        cursor.execute("SELECT gin_clean_pending_list(%s::regclass)", [SEARCH_INDEX])
+        cursor.execute("SELECT chat_search_index_tidy()")
         return cursor.fetchone()[0]
 
 

@@ -289,7 +289,7 @@ class MessageWorker:
         try:
             storage.search_index_tidy()
         except ProgrammingError as exc:
-            # Only the index's owner may (the role that ran migrate): inserts keep merging it.
+            # Only the worker's database role may (storage.search_index_tidy): inserts keep merging it.
             self._tidy_refused = True
             logger.warning("search index left to inserts to merge: %s", str(exc).strip())
         except DatabaseError as exc:
