@@ -17,7 +17,8 @@
 # State lives in one place per machine, not per checkout, so every clone (and CI's clean clone)
 # finds, reuses and can stop the same broker: $CHAT_SERVICES_HOME, by default
 # ~/.cache/chat-services (Kafka's jars, config, data and log; Redis's log). Postgres keeps
-# Debian's cluster (/var/lib/postgresql, log in /var/log/postgresql).
+# Debian's cluster (/var/lib/postgresql, log in /var/log/postgresql), with the database `chat`, its
+# owner `chat` (migrations) and the roles `chat_web` and `chat_worker` (docs/deployment.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,9 @@ KAFKA_PROPS="$KAFKA_HOME/server.properties"
 KAFKA_JVM=(-Xms256m -Xmx512m -XX:+UseSerialGC -Djava.awt.headless=true
            "-Dlog4j2.configurationFile=$KAFKA_LOG4J")
 REDIS_LOG="$CACHE/redis.log"
-PG_ROLE=chat PG_PASSWORD=chat PG_DB=chat
+# The database's owner (runs migrations) and the roles web instances and workers log in as
+# (docs/deployment.md, "Database roles"); local passwords: the roles' names.
+PG_ROLE=chat PG_PASSWORD=chat PG_DB=chat PG_WEB_ROLE=chat_web PG_WORKER_ROLE=chat_worker
 APT_UPDATED=""
 
 say() { printf '%s\n' "$*"; }
@@ -68,7 +71,15 @@ pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 pg_log() { local v n s; read -r v n s <<<"$(pg_cluster_line)"; echo "/var/log/postgresql/postgresql-$v-$n.log"; }
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 pg_sql() { as_postgres psql -X -q -v ON_ERROR_STOP=1 -tAc "$1"; }
-pg_chat_ok() { PGPASSWORD=$PG_PASSWORD psql -X -h 127.0.0.1 -p 5432 -U "$PG_ROLE" -d "$PG_DB" -tAc 'select 1' >/dev/null 2>&1; }
+pg_login_ok() { PGPASSWORD=$2 psql -X -h 127.0.0.1 -p 5432 -U "$1" -d "$PG_DB" -tAc 'select 1' >/dev/null 2>&1; }
+pg_chat_ok() { pg_login_ok "$PG_ROLE" "$PG_PASSWORD"; }
+# Who may SET session_replication_role, "role:true|false" for each of the three: only the worker.
+pg_roles_state() {
+  pg_sql "SELECT string_agg(rolname || ':' || has_parameter_privilege(oid, 'session_replication_role', 'SET'), ' '
+                            ORDER BY rolname)
+          FROM pg_roles WHERE rolname IN ('$PG_ROLE', '$PG_WEB_ROLE', '$PG_WORKER_ROLE') AND rolcanlogin"
+}
+PG_ROLES_WANTED="$PG_ROLE:false $PG_WEB_ROLE:false $PG_WORKER_ROLE:true"
 
 postgres_up() {
   if ! command -v pg_ctlcluster >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
@@ -105,10 +116,27 @@ postgres_up() {
     pg_sql "GRANT pg_signal_backend TO $PG_ROLE" >/dev/null \
       || fail "postgres: could not grant pg_signal_backend to $PG_ROLE; see $(pg_log)"
   fi
-  # The worker checks a batch's rooms and authors once instead of row by row (chat/storage.py).
-  if [ "$(pg_sql "SELECT has_parameter_privilege('$PG_ROLE', 'session_replication_role', 'SET')")" != "t" ]; then
-    pg_sql "GRANT SET ON PARAMETER session_replication_role TO $PG_ROLE" >/dev/null \
-      || fail "postgres: could not grant SET on session_replication_role to $PG_ROLE; see $(pg_log)"
+  # Web instances and workers log in as roles of their own; the owner's migrations give them the
+  # rows of its tables (the database_roles migration). Only the worker may turn the per-row
+  # foreign-key checks off, for a batch whose references it checked once (chat/storage.py).
+  if [ "$(pg_roles_state)" != "$PG_ROLES_WANTED" ]; then
+    pg_sql "DO \$\$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_WEB_ROLE') THEN
+                CREATE ROLE $PG_WEB_ROLE;
+              END IF;
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_WORKER_ROLE') THEN
+                CREATE ROLE $PG_WORKER_ROLE;
+              END IF;
+            END \$\$;
+            ALTER ROLE $PG_WEB_ROLE LOGIN PASSWORD '$PG_WEB_ROLE';
+            ALTER ROLE $PG_WORKER_ROLE LOGIN PASSWORD '$PG_WORKER_ROLE';
+            GRANT SET ON PARAMETER session_replication_role TO $PG_WORKER_ROLE;
+            REVOKE SET ON PARAMETER session_replication_role FROM $PG_ROLE, $PG_WEB_ROLE;" >/dev/null \
+      || fail "postgres: could not create roles $PG_WEB_ROLE and $PG_WORKER_ROLE; see $(pg_log)"
+    [ "$(pg_roles_state)" = "$PG_ROLES_WANTED" ] \
+      || fail "postgres: roles are '$(pg_roles_state)', not '$PG_ROLES_WANTED' (a superuser among them?)"
+    pg_login_ok "$PG_WEB_ROLE" "$PG_WEB_ROLE" && pg_login_ok "$PG_WORKER_ROLE" "$PG_WORKER_ROLE" \
+      || fail "postgres: password login as $PG_WEB_ROLE or $PG_WORKER_ROLE over 127.0.0.1 fails; see $(pg_log)"
   fi
   if [ "${CHAT_PG_FAST:-0}" = "1" ] && [ "$(pg_sql 'SHOW fsync')" != "off" ]; then
     as_postgres psql -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET fsync = off" \
@@ -116,7 +144,7 @@ postgres_up() {
         -c "SELECT pg_reload_conf()" >/dev/null \
       || fail "postgres: could not apply CHAT_PG_FAST settings; see $(pg_log)"
   fi
-  say "postgres: up (postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:5432/$PG_DB)"
+  say "postgres: up (postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:5432/$PG_DB; web: $PG_WEB_ROLE, worker: $PG_WORKER_ROLE)"
 }
 
 postgres_down() {

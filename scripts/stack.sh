@@ -10,7 +10,9 @@
 #
 # Environment: STACK_PORT (8080), STACK_WEB_PORTS ("8001 8002"), STACK_WORKER_METRICS_PORTS
 # ("9101 9102"), STACK_DIR (.cache/stack); the app's own variables (DATABASE_URL, KAFKA_TOPIC, ...)
-# override the defaults below.
+# override the defaults below. DATABASE_URL is the database owner's, for migrate; web instances and
+# workers log in to the same database as chat_web and chat_worker (docs/deployment.md, "Database
+# roles"), or with STACK_WEB_DATABASE_URL and STACK_WORKER_DATABASE_URL when set.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,11 +25,15 @@ read -r -a WORKER_PORTS <<<"${STACK_WORKER_METRICS_PORTS:-9101 9102}"
 say() { printf '%s\n' "$*"; }
 fail() { printf 'stack: %s\n' "$*" >&2; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# DATABASE_URL logging in as ROLE (whose local password is its name): as_role ROLE
+as_role() { local rest=${DATABASE_URL#*://}; printf '%s://%s:%s@%s' "${DATABASE_URL%%://*}" "$1" "$1" "${rest#*@}"; }
 
 app_env() {
   mkdir -p "$DIR"
   [ -s "$DIR/secret_key" ] || "$PY" -c 'import secrets; print(secrets.token_urlsafe(50))' >"$DIR/secret_key"
   export DATABASE_URL="${DATABASE_URL:-postgres://chat:chat@127.0.0.1:5432/chat}"
+  WEB_DATABASE_URL="${STACK_WEB_DATABASE_URL:-$(as_role chat_web)}"
+  WORKER_DATABASE_URL="${STACK_WORKER_DATABASE_URL:-$(as_role chat_worker)}"
   export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
   export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
   export SECRET_KEY="${SECRET_KEY:-$(cat "$DIR/secret_key")}"
@@ -94,11 +100,11 @@ up() {
   (cd "$ROOT" && "$PY" manage.py migrate --noinput -v 0)
   local i
   for i in "${!WEB_PORTS[@]}"; do
-    start "web-$((i + 1))" "$DIR/web-$((i + 1)).log" \
+    start "web-$((i + 1))" "$DIR/web-$((i + 1)).log" env DATABASE_URL="$WEB_DATABASE_URL" \
       "$PY" -m daphne -b 127.0.0.1 -p "${WEB_PORTS[$i]}" --proxy-headers config.asgi:application
   done
   for i in "${!WORKER_PORTS[@]}"; do
-    start "worker-$((i + 1))" "$DIR/worker-$((i + 1)).log" \
+    start "worker-$((i + 1))" "$DIR/worker-$((i + 1)).log" env DATABASE_URL="$WORKER_DATABASE_URL" \
       "$PY" manage.py consume_messages --metrics-port "${WORKER_PORTS[$i]}"
   done
   for i in "${!WEB_PORTS[@]}"; do

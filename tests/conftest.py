@@ -1,12 +1,20 @@
 """The test stack: real Postgres, Redis and Kafka (started by `scripts/services.sh up`), a fresh
-database, a topic and key prefix of this run's own, and web instances and a worker as processes."""
+database, a topic and key prefix of this run's own, and web instances and a worker as processes.
+
+The database roles are the deployment's: migrations run as the owner, in a process of their own;
+web instances log in as chat_web and workers as chat_worker (tests.support), and so does this
+process, which sets up users and rooms and calls the worker's storage code."""
 
 import os
+import subprocess
 import uuid
 
+from tests.support import database_role_url
+
 RUN = uuid.uuid4().hex[:8]
+OWNER_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", f"postgres://chat:chat@127.0.0.1:5432/chat_test_{RUN}")
 SERVICES = {
-    "DATABASE_URL": os.environ.get("TEST_DATABASE_URL", f"postgres://chat:chat@127.0.0.1:5432/chat_test_{RUN}"),
+    "DATABASE_URL": database_role_url(OWNER_DATABASE_URL, "worker"),
     "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
 }
@@ -31,6 +39,7 @@ TEST_ENV = {
 os.environ.update(TEST_ENV)
 
 import django  # noqa: E402
+import environ  # noqa: E402
 import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 from psycopg2 import sql  # noqa: E402
@@ -38,11 +47,10 @@ from psycopg2 import sql  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from chat.services.rooms import room_create  # noqa: E402
-from tests.support import PYTHON, Process, WebServer, unique  # noqa: E402
+from tests.support import PYTHON, ROOT, Process, WebServer, unique  # noqa: E402
 
 
 def child_env(**overrides: str) -> dict[str, str]:
@@ -53,11 +61,11 @@ def child_env(**overrides: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def database():
-    """A fresh database of this run's own (runs from two checkouts can share the server), migrated."""
-    from django.conf import settings
+    """A fresh database of this run's own (runs from two checkouts can share the server), created
+    and migrated by its owner."""
     from django.db import connections
 
-    db = settings.DATABASES["default"]
+    db = environ.Env.db_url_config(OWNER_DATABASE_URL)
     admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
                              port=db["PORT"])
     admin.autocommit = True
@@ -65,7 +73,10 @@ def database():
         cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
     admin.close()
-    call_command("migrate", verbosity=0)
+    migrate = subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT,
+                             env=child_env(DATABASE_URL=OWNER_DATABASE_URL), capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     from chat.bus.topics import ensure_topics
 
     ensure_topics()

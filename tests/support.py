@@ -12,6 +12,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import websockets
@@ -36,6 +37,27 @@ def unique_topic(name: str) -> str:
     return unique(f"{os.environ['KAFKA_TOPIC']}.{name}")
 
 
+# The deployment's database roles (scripts/services.sh; docs/deployment.md, "Database roles"): web
+# instances log in as chat_web, workers as chat_worker; their local passwords are their names.
+DATABASE_ROLES = {"web": "chat_web", "worker": "chat_worker"}
+
+
+def database_role_url(url: str, role: str) -> str:
+    """A Postgres DATABASE_URL with the credentials of the deployment's `role` ("web" or "worker")
+    in place of its own; any other URL as it is."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
+        return url
+    name = DATABASE_ROLES[role]
+    return urlunsplit(parts._replace(netloc=f"{name}:{name}@{parts.netloc.rpartition('@')[2]}"))
+
+
+def with_database_role(env: dict[str, str], role: str) -> dict[str, str]:
+    if "DATABASE_URL" not in env:
+        return env
+    return {**env, "DATABASE_URL": database_role_url(env["DATABASE_URL"], role)}
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,9 +69,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, message
 
 
 class Process:
-    """A child process of the project with its log in test-artifacts/."""
+    """A child process of the project with its log in test-artifacts/. A worker (consume_messages)
+    logs in to Postgres as the worker's role, a WebServer as the web role (DATABASE_ROLES)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        if "consume_messages" in argv:
+            env = with_database_role(env, "worker")
         self.name, self.argv, self.env = name, argv, env
         self.proc: subprocess.Popen | None = None
         ARTIFACTS.mkdir(exist_ok=True)
@@ -94,7 +119,7 @@ class WebServer(Process):
         else:
             argv = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
                     "config.asgi:application"]
-        super().__init__(name, argv, env)
+        super().__init__(name, argv, with_database_role(env, "web"))
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "WebServer":

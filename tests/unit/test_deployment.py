@@ -21,6 +21,7 @@ SERVICES: dict[str, dict] = COMPOSE["services"]
 WEB = sorted(name for name in SERVICES if re.fullmatch(r"web(-\d+)?", name))
 APP = [*WEB, "worker", "migrate"]
 NGINX = (DOCKER / "nginx.conf").read_text()
+POSTGRES_ROLES = (DOCKER / "postgres-roles.sh").read_text()
 # Continuation lines joined, so each instruction is one line.
 DOCKERFILE = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
 PROCFILE_LINES = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()]
@@ -109,23 +110,59 @@ def test_app_services_set_only_variables_the_settings_read():
         assert not unknown, f"{name} sets variables config/settings/base.py never reads: {sorted(unknown)}"
 
 
-def test_app_services_share_one_environment():
-    first = SERVICES[APP[0]]["environment"]
+def test_app_services_share_one_environment_but_the_database_role():
+    def shared(name: str) -> dict:
+        return {key: value for key, value in SERVICES[name]["environment"].items() if key != "DATABASE_URL"}
+
     for name in APP[1:]:
-        assert SERVICES[name]["environment"] == first, name
+        assert shared(name) == shared(APP[0]), name
 
 
 def test_app_services_point_at_the_compose_services():
+    (database_name,) = re.findall(r"^CREATE DATABASE (\w+) OWNER \w+;$", POSTGRES_ROLES, re.MULTILINE)
     for name in APP:
         env = SERVICES[name]["environment"]
         database = urlsplit(env["DATABASE_URL"])
         assert database.scheme in {"postgres", "postgresql"}
         assert (database.hostname, database.port) == ("postgres", 5432)
-        assert database.path == "/" + SERVICES["postgres"]["environment"]["POSTGRES_DB"]
-        assert database.username == SERVICES["postgres"]["environment"]["POSTGRES_USER"]
+        assert database.path == "/" + database_name
         redis = urlsplit(env["REDIS_URL"])
         assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
         assert env["KAFKA_BOOTSTRAP_SERVERS"].split(",") == ["kafka:9092"]
+
+
+def postgres_roles() -> dict[str, str]:
+    """The login roles docker/postgres-roles.sh creates, with the passwords the postgres service gives it."""
+    variables = dict(re.findall(r"-v (\w+)=\"\$(\w+)\"", POSTGRES_ROLES))
+    postgres = SERVICES["postgres"]["environment"]
+    return {role: str(postgres[variables[variable]])
+            for role, variable in re.findall(r"^CREATE ROLE (\w+) LOGIN PASSWORD :'(\w+)';$", POSTGRES_ROLES,
+                                             re.MULTILINE)}
+
+
+def test_web_worker_and_migrate_log_in_as_roles_of_their_own():
+    roles = postgres_roles()
+    (owner,) = re.findall(r"^CREATE DATABASE \w+ OWNER (\w+);$", POSTGRES_ROLES, re.MULTILINE)
+    logins = {name: urlsplit(SERVICES[name]["environment"]["DATABASE_URL"]) for name in APP}
+    for name, url in logins.items():
+        assert roles.get(url.username) == url.password, f"{name} logs in as a role the init script does not create"
+    web = {logins[name].username for name in WEB}
+    assert len(web) == 1, "every web instance logs in as the same role"
+    assert logins["migrate"].username == owner
+    assert len({*web, logins["worker"].username, owner}) == 3
+    assert owner != SERVICES["postgres"]["environment"]["POSTGRES_USER"], "the owner is not the superuser"
+    # Only the worker may turn the per-row foreign-key checks off for its batch (chat/storage.py).
+    granted = re.findall(r"^GRANT SET ON PARAMETER session_replication_role TO (\w+);$", POSTGRES_ROLES, re.MULTILINE)
+    assert granted == [logins["worker"].username]
+    assert not re.search(r"SUPERUSER|CREATEROLE|CREATEDB|^GRANT (?!SET ON PARAMETER)", POSTGRES_ROLES, re.MULTILINE)
+
+
+def test_postgres_runs_the_roles_script_when_its_volume_is_created():
+    mounts = [str(volume).split(":") for volume in SERVICES["postgres"]["volumes"]]
+    assert any((DOCKER / source).resolve() == DOCKER / "postgres-roles.sh"
+               and target.startswith("/docker-entrypoint-initdb.d/") and target.endswith(".sh")
+               for source, target, *_ in mounts)
+    assert (DOCKER / "postgres-roles.sh").stat().st_mode & 0o111, "the image sources a script it cannot execute"
 
 
 def test_secret_key_comes_from_the_operator():
