@@ -322,6 +322,11 @@ kafka_down() {
 }
 
 kafka_status() { kafka_ready; }
+kafka_logs() { say "== $KAFKA_LOG"; tail -n "${LINES_SHOWN:-20}" "$KAFKA_LOG" 2>/dev/null || true; }
+
+# The three-node cluster (kafka-cluster): kafka_cluster_up, _down, _status, _logs.
+# shellcheck source=kafka/cluster.sh
+source "$ROOT/scripts/kafka/cluster.sh"
 
 # --- main --------------------------------------------------------------------------------------
 
@@ -351,17 +356,12 @@ case "$command" in
     all=0
     for name in "${names[@]}"; do
       if "${name//-/_}_status"; then say "$name: up"; else say "$name: down"; all=1; fi
-kafka_logs() { say "== $KAFKA_LOG"; tail -n "${LINES_SHOWN:-20}" "$KAFKA_LOG" 2>/dev/null || true; }
-
-# The three-node cluster (kafka-cluster): kafka_cluster_up, _down, _status, _logs.
-# shellcheck source=kafka/cluster.sh
-source "$ROOT/scripts/kafka/cluster.sh"
     done
     exit $all ;;
-  -h|--help|help) say "$usage" ;;
-  *) fail "$usage" ;;
-esac
   logs)
     for name in "${names[@]}"; do
       if declare -F "${name//-/_}_logs" >/dev/null; then "${name//-/_}_logs"; else say "$name: see the header of this script"; fi
     done ;;
+  -h|--help|help) say "$usage" ;;
+  *) fail "$usage" ;;
+esac
