@@ -32,6 +32,7 @@ ENV = {
     "DEBUG": "false",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "CHAT_RATE_LIMIT": "1000000/1s",
+    "CHAT_MAX_SOCKETS_PER_USER": "1000000",  # the connections scenario spreads thousands of sockets over 50 users
     "LOG_LEVEL": "WARNING",
     "DJANGO_SETTINGS_MODULE": "config.settings",
     "PYTHONUNBUFFERED": "1",

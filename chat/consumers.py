@@ -23,7 +23,7 @@ from django.conf import settings
 from chat import drain, logcontext, metrics, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
-from chat.services import accounts, messages, presence
+from chat.services import accounts, limits, messages, presence
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +85,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             return await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
         try:
-            self.who = await presence.participant_join(user=user, slug=self.scope["url_route"]["kwargs"]["slug"])
+            who = await presence.participant_join(user=user, slug=self.scope["url_route"]["kwargs"]["slug"])
         except ChatError as exc:
             code = protocol.CLOSE_NOT_FOUND if exc.code == "not_found" else protocol.CLOSE_FORBIDDEN
             return await self.close(code=code)
+        if not await limits.socket_admit(user_id=who.user_id, conn_id=who.conn_id):
+            return await self.close(code=protocol.CLOSE_TOO_MANY_SOCKETS)
+        self.who = who
         self.conn_id, self.room_id = self.who.conn_id, self.who.room_id
         logcontext.conn_id.set(self.conn_id)  # this connection's task: its log lines carry the id
         self.user_id, self.username = self.who.user_id, self.who.username
@@ -114,9 +117,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.who is not None:
             await get_hub().leave(self)
             try:
+                await limits.socket_release(user_id=self.who.user_id, conn_id=self.who.conn_id)
                 await presence.presence_exit(self.who)
-            except Exception:  # noqa: BLE001 - a dying socket must not raise; the entry expires anyway
-                logger.warning("presence exit failed for %s; the entry expires on its own", self.who.conn_id)
+            except Exception:  # noqa: BLE001 - a dying socket must not raise; the entries expire anyway
+                logger.warning("presence exit failed for %s; the entries expire on their own", self.who.conn_id)
 
     # --- inbound frames ---
 
@@ -173,6 +177,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await presence.typing_notify(who=self.who, active=active)
 
     async def on_resume(self, after: int):
+        await limits.rate_take(user_id=self.user_id, kind="resume")
         self._start_replay(after)
 
     async def on_read(self, seq: int):

@@ -198,6 +198,9 @@ class RoomHub:
                 server_id = current
                 entries = [(c.room_id, c.conn_id, c.username) for c in self.connections()]
                 rooms_left = await room_state().presence_refresh(entries)
+                # The user's socket count (CHAT_MAX_SOCKETS_PER_USER) expires like presence.
+                await room_state().limits.sockets_refresh([(c.user_id, c.conn_id) for c in self.connections()],
+                                                          settings.CHAT_PRESENCE_TTL)
             except asyncio.CancelledError:
                 raise
             except Exception:

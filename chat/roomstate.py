@@ -1,10 +1,10 @@
-"""Shared, fast room state: sequences, the send step, the recent-message buffer, presence and
-rate limits. `RedisRoomState` is shared by every instance; `MemoryRoomState` serves the embedded
-single-process default. `room_state()` returns the one this process uses.
+"""Shared, fast room state: sequences, the send step, the recent-message buffer and its id index,
+presence and typing; per-user limits beside it (chat/limits.py). `RedisRoomState` is shared by every
+instance; `MemoryRoomState` serves the embedded single-process default. `room_state()` returns the
+one this process uses.
 """
 
 import asyncio
-import functools
 import itertools
 import time
 from collections import defaultdict
@@ -14,6 +14,7 @@ import orjson
 from django.conf import settings
 
 from chat import protocol
+from chat.limits import BUCKET_LUA, MemoryLimits, RedisLimits
 
 HUB_GROUP = "hubs"  # every instance's hub listens here for user-wide events
 
@@ -24,25 +25,15 @@ def room_group(room_id: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
-    """What the atomic send step did: `status` is 'ok' (a new seq), 'dup' (client_id seen before),
-    'limited' (the user's rate limit; see retry_after) or 'seed' (the room's counter is missing)."""
+    """What the atomic send step did: `status` is 'ok' (a new seq), 'dup' (client_id seen before;
+    `acked` once Kafka took that message), 'limited' (the user's rate limit; see retry_after) or
+    'seed' (the room's counter is missing)."""
 
     status: str
     seq: int = 0
     message_id: str = ""
     retry_after: float = 0.0
-
-
-@functools.lru_cache(maxsize=8)
-def parse_rate(spec: str) -> tuple[int, float]:
-    """'20/10s' -> (burst 20, 2.0 tokens per second)."""
-    count, _, window = spec.partition("/")
-    units = {"s": 1, "m": 60, "h": 3600}
-    window = window.strip() or "1s"
-    unit = window[-1] if window[-1] in units else "s"
-    number = window[:-1] if window[-1] in units else window
-    seconds = float(number or 1) * units[unit]
-    return int(count), int(count) / seconds
+    acked: bool = False
 
 
 def split_message_frame(message: dict) -> tuple[str, str]:
@@ -54,39 +45,60 @@ def split_message_frame(message: dict) -> tuple[str, str]:
 
 
 # The send step as one atomic script, so the order of seqs in a room is the order of publishes:
-# idempotency by client_id, the user's token bucket (on Redis's clock, shared by every instance
-# and socket of the user), the room's next seq, the recent buffer, and the group publish in the
-# channels-redis pub/sub wire format (a msgpack map on `<prefix>__group__<group>`). Each published
-# message carries `prev`, the seq before it in the room ("-1" when the counter was just re-seeded),
-# so an instance can tell when it missed one.
-SEND_SCRIPT = """
-local prev = redis.call('GET', KEYS[2])
-if prev then return {'dup', prev} end
-local cap = tonumber(ARGV[8])
-local rate = tonumber(ARGV[9])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local bucket = redis.call('HMGET', KEYS[5], 'tokens', 'ts')
-local tokens = tonumber(bucket[1]) or cap
-local ts = tonumber(bucket[2]) or now
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-if tokens < 1 then return {'limited', tostring((1 - tokens) / rate)} end
+# the user's token bucket (on Redis's clock, shared by every instance and socket of the user; a
+# retried client_id costs a token too), idempotency by client_id, the room's next seq, the recent
+# buffer and its id index (trimmed together), and the group publish in the channels-redis pub/sub
+# wire format (a msgpack map on `<prefix>__group__<group>`). Each published message carries `prev`,
+# the seq before it in the room ("-1" when the counter was just re-seeded), so an instance can tell
+# when it missed one.
+SEND_SCRIPT = BUCKET_LUA + """
+local entry = redis.call('GET', KEYS[2])
 local prev = redis.call('GET', KEYS[1])
+if not entry and not prev and ARGV[5] == '' then return {'seed', ''} end
+local wait = bucket_take(KEYS[5], tonumber(ARGV[8]), tonumber(ARGV[9]))
+if wait > 0 then return {'limited', tostring(wait)} end
+if entry then return {'dup', entry} end
 if not prev then
-  if ARGV[5] == '' then return {'seed', ''} end
   redis.call('SET', KEYS[1], ARGV[5])
   prev = '-1'
 end
-redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[5], math.ceil(cap / rate) + 1)
 redis.call('INCR', KEYS[1])
 local seq = redis.call('GET', KEYS[1])  -- as a string: Lua would print a large number as a float
 local text = ARGV[1] .. seq .. ARGV[2]
+local keep = -(tonumber(ARGV[6]) + 1)
 redis.call('SET', KEYS[2], ARGV[3] .. ':' .. seq, 'EX', tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[3], seq, text)
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, keep)
+redis.call('ZADD', KEYS[6], seq, ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[6], 0, keep)
 redis.call('PUBLISH', KEYS[4], cmsgpack.pack({type='room.frame', room=ARGV[7], text=text, seq=seq, prev=prev}))
 return {'ok', seq}
+"""
+
+# KEYS: the room's id index, its recent buffer. ARGV: the message id. The buffered frame, if any.
+FIND_SCRIPT = """
+local seq = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not seq then return false end
+local rows = redis.call('ZRANGEBYSCORE', KEYS[2], seq, seq)
+return rows[1] or false
+"""
+
+# KEYS: the user's typing state in the room. ARGV: 1 for a start or 0 for a stop, the throttle (ms).
+# At most one start and one stop relayed per throttle, and a stop only after a relayed start.
+TYPING_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local every = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'start', 'stop', 'shown')
+if ARGV[1] == '1' then
+  if state[1] and now - tonumber(state[1]) < every then return 0 end
+  redis.call('HSET', KEYS[1], 'start', now, 'shown', 1)
+else
+  if state[3] ~= '1' or (state[2] and now - tonumber(state[2]) < every) then return 0 end
+  redis.call('HSET', KEYS[1], 'stop', now, 'shown', 0)
+end
+redis.call('PEXPIRE', KEYS[1], every + 60000)
+return 1
 """
 
 REPLACE_SCRIPT = """
@@ -130,9 +142,12 @@ class RedisRoomState:
         self.prefix = prefix
         self.layer_prefix = layer_prefix
         self._send = self.redis.register_script(SEND_SCRIPT)
+        self._find = self.redis.register_script(FIND_SCRIPT)
+        self._typing = self.redis.register_script(TYPING_SCRIPT)
         self._replace = self.redis.register_script(REPLACE_SCRIPT)
         self._presence_join = self.redis.register_script(PRESENCE_JOIN_SCRIPT)
         self._presence_leave = self.redis.register_script(PRESENCE_LEAVE_SCRIPT)
+        self.limits = RedisLimits(self.redis, self._key)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.prefix, *map(str, parts)])
@@ -146,29 +161,30 @@ class RedisRoomState:
                 self._key("cid", room_id, user_id, client_id),
                 self._key("recent", room_id),
                 f"{self.layer_prefix}__group__{room_group(room_id)}",
-                self._key("rate", user_id),
+                self._key("rate", "send", user_id),
+                self._key("ids", room_id),
             ],
             args=[head, tail, message["id"], CLIENT_ID_TTL, "" if seed is None else seed,
                   settings.CHAT_RECENT_BUFFER, room_id, rate[0], rate[1]],
         )
         status, value = status.decode(), value.decode()
         if status == "dup":
-            message_id, _, seq = value.partition(":")
-            return SendOutcome("dup", int(seq), message_id)
+            message_id, seq, *acked = value.split(":")
+            return SendOutcome("dup", int(seq), message_id, acked=bool(acked))
         if status == "seed":
             return SendOutcome("seed")
         if status == "limited":
             return SendOutcome("limited", retry_after=round(float(value), 2))
         return SendOutcome("ok", int(value), message["id"])
 
+    async def send_acked(self, *, room_id: int, user_id: int, client_id: str, message_id: str, seq: int) -> None:
+        """Kafka has the message: a retry of its client_id is answered without enqueuing it again."""
+        await self.redis.set(self._key("cid", room_id, user_id, client_id), f"{message_id}:{seq}:acked", xx=True,
+                             keepttl=True)
+
     async def last_seq(self, room_id: int) -> int | None:
         value = await self.redis.get(self._key("seq", room_id))
         return None if value is None else int(value)
-
-    async def recent(self, room_id: int, after: int) -> list[dict]:
-        """Buffered message frames with seq > after (tombstones included), ascending."""
-        rows = await self.redis.zrangebyscore(self._key("recent", room_id), f"({after}", "+inf")
-        return [orjson.loads(row) for row in rows]
 
     async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
         """Up to `limit` buffered frames with seq > after (tombstones included), ascending, and the
@@ -183,6 +199,11 @@ class RedisRoomState:
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         rows = await self.redis.zrangebyscore(self._key("recent", room_id), seq, seq)
         return orjson.loads(rows[0]) if rows else None
+
+    async def recent_find(self, room_id: int, message_id: str) -> dict | None:
+        """The buffered frame (or tombstone) of a message, found through the buffer's id index."""
+        row = await self._find(keys=[self._key("ids", room_id), self._key("recent", room_id)], args=[message_id])
+        return orjson.loads(row) if row else None
 
     async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
         await self._replace(keys=[self._key("recent", room_id)], args=[seq, protocol.encode(frame)])
@@ -227,13 +248,10 @@ class RedisRoomState:
         return sorted(m.decode() for m in members)
 
     async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
-        """At most one "typing" start per user and room every `every` seconds, across instances;
-        a stop always goes out and lets the next start through at once."""
-        key = self._key("typing", room_id, user_id)
-        if not active:
-            await self.redis.delete(key)
-            return True
-        return bool(await self.redis.set(key, 1, nx=True, px=int(every * 1000)))
+        """Whether to relay this "typing": at most one start and one stop per user and room every
+        `every` seconds across instances, and a stop only after a relayed start."""
+        return bool(await self._typing(keys=[self._key("typing", room_id, user_id)],
+                                       args=[1 if active else 0, int(every * 1000)]))
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -252,11 +270,12 @@ class MemoryRoomState:
 
     def __init__(self) -> None:
         self.seqs: dict[int, int] = {}
-        self.client_ids: dict[tuple, tuple[str, int]] = {}
+        self.client_ids: dict[tuple, tuple[str, int, bool]] = {}  # -> (message id, seq, acked)
         self.recent_frames: dict[int, dict[int, dict]] = defaultdict(dict)
+        self.recent_ids: dict[int, dict[str, int]] = defaultdict(dict)
         self.presence: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
-        self.buckets: dict[int, tuple[float, float]] = {}
-        self.typing_until: dict[tuple[int, int], float] = {}
+        self.typing: dict[tuple[int, int], tuple[float, float, bool]] = {}  # -> (last start, last stop, shown)
+        self.limits = MemoryLimits()
         self.lock = asyncio.Lock()
 
     async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
@@ -266,40 +285,36 @@ class MemoryRoomState:
         # The lock keeps "take a seq" and "publish" together, so publishes go out in seq order.
         async with self.lock:
             previous = self.client_ids.get((room_id, user_id, client_id))
-            if previous:
-                return SendOutcome("dup", previous[1], previous[0])
-            burst, per_second = rate
-            now = time.monotonic()
-            tokens, stamp = self.buckets.get(user_id, (burst, now))
-            tokens = min(burst, tokens + (now - stamp) * per_second)
-            if tokens < 1:
-                return SendOutcome("limited", retry_after=round((1 - tokens) / per_second, 2))
             prev = self.seqs.get(room_id)
+            if previous is None and prev is None and seed is None:
+                return SendOutcome("seed")
+            wait = self.limits.take_now(("send", user_id), rate)
+            if wait:
+                return SendOutcome("limited", retry_after=wait)
+            if previous:
+                return SendOutcome("dup", previous[1], previous[0], acked=previous[2])
             if prev is None:
-                if seed is None:
-                    return SendOutcome("seed")
                 self.seqs[room_id], prev = seed, -1
-            self.buckets[user_id] = (tokens - 1, now)
             self.seqs[room_id] += 1
             seq = self.seqs[room_id]
-            self.client_ids[(room_id, user_id, client_id)] = (message["id"], seq)
+            self.client_ids[(room_id, user_id, client_id)] = (message["id"], seq, False)
             frame = protocol.message_frame({**message, "seq": seq})
-            buffer = self.recent_frames[room_id]
-            buffer[seq] = frame
+            buffer, ids = self.recent_frames[room_id], self.recent_ids[room_id]
+            buffer[seq], ids[message["id"]] = frame, seq
             for old in itertools.islice(sorted(buffer), max(0, len(buffer) - settings.CHAT_RECENT_BUFFER)):
-                del buffer[old]
+                ids.pop(buffer.pop(old)["id"], None)
             await get_channel_layer().group_send(
                 room_group(room_id), {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq,
                                      "prev": prev}
             )
         return SendOutcome("ok", seq, message["id"])
 
+    async def send_acked(self, *, room_id: int, user_id: int, client_id: str, message_id: str, seq: int) -> None:
+        if (room_id, user_id, client_id) in self.client_ids:
+            self.client_ids[(room_id, user_id, client_id)] = (message_id, seq, True)
+
     async def last_seq(self, room_id: int) -> int | None:
         return self.seqs.get(room_id)
-
-    async def recent(self, room_id: int, after: int) -> list[dict]:
-        buffer = self.recent_frames.get(room_id, {})
-        return [buffer[seq] for seq in sorted(buffer) if seq > after]
 
     async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
         buffer = self.recent_frames.get(room_id, {})
@@ -308,6 +323,10 @@ class MemoryRoomState:
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         return self.recent_frames.get(room_id, {}).get(seq)
+
+    async def recent_find(self, room_id: int, message_id: str) -> dict | None:
+        seq = self.recent_ids.get(room_id, {}).get(message_id)
+        return None if seq is None else await self.recent_get(room_id, seq)
 
     async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
         if seq in self.recent_frames.get(room_id, {}):
@@ -332,14 +351,15 @@ class MemoryRoomState:
         return sorted({name for name, expiry in self.presence[room_id].values() if expiry > now})
 
     async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
-        key, now = (room_id, user_id), time.monotonic()
-        if not active:
-            self.typing_until.pop(key, None)
+        now = time.monotonic()
+        start, stop, shown = self.typing.get((room_id, user_id), (-every, -every, False))
+        if active and now - start >= every:
+            self.typing[(room_id, user_id)] = (now, stop, True)
             return True
-        if self.typing_until.get(key, 0) > now:
-            return False
-        self.typing_until[key] = now + every
-        return True
+        if not active and shown and now - stop >= every:
+            self.typing[(room_id, user_id)] = (start, now, False)
+            return True
+        return False
 
     async def server_id(self) -> str:
         return "memory"

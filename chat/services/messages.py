@@ -12,9 +12,11 @@ from uuid6 import uuid7
 from chat import metrics, permissions, protocol, selectors
 from chat.bus import backlog, records
 from chat.errors import ChatError, Forbidden, NotFound, NotPersisted
+from chat.limits import parse_rate
 from chat.models import Report, Room
-from chat.roomstate import parse_rate, room_state
+from chat.roomstate import room_state
 from chat.services.events import change_persist, room_broadcast
+from chat.services.limits import rate_take
 from chat.services.presence import Participant
 from chat.services.rooms import room_seq_seed
 from chat.services.text import message_body_clean, without_nul
@@ -25,10 +27,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SentMessage:
-    """A message that is sequenced and broadcast; `message_confirm` waits until it is durable."""
+    """A message that is sequenced and broadcast; `message_confirm` waits until it is durable
+    (`acked`: a retry of one Kafka has already)."""
 
     client_id: str
+    user_id: int
     record: dict
+    acked: bool = False
 
 
 async def message_send(*, who: Participant, body: str, client_id: str) -> SentMessage:
@@ -60,8 +65,12 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
             code="rate_limited",
             retry_after=outcome.retry_after,
         )
+    if outcome.status == "dup" and outcome.acked:  # Kafka has it: the first ack again, nothing enqueued
+        message = {**message, "id": outcome.message_id, "seq": outcome.seq}
+        return SentMessage(client_id, who.user_id, records.message_record("message.created", message,
+                                                                          room_id=who.room_id), acked=True)
     if outcome.status == "dup":
-        # A retry: enqueue the original again (the worker ignores a record it has) and ack it again.
+        # A retry of one not acked (yet): enqueue the original again (the worker ignores a record it has).
         original = await state.recent_get(who.room_id, outcome.seq)
         if original and original.get("id") == outcome.message_id:
             message = {k: v for k, v in original.items() if k != "type"}
@@ -70,13 +79,15 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
     else:
         message["seq"] = outcome.seq
         metrics.MESSAGES_SENT.inc()
-    return SentMessage(client_id, records.message_record("message.created", message, room_id=who.room_id))
+    return SentMessage(client_id, who.user_id, records.message_record("message.created", message, room_id=who.room_id))
 
 
 async def message_confirm(sent: SentMessage) -> dict:
     """Fire the post-send signal; the ack, once its persistence receiver confirms the message is
     durable (Kafka has it, or it is stored inline)."""
     record = sent.record
+    if sent.acked:
+        return protocol.ack_frame(client_id=sent.client_id, id=record["id"], seq=record["seq"])
     try:
         await persist(message_sent, record)
     except Exception as exc:
@@ -84,21 +95,21 @@ async def message_confirm(sent: SentMessage) -> dict:
         if not isinstance(exc, NotConfirmed):  # persist logged that one
             logger.warning("message %s in room %s not persisted: %s", record["id"], record["room"], exc)
         raise NotPersisted(f"The message could not be stored ({type(exc).__name__}); send it again.") from exc
+    await room_state().send_acked(room_id=record["room_id"], user_id=sent.user_id, client_id=sent.client_id,
+                                  message_id=record["id"], seq=record["seq"])
     return protocol.ack_frame(client_id=sent.client_id, id=record["id"], seq=record["seq"])
 
 
 async def _message_for_change(who: Participant, message_id: str) -> dict:
-    """The message's current state (the recent buffer is newer than Postgres), or NotFound."""
-    stored = await database_sync_to_async(selectors.message_for_change)(message_id)
+    """The message's current state, or NotFound: the recent buffer's (newer than Postgres), found
+    through its id index, else Postgres's (a buffer entry older than the index is still looked up)."""
+    buffered = await room_state().recent_find(who.room_id, message_id)
     current, visible = None, False
-    if stored and stored["room_id"] == who.room_id:
-        current, visible = stored["message"], stored["visible"]
-    buffered = await room_state().recent_get(who.room_id, current["seq"]) if current else None
-    if current is None:
-        for frame in await room_state().recent(who.room_id, 0):
-            if frame.get("id") == message_id:
-                buffered = frame
-                break
+    if buffered is None:
+        stored = await database_sync_to_async(selectors.message_for_change)(message_id)
+        if stored and stored["room_id"] == who.room_id:
+            current, visible = stored["message"], stored["visible"]
+            buffered = await room_state().recent_get(who.room_id, current["seq"])
     if buffered is not None:
         if buffered["type"] != "message":
             raise NotFound("No such message.")
@@ -109,6 +120,7 @@ async def _message_for_change(who: Participant, message_id: str) -> dict:
 
 
 async def message_edit(*, who: Participant, message_id: str, body: str) -> None:
+    await rate_take(user_id=who.user_id, kind="edit")
     body = message_body_clean(body)
     message = await _message_for_change(who, message_id)
     if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
@@ -122,6 +134,7 @@ async def message_edit(*, who: Participant, message_id: str, body: str) -> None:
 
 
 async def message_delete(*, who: Participant, message_id: str) -> None:
+    await rate_take(user_id=who.user_id, kind="edit")
     message = await _message_for_change(who, message_id)
     if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
         raise Forbidden("Only the author or staff may delete this message.")
@@ -144,6 +157,7 @@ async def message_restore(*, room_id: int, message: dict) -> None:
 
 
 async def message_report(*, who: Participant, message_id: str, reason: str) -> None:
+    await rate_take(user_id=who.user_id, kind="report")
     reason = without_nul(reason).strip()
     if not reason:
         raise ChatError("A report needs a reason.", code="empty_body")

@@ -10,6 +10,7 @@ from chat import protocol, selectors
 from chat.models import ReadState
 from chat.roomstate import room_state
 from chat.services.events import hub_event, room_broadcast
+from chat.services.limits import rate_take
 
 
 @dataclass
@@ -75,7 +76,9 @@ async def presence_announce(room_id: int) -> None:
 
 
 async def typing_notify(*, who: Participant, active: bool) -> None:
-    """Relay "typing" to the others, never stored; repeated starts within the throttle are dropped."""
+    """Relay "typing" to the others, never stored: at most one start and one stop per user and room
+    every CHAT_TYPING_THROTTLE (the rest are dropped), and no more frames than the user's rate."""
+    await rate_take(user_id=who.user_id, kind="typing")
     if not await room_state().typing_allow(who.room_id, who.user_id, active, settings.CHAT_TYPING_THROTTLE):
         return
     await room_broadcast(who.room_id, protocol.typing_frame(user=who.username, active=active), exclude=who.conn_id)
@@ -84,6 +87,7 @@ async def typing_notify(*, who: Participant, active: bool) -> None:
 async def read_mark(*, who: Participant, seq: int) -> None:
     """Mark the room read up to `seq` (never backwards, never past the newest message) and tell the
     user's other sockets in the room, on every instance."""
+    await rate_take(user_id=who.user_id, kind="read")
     seq = min(seq, await room_last_seq(who.room_id))
     if await database_sync_to_async(read_state_advance)(user_id=who.user_id, room_id=who.room_id, seq=seq):
         await hub_event({"type": "user.frame", "user": who.user_id, "room": who.room_id, "exclude": who.conn_id,

@@ -187,8 +187,19 @@ CHAT_SOCKET_BUFFER_BYTES = env.int("CHAT_SOCKET_BUFFER_BYTES", default=1024 * 10
 CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=5.0)
 # ...after failing /readyz for this long first, so the load balancer sends reconnects elsewhere.
 CHAT_DRAIN_GRACE_SECONDS = env.float("CHAT_DRAIN_GRACE_SECONDS", default=2.0)
-# Seconds between two "typing" starts of one user in one room that are relayed (clients send one every 3 s).
+# Seconds between two "typing" starts (and two stops) of one user in one room that are relayed
+# (clients send a start every 3 s while typing).
 CHAT_TYPING_THROTTLE = env.float("CHAT_TYPING_THROTTLE", default=2.0)
+# What one user may send, per kind of frame, across every instance (burst/window, like
+# CHAT_RATE_LIMIT; past it `error: rate_limited` with retry_after). Each is several times what the
+# web client sends at most: typing every 3 s, a read mark per 0.8 s of new messages, no resume frame.
+CHAT_EDIT_RATE_LIMIT = env.str("CHAT_EDIT_RATE_LIMIT", default="10/10s")  # message.edit and message.delete
+CHAT_REPORT_RATE_LIMIT = env.str("CHAT_REPORT_RATE_LIMIT", default="5/60s")
+CHAT_READ_RATE_LIMIT = env.str("CHAT_READ_RATE_LIMIT", default="20/10s")
+CHAT_TYPING_RATE_LIMIT = env.str("CHAT_TYPING_RATE_LIMIT", default="20/10s")
+CHAT_RESUME_RATE_LIMIT = env.str("CHAT_RESUME_RATE_LIMIT", default="10/60s")
+# Open sockets one user may hold across all instances; past it a new one closes with 4429.
+CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=20)
 # Failed logins per account and per client address, and signups per address, in a window
 # ('5/15m'; '0/1s' turns one off): past them the form answers 429 until the window ends.
 CHAT_LOGIN_LIMIT = env.str("CHAT_LOGIN_LIMIT", default="5/15m")

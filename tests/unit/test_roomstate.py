@@ -3,7 +3,8 @@
 import json
 
 from chat import protocol
-from chat.roomstate import parse_rate, split_message_frame
+from chat.limits import parse_rate
+from chat.roomstate import split_message_frame
 
 
 def test_parse_rate():

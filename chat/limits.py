@@ -1,0 +1,117 @@
+"""Per-user limits shared by every instance: a token bucket per kind of frame that costs the server,
+and the count of a user's open sockets. `RedisLimits` keeps them in Redis (buckets on Redis's
+clock, so every socket of a user on every instance draws on the same one); `MemoryLimits` in this
+process, for the embedded default. Each room state holds one (`room_state().limits`).
+"""
+
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+# The token bucket as a Lua function, shared by TAKE_SCRIPT and the send step (chat/roomstate.py):
+# refill at `rate` tokens a second up to `cap`, take one; 0, or the seconds until one is there.
+BUCKET_LUA = """
+local function bucket_take(key, cap, rate)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(bucket[1]) or cap
+  local ts = tonumber(bucket[2]) or now
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+  if tokens < 1 then return (1 - tokens) / rate end
+  redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(cap / rate) + 1)
+  return 0
+end
+"""
+
+TAKE_SCRIPT = BUCKET_LUA + """
+return tostring(bucket_take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])))
+"""
+
+# KEYS: the user's sockets (conn_id scored by expiry). ARGV: conn_id, now, expiry, cap, ttl.
+SOCKET_OPEN_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+@functools.lru_cache(maxsize=16)
+def parse_rate(spec: str) -> tuple[int, float]:
+    """'20/10s' -> (burst 20, 2.0 tokens per second)."""
+    count, _, window = spec.partition("/")
+    units = {"s": 1, "m": 60, "h": 3600}
+    window = window.strip() or "1s"
+    unit = window[-1] if window[-1] in units else "s"
+    number = window[:-1] if window[-1] in units else window
+    seconds = float(number or 1) * units[unit]
+    return int(count), int(count) / seconds
+
+
+class RedisLimits:
+    def __init__(self, redis, key: Callable[..., str]) -> None:
+        self.redis, self._key = redis, key
+        self._take = redis.register_script(TAKE_SCRIPT)
+        self._socket_open = redis.register_script(SOCKET_OPEN_SCRIPT)
+
+    async def take(self, user_id: int, kind: str, rate: tuple[int, float]) -> float:
+        """Take a token from the user's bucket for `kind`: 0, or the seconds until there is one."""
+        wait = await self._take(keys=[self._key("rate", kind, user_id)], args=[rate[0], rate[1]])
+        return round(float(wait), 2)
+
+    async def socket_open(self, user_id: int, conn_id: str, cap: int, ttl: int) -> bool:
+        """Count the socket among the user's open ones, unless `cap` are open already."""
+        now = time.time()
+        return bool(await self._socket_open(keys=[self._key("sockets", user_id)],
+                                            args=[conn_id, now, now + ttl, cap, ttl]))
+
+    async def socket_close(self, user_id: int, conn_id: str) -> None:
+        await self.redis.zrem(self._key("sockets", user_id), conn_id)
+
+    async def sockets_refresh(self, entries: list[tuple[int, str]], ttl: int) -> None:
+        """Extend this instance's sockets (user_id, conn_id): a crashed instance's run out on their own."""
+        expiry = time.time() + ttl
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id in {user_id for user_id, _ in entries}:
+                pipe.expire(self._key("sockets", user_id), ttl)
+            for user_id, conn_id in entries:
+                pipe.zadd(self._key("sockets", user_id), {conn_id: expiry}, xx=True)  # closed since: not back
+            await pipe.execute()
+
+
+class MemoryLimits:
+    """The same limits in this process's memory, for the embedded single-process default."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[str, int], tuple[float, float]] = {}
+        self.sockets: dict[int, set[str]] = defaultdict(set)
+
+    def take_now(self, key: tuple[str, int], rate: tuple[int, float]) -> float:
+        burst, per_second = rate
+        now = time.monotonic()
+        tokens, stamp = self.buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - stamp) * per_second)
+        if tokens < 1:
+            return round((1 - tokens) / per_second, 2)
+        self.buckets[key] = (tokens - 1, now)
+        return 0.0
+
+    async def take(self, user_id: int, kind: str, rate: tuple[int, float]) -> float:
+        return self.take_now((kind, user_id), rate)
+
+    async def socket_open(self, user_id: int, conn_id: str, cap: int, ttl: int) -> bool:
+        open_now = self.sockets[user_id]
+        if len(open_now) >= cap:
+            return False
+        open_now.add(conn_id)
+        return True
+
+    async def socket_close(self, user_id: int, conn_id: str) -> None:
+        self.sockets[user_id].discard(conn_id)
+
+    async def sockets_refresh(self, entries: list[tuple[int, str]], ttl: int) -> None:
+        """One process: a socket leaves this count when it closes, so nothing expires."""

@@ -1,0 +1,37 @@
+"""What one user may cost the server, counted across every instance: a rate for each kind of frame
+that costs it (each kind its own token bucket; sends have theirs in the send step) and a cap on
+open sockets."""
+
+from django.conf import settings
+
+from chat.errors import ChatError
+from chat.limits import parse_rate
+from chat.roomstate import room_state
+
+# kind -> (the setting with its rate, what the user is told they sent too many of)
+FRAME_RATES = {
+    "edit": ("CHAT_EDIT_RATE_LIMIT", "edits and deletes"),
+    "report": ("CHAT_REPORT_RATE_LIMIT", "reports"),
+    "read": ("CHAT_READ_RATE_LIMIT", "read marks"),
+    "typing": ("CHAT_TYPING_RATE_LIMIT", "typing notices"),
+    "resume": ("CHAT_RESUME_RATE_LIMIT", "resumes"),
+}
+
+
+async def rate_take(*, user_id: int, kind: str) -> None:
+    """Count one frame of `kind` against the user's rate, or raise `rate_limited` with retry_after."""
+    setting, noun = FRAME_RATES[kind]
+    wait = await room_state().limits.take(user_id, kind, parse_rate(getattr(settings, setting)))
+    if wait:
+        raise ChatError(f"Too many {noun}; try again in {wait} s.", code="rate_limited", retry_after=wait)
+
+
+async def socket_admit(*, user_id: int, conn_id: str) -> bool:
+    """Count a new socket of the user; False when CHAT_MAX_SOCKETS_PER_USER are open already. The
+    hub's heartbeat keeps an instance's sockets counted, so a crashed one's stop counting on their own."""
+    return await room_state().limits.socket_open(user_id, conn_id, settings.CHAT_MAX_SOCKETS_PER_USER,
+                                                 settings.CHAT_PRESENCE_TTL)
+
+
+async def socket_release(*, user_id: int, conn_id: str) -> None:
+    await room_state().limits.socket_close(user_id, conn_id)
