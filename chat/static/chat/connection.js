@@ -1,6 +1,6 @@
-// The room's WebSocket and everything about the wire: connect, resume after the last seq seen
-// (`?after=`), reconnect with backoff, hand each frame to the subscribers of its type, and (the
-// Outbox) send messages that wait for their ack and go again after a reconnect. No DOM here.
+// The room's WebSocket and everything about the wire: connect, resume after the newest message the
+// page shows (`?after=`), reconnect with backoff, hand each frame to the subscribers of its type,
+// and (the Outbox) send messages that wait for their ack and go again after a reconnect. No DOM here.
 import { Emitter } from "./events.js";
 
 const PING_EVERY_MS = 25000;
@@ -15,8 +15,10 @@ export class Connection {
   #attempt = 0;
   #reconnectTimer = null;
   #stopped = false;
+  #resuming = false;
 
-  /** `lastSeq()` is the newest seq the page holds: each (re)connection asks for what came after. */
+  /** `lastSeq()` is the newest seq the page shows: each (re)connection asks for what came after it;
+   * null when it shows none yet (the history did not load), and the socket is then live only. */
   constructor({ room, lastSeq }) {
     this.room = room;
     this.lastSeq = lastSeq;
@@ -60,15 +62,18 @@ export class Connection {
   #connect() {
     clearTimeout(this.#reconnectTimer);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    // Always ?after=: the server replays the gap and then says `resumed`; only then are we connected.
-    const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?after=${this.lastSeq()}`;
-    this.#socket = new WebSocket(url);
+    // With ?after= the server replays the gap and then says `resumed`: only then are we connected.
+    // Never ?after=0 for a page that shows nothing: that would replay the room's whole history.
+    const after = this.lastSeq();
+    this.#resuming = after !== null;
+    const query = this.#resuming ? `?after=${after}` : "";
+    this.#socket = new WebSocket(`${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/${query}`);
     this.#socket.addEventListener("message", (event) => this.#dispatch(JSON.parse(event.data)));
     this.#socket.addEventListener("close", (event) => this.#onClose(event));
   }
 
   #dispatch(frame) {
-    if (frame.type === "resumed") {
+    if (frame.type === "resumed" || (frame.type === "hello" && !this.#resuming)) {
       this.#attempt = 0;
       this.#setState({ state: "connected" });
     }
@@ -86,10 +91,10 @@ export class Connection {
     }
     // 1012 (server restarting) and 4408 (we fell behind) reconnect at once to another instance.
     if (wasConnected && (event.code === 1012 || event.code === 4408)) this.#attempt = 0;
-    this.#scheduleReconnect();
+    this.#scheduleReconnect(event.code);
   }
 
-  #scheduleReconnect() {
+  #scheduleReconnect(code) {
     if (this.#stopped) return;
     if (!navigator.onLine) {
       this.#setState({ state: "offline" }); // the "online" event brings us back
@@ -99,7 +104,7 @@ export class Connection {
     const ceiling = Math.min(30000, 500 * 2 ** this.#attempt);
     const delay = this.#attempt === 0 ? Math.random() * 500 : Math.random() * ceiling;
     this.#attempt += 1;
-    this.#setState({ state: "reconnecting", delay });
+    this.#setState({ state: "reconnecting", delay, code });
     this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
   }
 
@@ -126,7 +131,9 @@ export class Outbox {
     connection.on("error", (frame) => {
       if (frame.client_id) this.#settle(frame.client_id, "failed");
     });
-    connection.on("resumed", () => this.#resendPending());
+    connection.onState(({ state }) => {
+      if (state === "connected") this.#resendPending();
+    });
   }
 
   send(body) {

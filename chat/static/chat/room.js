@@ -16,7 +16,7 @@ const config = JSON.parse($("chat-config").textContent);
 const store = new RoomStore({ userId: config.userId, readSeq: config.readSeq ?? 0 });
 window.chat = store;
 
-const connection = new Connection({ room: config.room, lastSeq: () => store.lastSeq });
+const connection = new Connection({ room: config.room, lastSeq: () => store.resumeFrom() });
 const outbox = new Outbox({ connection, store });
 const status = mountStatus({ line: $("connection"), alert: $("composer-error"), maxLength: config.maxLength });
 const { showError } = status;

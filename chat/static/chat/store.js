@@ -69,6 +69,12 @@ export class RoomStore extends Emitter {
     return Math.min(...this.messages.keys());
   }
 
+  /** Where a (re)connection resumes: after the newest message shown; null while the page shows
+   * none and its history did not load (then the socket is live only, never a whole-room replay). */
+  resumeFrom() {
+    return this.lastSeq > 0 || this.historyLoaded ? this.lastSeq : null;
+  }
+
   // --- our sends ---
 
   addPending(clientId, body) {

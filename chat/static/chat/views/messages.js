@@ -1,5 +1,7 @@
 // The message list (role=log): history, live messages in seq order, the bubbles of our own sends
-// with their state, older pages on scroll-up, the "New messages" divider and ?at=<seq> jumps.
+// with their state, older pages on scroll-up, the "New messages" divider and ?at=<seq> jumps (the
+// page around the message and the newest one, the messages between loaded as they scroll into view).
+// History comes over HTTP a page at a time; the socket only resumes after the newest message shown.
 import { roomMessages } from "../api.js";
 import { actionButton, el } from "../dom.js";
 
@@ -12,6 +14,8 @@ function formatTime(iso) {
 
 export function mountMessages({ list, olderButton, store, config, actions, onRetry, showError }) {
   let loadingOlder = false;
+  let gap = null; // after a jump: {li, from, to}, messages with from < seq < to not loaded yet
+  let loadingNewer = false;
 
   function atBottom() {
     return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
@@ -101,13 +105,40 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     for (const message of page.messages) store.addMessage(message);
     store.hasOlder = page.has_more;
     olderButton.hidden = !page.has_more;
+    store.historyLoaded = true;
   }
 
-  /** The newest page, or the page around `jumpTo` (newer messages then come by resume). */
+  function placeGap(from, to) {
+    gap?.li.remove();
+    gap = null;
+    if (to - from <= 1) return;
+    const li = el("li", { class: "gap" });
+    li.dataset.seq = String(from + 0.5); // keeps insertBySeq's order
+    li.append(actionButton("Load newer messages", loadNewer));
+    gap = { li, from, to };
+    insertBySeq(li, from + 0.5);
+  }
+
+  /** The newest page, or for a jump the page around `jumpTo` and the newest page, with the gap
+   * between them marked; the socket then resumes after the newest message, never from the jump. */
   async function loadHistory(jumpTo) {
-    const params = { limit: String(PAGE) };
-    if (jumpTo) params.before = String(jumpTo + Math.floor(PAGE / 2));
-    showPage(await roomMessages(config.room, params));
+    try {
+      if (!jumpTo) {
+        showPage(await roomMessages(config.room, { limit: String(PAGE) }));
+      } else {
+        const around = await roomMessages(config.room, { limit: String(PAGE), before: String(jumpTo + Math.floor(PAGE / 2)) });
+        const newest = await roomMessages(config.room, { limit: String(PAGE) });
+        showPage(around);
+        for (const message of newest.messages) store.addMessage(message);
+        const last = around.messages.at(-1)?.seq ?? jumpTo;
+        if (newest.has_more && newest.messages.length) placeGap(last, newest.messages[0].seq);
+      }
+    } catch (err) {
+      // "Load older messages" tries again; the socket is live only until a message shows.
+      store.hasOlder = true;
+      olderButton.hidden = false;
+      throw err;
+    }
     showNewDivider();
     const target = jumpTo && bySeq(jumpTo);
     if (target) {
@@ -116,17 +147,17 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     } else {
       list.scrollTop = list.scrollHeight;
     }
-    store.historyLoaded = true;
   }
 
   async function loadOlder() {
     if (loadingOlder || !store.hasOlder) return;
     const oldest = store.oldestSeq();
-    if (!Number.isFinite(oldest)) return;
+    const params = { limit: String(PAGE) };
+    if (Number.isFinite(oldest)) params.before = String(oldest); // else the newest page: none loaded yet
     loadingOlder = true;
     const before = list.scrollHeight;
     try {
-      showPage(await roomMessages(config.room, { limit: String(PAGE), before: String(oldest) }));
+      showPage(await roomMessages(config.room, params));
       list.scrollTop += list.scrollHeight - before; // keep the reader's place
     } catch (err) {
       showError("Could not load older messages. Scroll up to try again.");
@@ -135,8 +166,31 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     }
   }
 
+  /** The next page of a jump's gap, oldest first. */
+  async function loadNewer() {
+    if (loadingNewer || !gap) return;
+    loadingNewer = true;
+    try {
+      const page = await roomMessages(config.room, { limit: String(PAGE), after: String(gap.from) });
+      for (const message of page.messages) store.addMessage(message);
+      const reached = page.messages.at(-1)?.seq ?? gap.to;
+      placeGap(page.has_more ? reached : gap.to, gap.to);
+    } catch (err) {
+      showError("Could not load newer messages. Scroll down to try again.");
+    } finally {
+      loadingNewer = false;
+    }
+  }
+
+  function inView(li) {
+    const box = li.getBoundingClientRect();
+    const view = list.getBoundingClientRect();
+    return box.bottom > view.top && box.top < view.bottom;
+  }
+
   list.addEventListener("scroll", () => {
     if (list.scrollTop < 60) loadOlder();
+    if (gap && inView(gap.li)) loadNewer();
   });
   olderButton.addEventListener("click", loadOlder);
 

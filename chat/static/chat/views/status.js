@@ -22,7 +22,11 @@ export function mountStatus({ line, alert, maxLength }) {
 
   function connectionText({ state, code, delay }) {
     if (state === "connected") return "Connected";
-    if (state === "reconnecting") return `Reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`;
+    if (state === "reconnecting") {
+      const wait = `${Math.max(1, Math.round(delay / 1000))} s`;
+      // 4429: the user has CHAT_MAX_SOCKETS_PER_USER sockets open elsewhere; one closing lets this in.
+      return code === 4429 ? `Too many open tabs or devices; trying again in ${wait}…` : `Reconnecting in ${wait}…`;
+    }
     if (state === "offline") return CLOSE_TEXT[code] ?? "Offline — waiting for the network.";
     return "Connecting…";
   }
