@@ -8,10 +8,13 @@
 #   scripts/services.sh down|stop    [postgres|redis|kafka ...]  stop (data is kept)
 #   scripts/services.sh restart      [postgres|redis|kafka ...]
 #   scripts/services.sh status       [postgres|redis|kafka ...]  exit 0 when all named are up
-#   scripts/services.sh logs         [kafka|kafka-cluster ...]   where the logs are, and their last lines
+#   scripts/services.sh logs         [kafka|kafka-cluster|redis-shards ...]  where the logs are, and their last lines
 #
 # `kafka-cluster` (never started by default) is the three-node Kafka of contract §7 beside the single
 # node: brokers on 127.0.0.1:9192-9194, controllers on 9195-9197 (scripts/kafka/cluster.sh).
+# `redis-shards` (never started by default) is the three Redis shards of contract §7 beside the
+# single Redis: primaries on 127.0.0.1:6380-6382, replicas on 6390-6392, Sentinels on 26380-26382
+# watching masters shard0-shard2; `up` fails a moved master back to its primary (scripts/redis/shards.sh).
 #
 # Environment: CHAT_PG_FAST=1 turns off fsync, synchronous_commit and full_page_writes (tests only).
 # State lives in one place per machine, not per checkout, so every clone (and CI's clean clone)
@@ -328,15 +331,19 @@ kafka_logs() { say "== $KAFKA_LOG"; tail -n "${LINES_SHOWN:-20}" "$KAFKA_LOG" 2>
 # shellcheck source=kafka/cluster.sh
 source "$ROOT/scripts/kafka/cluster.sh"
 
+# The three Redis shards with replicas and Sentinels (redis-shards): redis_shards_up, _down, _status, _logs.
+# shellcheck source=redis/shards.sh
+source "$ROOT/scripts/redis/shards.sh"
+
 # --- main --------------------------------------------------------------------------------------
 
-usage="usage: scripts/services.sh up|down|restart|status|logs [postgres|redis|kafka|kafka-cluster ...]"
+usage="usage: scripts/services.sh up|down|restart|status|logs [postgres|redis|kafka|kafka-cluster|redis-shards ...]"
 command=${1:-up}
 shift || true
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(postgres redis kafka)
 for name in "${names[@]}"; do
-  case "$name" in postgres|redis|kafka|kafka-cluster) ;; *) fail "unknown service '$name'; $usage" ;; esac
+  case "$name" in postgres|redis|kafka|kafka-cluster|redis-shards) ;; *) fail "unknown service '$name'; $usage" ;; esac
 done
 
 # A service's functions are named after it, dashes as underscores (kafka-cluster -> kafka_cluster_up).

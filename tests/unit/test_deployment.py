@@ -214,6 +214,44 @@ def test_kafka_keeps_its_log_in_a_volume():
     assert kafka["environment"]["KAFKA_LOG_DIRS"] in targets
 
 
+# --- Redis shards (contract §7) -----------------------------------------------------------------
+
+SHARDS = [f"redis-shard{n}" for n in range(3)]
+SENTINELS = [f"redis-sentinel-{n}" for n in range(1, 4)]
+SENTINEL_CONF = (DOCKER / "redis-sentinel.conf").read_text()
+
+
+def test_redis_shards_are_an_opt_in_profile_of_three_primaries_with_a_replica_each():
+    profiled = {name for name, service in SERVICES.items() if service.get("profiles") == ["redis-shards"]}
+    assert profiled == {*SHARDS, *(f"{name}-replica" for name in SHARDS), *SENTINELS}
+    for primary in SHARDS:
+        replica = f"{primary}-replica"
+        words = {name: argv(SERVICES[name]["command"]) for name in (primary, replica)}
+        assert "--replicaof" not in words[primary]
+        at = words[replica].index("--replicaof")
+        assert words[replica][at + 1:at + 3] == [primary, "6379"]
+        assert SERVICES[replica]["depends_on"][primary]["condition"] == "service_healthy"
+        for name, command in words.items():
+            # No persistence, as for `redis`; announced by name, so Sentinel names a promoted one by it.
+            assert command[:5] == ["redis-server", "--save", "", "--appendonly", "no"], name
+            assert command[command.index("--replica-announce-ip") + 1] == name
+    for name in [*APP, "nginx"]:
+        assert not profiled & set(SERVICES[name].get("depends_on", {})), f"{name} needs the opt-in profile"
+
+
+def test_every_sentinel_watches_the_three_primaries_as_shard0_to_shard2():
+    monitors = re.findall(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", SENTINEL_CONF, re.MULTILINE)
+    assert monitors == [(f"shard{n}", SHARDS[n], "6379", "2") for n in range(3)]  # two of three agree
+    assert re.search(r"^sentinel resolve-hostnames yes$", SENTINEL_CONF, re.MULTILINE)
+    for name in SENTINELS:
+        sentinel = SERVICES[name]
+        (script,) = argv(sentinel["command"])[2:]
+        assert argv(sentinel["command"])[:2] == ["sh", "-c"] and script.endswith("--sentinel")
+        assert "./redis-sentinel.conf:/etc/redis/sentinel.conf:ro" in sentinel["volumes"]
+        assert {primary: sentinel["depends_on"][primary]["condition"] for primary in SHARDS} == dict.fromkeys(
+            SHARDS, "service_healthy")
+
+
 # --- nginx ---------------------------------------------------------------------------------------
 
 
