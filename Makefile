@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 
-.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout browser nginx clean stack stack-down
+.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout browser nginx clean stack stack-down promtool kafka-cluster kafka-cluster-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,7 @@ run: venv
 	@echo ""
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
-test: venv services browser nginx lint
+test: venv services browser nginx promtool lint
 	$(PY) -m pytest
 
 test-fast: venv services
@@ -36,6 +36,19 @@ services-down:
 
 services-status:
 	scripts/services.sh status
+
+# The three-node Kafka of contract §7 (brokers 127.0.0.1:9192-9194) beside the single node; the fault
+# tests that need it start and stop it themselves. `make stack` uses it with
+# KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194.
+kafka-cluster:
+	scripts/services.sh up kafka-cluster
+
+kafka-cluster-down:
+	scripts/services.sh down kafka-cluster
+
+# promtool (from Debian's prometheus package) for the alert rules' tests (tests/unit/test_monitoring.py).
+promtool:
+	scripts/promtool.sh --version >/dev/null
 
 browser:
 	scripts/browser.sh

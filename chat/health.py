@@ -8,7 +8,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from chat import drain
+from chat import drain, metrics
 from chat.roomstate import room_state
 
 CHECK_TIMEOUT = 3.0  # each dependency's answer; the checks run side by side, so the whole probe too
@@ -76,6 +76,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     if settings.KAFKA_BOOTSTRAP_SERVERS:
         checks["kafka"] = _in_thread("kafka", _kafka_answers)
     results = dict(zip(checks, await asyncio.gather(*map(_check, checks.values())), strict=True))
+    for name, result in results.items():  # for alerts: the readiness probes keep it current
+        metrics.DEPENDENCY_UP.labels(dependency=name).set(result == "ok")
     down = [name for name, result in results.items() if result != "ok"]
     failed = [name for name in down if name in NEEDED]
     degraded = [name for name in down if name not in NEEDED]

@@ -26,6 +26,8 @@ HUB_GAPS = Counter("chat_hub_gaps_total", "Room messages this instance missed (s
 REPLAY_INCOMPLETE = Counter("chat_replay_incomplete_total",
                             "Resumes past the recent buffer that could not wait for the workers to store the room")
 KAFKA_PRODUCE_ERRORS = Counter("chat_kafka_produce_errors_total", "Records the Kafka producer gave up on")
+DEPENDENCY_UP = Gauge("chat_dependency_up", "1 when the dependency answered this instance's last readiness check",
+                      ["dependency"])
 GC_PAUSES = Histogram(
     "chat_gc_pause_seconds", "Garbage collections of this process, by generation: every socket waits meanwhile",
     ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),

@@ -20,6 +20,7 @@ COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 WEB = sorted(name for name in SERVICES if re.fullmatch(r"web(-\d+)?", name))
 APP = [*WEB, "worker", "migrate"]
+KAFKA = sorted(name for name in SERVICES if re.fullmatch(r"kafka-\d+", name))
 NGINX = (DOCKER / "nginx.conf").read_text()
 POSTGRES_ROLES = (DOCKER / "postgres-roles.sh").read_text()
 # Continuation lines joined, so each instruction is one line.
@@ -60,7 +61,8 @@ def test_procfile_has_exactly_web_worker_and_release():
 
 
 def test_compose_has_every_part_of_the_deployment():
-    assert {"nginx", "postgres", "redis", "kafka", "migrate", "worker"} <= set(SERVICES)
+    assert {"nginx", "postgres", "redis", "migrate", "worker"} <= set(SERVICES)
+    assert len(KAFKA) == 3, "three Kafka nodes: one may be lost without losing an acked message"
     assert len(WEB) >= 2, "the point of the stack is more than one web instance behind nginx"
 
 
@@ -128,7 +130,7 @@ def test_app_services_point_at_the_compose_services():
         assert database.path == "/" + database_name
         redis = urlsplit(env["REDIS_URL"])
         assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
-        assert env["KAFKA_BOOTSTRAP_SERVERS"].split(",") == ["kafka:9092"]
+        assert env["KAFKA_BOOTSTRAP_SERVERS"].split(",") == [f"{node}:9092" for node in KAFKA]
 
 
 def postgres_roles() -> dict[str, str]:
@@ -185,33 +187,71 @@ def test_trusted_origins_and_hosts_match_what_nginx_publishes():
 # --- Kafka ---------------------------------------------------------------------------------------
 
 
-def test_kafka_is_one_kraft_node_without_zookeeper():
-    kafka = SERVICES["kafka"]["environment"]
-    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert str(kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"]) == f"{kafka['KAFKA_NODE_ID']}@kafka:9093"
-    assert "CONTROLLER://:9093" in kafka["KAFKA_LISTENERS"].split(",")
+def test_kafka_is_three_combined_kraft_nodes_of_one_cluster_without_zookeeper():
+    envs = [SERVICES[node]["environment"] for node in KAFKA]
+    assert [env["KAFKA_NODE_ID"] for env in envs] == [1, 2, 3]
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1
+    voters = {f"{env['KAFKA_NODE_ID']}@{node}:9093" for node, env in zip(KAFKA, envs, strict=True)}
+    for env in envs:
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+        assert "CONTROLLER://:9093" in env["KAFKA_LISTENERS"].split(",")
+        assert not [key for key in env if "ZOOKEEPER" in key]
     assert not [name for name in SERVICES if "zookeeper" in name]
-    assert not [key for key in kafka if "ZOOKEEPER" in key]
-    replication = {value for key, value in kafka.items() if key.endswith(("REPLICATION_FACTOR", "MIN_ISR"))}
-    assert replication == {1}, "one broker: one replica of everything"
 
 
-def test_kafka_advertises_the_address_the_app_bootstraps_from():
-    kafka = SERVICES["kafka"]["environment"]
-    bootstrap = SERVICES["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
-    assert kafka["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{bootstrap}"
+def test_kafka_replicates_internal_and_auto_created_topics_and_never_elects_a_lagging_replica():
+    for node in KAFKA:
+        env = SERVICES[node]["environment"]
+        factors = {key: value for key, value in env.items() if key.endswith("REPLICATION_FACTOR")}
+        min_isr = {key: value for key, value in env.items() if key.endswith(("MIN_ISR", "MIN_INSYNC_REPLICAS"))}
+        assert set(factors.values()) == {3} and len(factors) == 4, factors
+        assert set(min_isr.values()) == {2} and len(min_isr) == 3, min_isr
+        assert str(env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"]).lower() == "false"
+
+
+def test_each_kafka_node_advertises_the_address_the_app_bootstraps_from():
+    bootstrap = SERVICES["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    assert [SERVICES[node]["environment"]["KAFKA_ADVERTISED_LISTENERS"] for node in KAFKA] == [
+        f"PLAINTEXT://{address}" for address in bootstrap]
+
+
+def test_app_services_wait_for_every_kafka_node():
+    for name in [*WEB, "worker"]:
+        assert {node: SERVICES[name]["depends_on"][node]["condition"] for node in KAFKA} == dict.fromkeys(
+            KAFKA, "service_healthy"), name
 
 
 def test_kafka_auto_created_topics_get_the_apps_partition_count():
-    kafka = SERVICES["kafka"]["environment"]
     app = SERVICES["worker"]["environment"]
-    assert str(kafka["KAFKA_NUM_PARTITIONS"]) == str(app["KAFKA_TOPIC_PARTITIONS"])
+    for node in KAFKA:
+        assert str(SERVICES[node]["environment"]["KAFKA_NUM_PARTITIONS"]) == str(app["KAFKA_TOPIC_PARTITIONS"])
 
 
-def test_kafka_keeps_its_log_in_a_volume():
-    kafka = SERVICES["kafka"]
-    targets = {str(volume).split(":")[1] for volume in kafka["volumes"]}
-    assert kafka["environment"]["KAFKA_LOG_DIRS"] in targets
+def test_each_kafka_node_keeps_its_log_in_a_volume_of_its_own():
+    sources = []
+    for node in KAFKA:
+        mounts = [str(volume).split(":") for volume in SERVICES[node]["volumes"]]
+        assert SERVICES[node]["environment"]["KAFKA_LOG_DIRS"] in {target for _, target, *_ in mounts}
+        sources += [source for source, *_ in mounts]
+    assert len(set(sources)) == len(KAFKA) and set(sources) <= set(COMPOSE["volumes"])
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+
+def test_monitoring_is_an_opt_in_profile_wired_to_the_repositorys_rules_and_dashboard():
+    for name in ("prometheus", "grafana"):
+        assert SERVICES[name]["profiles"] == ["monitoring"], name
+    mounted = {source for name in ("prometheus", "grafana") for source, *_ in
+               (str(volume).split(":") for volume in SERVICES[name]["volumes"])}
+    assert {"./prometheus/prometheus.yml", "./prometheus/alerts.yml", "./grafana/chat.json"} <= mounted
+    for source in mounted:
+        assert (DOCKER / source).exists(), source
+    # Prometheus scrapes each web instance by its service name, so Django must accept that Host.
+    hosts = SERVICES["web-1"]["environment"]["ALLOWED_HOSTS"].split(",")
+    assert set(WEB) <= set(hosts)
+    assert SERVICES["worker"]["environment"]["WORKER_METRICS_ADDR"] == "0.0.0.0"
 
 
 # --- Redis shards (contract §7) -----------------------------------------------------------------
