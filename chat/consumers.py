@@ -324,6 +324,6 @@ def _frame_sender(send):
 def _query_int(scope, name: str) -> int | None:
     values = parse_qs(scope.get("query_string", b"").decode()).get(name)
     try:
-        return max(0, int(values[0])) if values else None
+        return min(max(0, int(values[0])), protocol.MAX_SEQ) if values else None
     except ValueError:
         return None

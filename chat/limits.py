@@ -40,6 +40,11 @@ return 1
 """
 
 
+def retry_after(wait: float) -> float:
+    """Seconds until a token, as clients are told it: never 0 for a frame that was refused."""
+    return max(0.01, round(wait, 2)) if wait > 0 else 0.0
+
+
 @functools.lru_cache(maxsize=16)
 def parse_rate(spec: str) -> tuple[int, float]:
     """'20/10s' -> (burst 20, 2.0 tokens per second)."""
@@ -61,7 +66,7 @@ class RedisLimits:
     async def take(self, user_id: int, kind: str, rate: tuple[int, float]) -> float:
         """Take a token from the user's bucket for `kind`: 0, or the seconds until there is one."""
         wait = await self._take(keys=[self._key("rate", kind, user_id)], args=[rate[0], rate[1]])
-        return round(float(wait), 2)
+        return retry_after(float(wait))
 
     async def socket_open(self, user_id: int, conn_id: str, cap: int, ttl: int) -> bool:
         """Count the socket among the user's open ones, unless `cap` are open already."""
@@ -96,7 +101,7 @@ class MemoryLimits:
         tokens, stamp = self.buckets.get(key, (burst, now))
         tokens = min(burst, tokens + (now - stamp) * per_second)
         if tokens < 1:
-            return round((1 - tokens) / per_second, 2)
+            return retry_after((1 - tokens) / per_second)
         self.buckets[key] = (tokens - 1, now)
         return 0.0
 

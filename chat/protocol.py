@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 MAX_FRAME_BYTES = 64 * 1024
+MAX_SEQ = 2**63 - 1  # seqs are Postgres bigints
 
 # Close codes (contract §4, §6 and §7).
 CLOSE_NOT_LOGGED_IN = 4401
@@ -76,8 +77,8 @@ def parse(text: str) -> ClientFrame:
         raise ProtocolError("invalid_frame", "'client_id' must be 1 to 64 characters.")
     if frame_type == "message.send" and "\x00" in fields["client_id"]:
         raise ProtocolError("invalid_frame", "'client_id' must not contain NUL characters.")
-    if frame_type in ("resume", "read") and next(iter(fields.values())) < 0:
-        raise ProtocolError("invalid_frame", f"'{frame_type}' needs a non-negative integer.")
+    if frame_type in ("resume", "read") and not 0 <= next(iter(fields.values())) <= MAX_SEQ:
+        raise ProtocolError("invalid_frame", f"'{frame_type}' needs a non-negative 64-bit integer.")
     return ClientFrame(frame_type, fields)
 
 

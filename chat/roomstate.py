@@ -14,7 +14,7 @@ import orjson
 from django.conf import settings
 
 from chat import protocol
-from chat.limits import BUCKET_LUA, MemoryLimits, RedisLimits
+from chat.limits import BUCKET_LUA, MemoryLimits, RedisLimits, retry_after
 
 HUB_GROUP = "hubs"  # every instance's hub listens here for user-wide events
 
@@ -174,7 +174,7 @@ class RedisRoomState:
         if status == "seed":
             return SendOutcome("seed")
         if status == "limited":
-            return SendOutcome("limited", retry_after=round(float(value), 2))
+            return SendOutcome("limited", retry_after=retry_after(float(value)))
         return SendOutcome("ok", int(value), message["id"])
 
     async def send_acked(self, *, room_id: int, user_id: int, client_id: str, message_id: str, seq: int) -> None:

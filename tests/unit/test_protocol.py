@@ -34,6 +34,8 @@ def parse_error(text: str) -> ProtocolError:
         ('{"type": "resume", "after": true}', "invalid_frame"),
         ('{"type": "resume", "after": 1.5}', "invalid_frame"),
         ('{"type": "resume", "after": -1}', "invalid_frame"),
+        ('{"type": "resume", "after": 9223372036854775808}', "invalid_frame"),  # past Postgres's bigint
+        ('{"type": "read", "seq": 9223372036854775808}', "invalid_frame"),
         ('{"type": "message.edit", "id": "x"}', "invalid_frame"),
     ],
 )
