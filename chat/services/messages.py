@@ -1,5 +1,6 @@
 """Messages: send and confirm, edit, delete, report, and replay after a reconnect."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from chat.services.text import message_body_clean, without_nul
 from chat.signals import NotConfirmed, message_sent, persist
 
 logger = logging.getLogger(__name__)
+
+ACKED_MARK_SECONDS = 1.0  # the longest an ack waits for its client_id entry to be marked acked
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,12 @@ async def message_confirm(sent: SentMessage) -> dict:
         if not isinstance(exc, NotConfirmed):  # persist logged that one
             logger.warning("message %s in room %s not persisted: %s", record["id"], record["room"], exc)
         raise NotPersisted(f"The message could not be stored ({type(exc).__name__}); send it again.") from exc
-    await room_state().send_acked(room_id=record["room_id"], user_id=sent.user_id, client_id=sent.client_id,
-                                  message_id=record["id"], seq=record["seq"])
+    try:  # bounded: Redis being down must not hold back an ack Kafka has earned
+        await asyncio.wait_for(room_state().send_acked(room_id=record["room_id"], user_id=sent.user_id,
+                                                       client_id=sent.client_id, message_id=record["id"],
+                                                       seq=record["seq"]), ACKED_MARK_SECONDS)
+    except Exception:  # noqa: BLE001 - Kafka has it: ack; a retry enqueues it again, which the worker ignores
+        logger.warning("could not mark message %s acked in room %s (Redis unreachable?)", record["id"], record["room"])
     return protocol.ack_frame(client_id=sent.client_id, id=record["id"], seq=record["seq"])
 
 
