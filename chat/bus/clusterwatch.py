@@ -36,15 +36,33 @@ class ClusterWatch(threading.Thread):
         try:
             while not self._stopping.is_set():
                 try:
-                    self.check()
+                    self._check_until_one_answers()
                 except Exception as exc:  # noqa: BLE001 - the watch reports, it never stops the worker
                     self._report("cluster", f"no broker answers ({exc.__class__.__name__})")
                     for broker in self._brokers:
                         metrics.KAFKA_BROKER_REACHABLE.labels(broker=str(broker)).set(0)
                 self._stopping.wait(self.period)
         finally:
-            if self._admin is not None:
-                self._admin.close()
+            self._forget_admin()
+
+    def _forget_admin(self) -> None:
+        """Drop the admin client: the next check bootstraps a new one. Its metadata leaves out a
+        fenced broker and is not refreshed when the broker returns, so a client that saw a broker
+        go would never find it again."""
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+    def _check_until_one_answers(self) -> None:
+        """A request may go to a broker that is down (and the client tries another next time): one
+        attempt per broker before the cluster counts as unreachable."""
+        for attempt in range(max(3, len(self._brokers)), 0, -1):
+            try:
+                return self.check()
+            except Exception:
+                if attempt == 1:
+                    self._forget_admin()
+                    raise
 
     def check(self) -> None:
         if self._admin is None:
@@ -68,6 +86,8 @@ class ClusterWatch(threading.Thread):
             self._report(topic["name"], f"partitions {','.join(map(str, under_min))} of {topic['name']} have fewer "
                                         f"in-sync replicas than min.insync.replicas ({min_insync}): sends to "
                                         "them fail" if under_min else None)
+        if down:
+            self._forget_admin()
 
     def _answers(self, admin, broker: int) -> bool:
         """Whether `broker` itself answers a request (a describe of its own config goes to it alone)."""

@@ -89,7 +89,7 @@ def _partition_list(partitions) -> str:
 class MessageWorker:
     def __init__(self, *, group_id: str, topic: str | None = None, max_records: int = 5000, writers: int = 2,
                  idle_exit: float | None = None, progress_every: float = 5.0, instance_id: str | None = None,
-                 out=None) -> None:
+                 cluster_check_every: float = 15.0, out=None) -> None:
         if writers < 1:
             raise ValueError("at least one writer")
         self.topic = topic or settings.KAFKA_TOPIC
@@ -98,6 +98,7 @@ class MessageWorker:
         self.max_records = max_records
         self.idle_exit = idle_exit
         self.progress_every = progress_every
+        self.cluster_check_every = cluster_check_every
         self.out = out
         self.stats = WorkerStats()
         self.stopping = False
@@ -114,6 +115,7 @@ class MessageWorker:
         self._uncommitted: dict = {}
         self._commit_retry_at = 0.0
         self._commit_backoff = 0.5
+        self._poll_backoff = 0.5
         # One more thread and connection: merges the search index's new entries after each batch.
         self._tidier: ThreadPoolExecutor | None = None
         self._tidying: Future | None = None
@@ -153,7 +155,7 @@ class MessageWorker:
                          for n in range(self._writer_count)]
         self._tidier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-index")
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
-        watch = ClusterWatch([self.topic, dead_letter_topic(self.topic)])
+        watch = ClusterWatch([self.topic, dead_letter_topic(self.topic)], period=self.cluster_check_every)
         watch.start()
         member = f" (instance {self.instance_id})" if self.instance_id else ""
         self._say(f"consuming {self.topic} as group {self.group_id}{member}")
@@ -161,10 +163,7 @@ class MessageWorker:
         finished = False
         try:
             while not self.stopping:
-                # While a batch is being written, take only what is fetched already, then go back
-                # to commit that batch at once: resumes wait on the group's committed offsets.
-                polled = self._consumer.poll(timeout_ms=0 if self._writing else 500,
-                                             max_records=self.max_records)
+                polled = self._poll()
                 now = time.monotonic()
                 self._finish(then=polled)
                 if polled:
@@ -194,6 +193,23 @@ class MessageWorker:
             self._dead_letters.close()
         self._say(f"stopped after {self.stats.records} records ({self.stats.inserted} new, {self.stats.dead} dead)")
         return self.stats
+
+    def _poll(self) -> dict:
+        """The next records (only those fetched already while a batch is being written, so its
+        offsets are committed at once: resumes wait on the group's committed offsets). A broker
+        lost mid-request (the group coordinator's lookup, a metadata refresh) is polled past."""
+        try:
+            polled = self._consumer.poll(timeout_ms=0 if self._writing else 500, max_records=self.max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            logger.warning("Kafka poll failed (%s); polling again in %.1f s", exc.__class__.__name__,
+                           self._poll_backoff)
+            time.sleep(self._poll_backoff)
+            self._poll_backoff = min(self._poll_backoff * 2, MAX_BACKOFF)
+            return {}
+        self._poll_backoff = 0.5
+        return polled
 
     def _finish(self, then=None, *, last: bool = False) -> None:
         """Hand the writers the next batch (`then`, as polled), if any, wait for the one they were

@@ -21,6 +21,9 @@ class Command(BaseCommand):
                                  "over them by room (default: 2).")
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
         parser.add_argument("--progress-every", type=float, default=5.0, help="Seconds between progress lines.")
+        parser.add_argument("--cluster-check-every", type=float, default=15.0,
+                            help="Seconds between two looks at the Kafka cluster (brokers answering, partitions "
+                                 "under min.insync.replicas) for the metrics and the log.")
         parser.add_argument("--instance-id", default=settings.WORKER_INSTANCE_ID,
                             help="Static group membership: a worker restarted with the same id gets its partitions "
                                  "back at once. Unique per worker; '{hostname}' is replaced by the host's name "
@@ -38,6 +41,7 @@ class Command(BaseCommand):
             writers=options["writers"],
             idle_exit=options["idle_exit"],
             progress_every=options["progress_every"],
+            cluster_check_every=options["cluster_check_every"],
             instance_id=options["instance_id"].replace("{hostname}", socket.gethostname()),
             out=self.stdout,
         )
