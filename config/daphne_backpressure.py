@@ -10,13 +10,25 @@ config/uvicorn_frames.py reports its transport's buffer the same way.)
 
 It also puts `scope["extensions"]["chat.send_texts"]`, the fast frame path of config/ws_frames.py,
 and writes frames through to the socket when Twisted holds nothing for it.
+
+Inbound, daphne queues every frame a client sends for the app without limit: a client sending faster
+than its frames are handled (each may wait on Redis) grew the process by hundreds of megabytes. Each
+WebSocket's app gets an `InboundQueue` instead, which stops reading the socket while
+INBOUND_HIGH_WATER frames wait and reads again once the app has taken them down to
+INBOUND_LOW_WATER, so the client's own TCP window holds the rest, and drops frames that arrive after
+the app closed the socket, which daphne queued for an app that no longer reads (uvicorn does both).
 """
+
+import asyncio
+from functools import partial
 
 from chat.protocol import CLOSE_SLOW_CONSUMER
 from config.shims import versions_match
 from config.ws_frames import SEND_TEXTS, UNSENT_BYTES, text_frames
 
 SLOW_CONSUMER_DROP_SECONDS = 10
+INBOUND_HIGH_WATER = 16  # frames of up to 64 KiB waiting for the app: reading stops here
+INBOUND_LOW_WATER = 4
 
 # daphne's Server.create_application, connections and WebSocketProtocol.serverClose; autobahn's
 # protocol state, send queue, compression and fragmentation fields and closeHandshakeTimeout;
@@ -37,6 +49,52 @@ def unsent_bytes(transport) -> int:
         held += sum(map(len, getattr(transport, "_appSendBuffer", ())))
         transport = transport.transport
     return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+class InboundQueue(asyncio.Queue):
+    """daphne's queue of one socket's ASGI events, with flow control on the socket's reads."""
+
+    def __init__(self, protocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.paused = False
+
+    def put_nowait(self, item) -> None:
+        if self.protocol.state != self.protocol.STATE_OPEN and item["type"] == "websocket.receive":
+            return  # the app closed the socket and reads no more; a client still sending must not pile up here
+        super().put_nowait(item)
+        if not self.paused and self.qsize() >= INBOUND_HIGH_WATER and self.protocol.state == self.protocol.STATE_OPEN:
+            self.paused = True
+            self.protocol.transport.pauseProducing()
+
+    def get_nowait(self):
+        item = super().get_nowait()  # Queue.get ends here too
+        if self.paused and self.qsize() <= INBOUND_LOW_WATER:
+            self.resume()
+        return item
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.protocol.transport.resumeProducing()
+
+
+def create_application(server, protocol, scope):
+    """daphne's Server.create_application for a WebSocket: the chat's extensions in the scope and an
+    InboundQueue as the app's input queue."""
+    extensions = scope.setdefault("extensions", {})
+    extensions[UNSENT_BYTES] = lambda: unsent_bytes(protocol.transport)
+    extensions[SEND_TEXTS] = lambda texts: send_texts(server, protocol, texts)
+    assert "application_instance" not in server.connections[protocol]
+    input_queue = InboundQueue(protocol)
+    scope.setdefault("asgi", {"version": "3.0"})
+    application_instance = server.application(scope=scope, receive=input_queue.get,
+                                              send=partial(server.handle_reply, protocol))
+    if protocol not in server.connections:
+        return None
+    server.connections[protocol]["application_instance"] = asyncio.ensure_future(application_instance,
+                                                                                 loop=asyncio.get_event_loop())
+    return input_queue
 
 
 def send_texts(server, protocol, texts: tuple[str, ...]) -> None:
@@ -87,23 +145,24 @@ def install() -> bool:
     _TCP = Connection
     if getattr(Server, "_chat_backpressure", False):
         return True
-    create_application = Server.create_application
+    create_application_of_daphne = Server.create_application
 
-    def create_application_with_unsent_bytes(self, protocol, scope):
+    def create_application_for_chat(self, protocol, scope):
         if isinstance(protocol, WebSocketProtocol):
-            extensions = scope.setdefault("extensions", {})
-            extensions[UNSENT_BYTES] = lambda: unsent_bytes(protocol.transport)
-            extensions[SEND_TEXTS] = lambda texts: send_texts(self, protocol, texts)
-        return create_application(self, protocol, scope)
+            return create_application(self, protocol, scope)
+        return create_application_of_daphne(self, protocol, scope)
 
     server_close = WebSocketProtocol.serverClose
 
     def server_close_with_time_to_read(self, code=None):
         if code == CLOSE_SLOW_CONSUMER:
             self.closeHandshakeTimeout = SLOW_CONSUMER_DROP_SECONDS
+        queue = getattr(self, "application_queue", None)
+        if isinstance(queue, InboundQueue):
+            queue.resume()  # the app reads no more: let the client's close reply through
         server_close(self, code)
 
-    Server.create_application = create_application_with_unsent_bytes
+    Server.create_application = create_application_for_chat
     WebSocketProtocol.serverClose = server_close_with_time_to_read
     Server._chat_backpressure = True
     return True
