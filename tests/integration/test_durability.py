@@ -48,10 +48,10 @@ def test_servers_refuse_to_start_without_the_persistence_receiver(server):
     assert "chat.signals.message_sent" in output and "chat.signals.message_changed" in output
 
 
-def sent_message() -> SentMessage:
+def sent_message(user_id: int = 1) -> SentMessage:
     message = protocol.message_object(id=str(uuid.uuid4()), room="nowhere", seq=1, author_id=1, author_username="x",
                                       body="hello", created_at=timezone.now(), edited_at=None, client_id="c1")
-    return SentMessage("c1", records.message_record("message.created", message, room_id=1))
+    return SentMessage("c1", user_id, records.message_record("message.created", message, room_id=1))
 
 
 async def test_no_ack_without_the_receivers_confirmation():
@@ -75,7 +75,7 @@ async def test_no_ack_without_the_receivers_confirmation():
 
 
 async def test_ack_once_kafka_confirms(room, alice):
-    sent = sent_message()
+    sent = sent_message(alice.id)
     sent.record.update(room=room.slug, room_id=room.id)
     ack = await message_confirm(sent)
     assert ack == protocol.ack_frame(client_id="c1", id=sent.record["id"], seq=1)
