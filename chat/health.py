@@ -58,9 +58,19 @@ def _in_thread(name: str, check) -> asyncio.Future:
     return asyncio.shield(asyncio.wrap_future(_running[name]))  # a probe's timeout leaves it to the next
 
 
+async def _redis_answers() -> str:
+    """Every shard this instance's room state uses answers (any room may be asked for); else which do not."""
+    answers = await room_state().ping(timeout=CHECK_TIMEOUT - 0.5)
+    down = [f"{name} ({answer})" for name, answer in answers.items() if answer != "ok"]
+    return "failed: " + ", ".join(down) if down else "ok"
+
+
 async def _check(check) -> str:
     try:
-        return "ok" if await asyncio.wait_for(check, CHECK_TIMEOUT) else "failed"
+        result = await asyncio.wait_for(check, CHECK_TIMEOUT)
+        if isinstance(result, str):
+            return result
+        return "ok" if result else "failed"
     except Exception as exc:  # noqa: BLE001 - any failure of a dependency is reported, not raised
         return f"failed: {type(exc).__name__}"
 
@@ -71,8 +81,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     if drain.is_draining():  # answer at once: the balancer must stop sending traffic here now
         return JsonResponse({"ready": False, "failed": ["draining"], "degraded": [], "checks": {}}, status=503)
     checks = {"database": _in_thread("database", _database_answers)}
-    if settings.REDIS_URL:
-        checks["redis"] = room_state().ping()
+    if settings.REDIS_SHARDS:
+        checks["redis"] = _redis_answers()
     if settings.KAFKA_BOOTSTRAP_SERVERS:
         checks["kafka"] = _in_thread("kafka", _kafka_answers)
     results = dict(zip(checks, await asyncio.gather(*map(_check, checks.values())), strict=True))

@@ -1,7 +1,8 @@
 """The per-process room hub.
 
-Each process holds one channel on the channel layer. The hub joins a room's group while at least
-one local socket is in that room, so a room event crosses Redis once per instance; it then hands
+Each process subscribes, on each room's own shard (chat/roomfeed.py), to the room's channel while
+at least one local socket is in that room, so a room event crosses Redis once per instance; it
+holds one channel on the channel layer for user-wide events (HUB_GROUP). It hands
 the already-encoded frame to every local socket of the room in one loop. Messages of a room that
 arrive together (the event loop was busy while they came) go to each socket as one run: one write,
 one system call and one wake-up of the client for all of them, so a loaded instance gets cheaper
@@ -19,7 +20,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import metrics, protocol
-from chat.roomstate import HUB_GROUP, room_group, room_state
+from chat.roomfeed import room_feed
+from chat.roomstate import HUB_GROUP, room_state
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,14 @@ class RoomHub:
         self._room_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
+        self._feeds: dict[int, object] = {}  # shard index -> its room feed
+
+    def _feed(self, room_id: int):
+        index = room_state().shard_index(room_id)
+        feed = self._feeds.get(index)
+        if feed is None:
+            feed = self._feeds[index] = room_feed(room_state(), index, self.dispatch, self._shard_lost)
+        return feed
 
     async def join(self, conn: LocalConnection) -> None:
         await self._ensure_started()
@@ -59,7 +69,7 @@ class RoomHub:
         # the per-room lock keeps a join and the last leave from racing on subscribe/unsubscribe.
         async with self._room_locks[conn.room_id]:
             if conn.room_id not in self._subscribed:
-                await self.layer.group_add(room_group(conn.room_id), self.channel)
+                await self._feed(conn.room_id).subscribe(conn.room_id)
                 self._subscribed.add(conn.room_id)
 
     async def leave(self, conn: LocalConnection) -> None:
@@ -72,9 +82,12 @@ class RoomHub:
         del self.rooms[conn.room_id]
         async with self._room_locks[conn.room_id]:
             if conn.room_id in self._subscribed and not self.rooms.get(conn.room_id):
-                await self.layer.group_discard(room_group(conn.room_id), self.channel)
                 self._subscribed.discard(conn.room_id)
                 self._last_seq.pop(conn.room_id, None)
+                try:
+                    await self._feed(conn.room_id).unsubscribe(conn.room_id)
+                except Exception:  # noqa: BLE001 - its shard is down; a later event of the room finds no socket
+                    logger.warning("could not unsubscribe from room %s (its Redis shard unreachable?)", conn.room_id)
 
     def close_all(self, code: int) -> None:
         for conn in tuple(self.connections()):
@@ -188,46 +201,66 @@ class RoomHub:
 
     async def _heartbeat_loop(self) -> None:
         interval = max(1.0, settings.CHAT_PRESENCE_TTL / 3)
-        redis_lost, server_id = False, None
+        lost: set[int] = set()  # shards that failed or restarted since this process last reached them
+        server_ids: dict[int, str] = {}
         while True:
             await asyncio.sleep(interval)
             try:
-                # A new server id means Redis restarted, even if no call failed meanwhile.
-                current = await room_state().server_id()
-                redis_lost = redis_lost or (server_id is not None and current != server_id)
-                server_id = current
+                state = room_state()
+                # A new server id means the shard restarted (or another took its place), even if
+                # no call failed meanwhile.
+                current = await state.server_ids()
+                for index, server_id in enumerate(current):
+                    if server_id is None or server_ids.get(index, server_id) != server_id:
+                        lost.add(index)
+                    if server_id is not None:
+                        server_ids[index] = server_id
                 entries = [(c.room_id, c.conn_id, c.username) for c in self.connections()]
-                rooms_left = await room_state().presence_refresh(entries)
-                # The user's socket count (CHAT_MAX_SOCKETS_PER_USER) expires like presence.
-                await room_state().limits.sockets_refresh([(c.user_id, c.conn_id) for c in self.connections()],
-                                                          settings.CHAT_PRESENCE_TTL)
+                rooms_left, failed = await state.presence_refresh(entries)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                if not redis_lost:
-                    logger.exception("presence heartbeat failed (Redis unreachable?); retrying every %.0f s", interval)
-                redis_lost = True
+                logger.exception("presence heartbeat failed; retrying every %.0f s", interval)
                 continue
-            if redis_lost:
-                redis_lost = False
-                await self._after_redis_outage()
+            try:
+                # The user's socket count (CHAT_MAX_SOCKETS_PER_USER) expires like presence.
+                await state.limits.sockets_refresh([(c.user_id, c.conn_id) for c in self.connections()],
+                                                   settings.CHAT_PRESENCE_TTL)
+            except Exception:  # noqa: BLE001 - a user's shard down: the other shards' rooms go on
+                logger.warning("socket counts not refreshed (a Redis shard unreachable?); retrying every %.0f s",
+                               interval)
+            back = {index for index in lost if current[index] is not None and index not in failed}
+            if back:
+                lost -= back
+                await self._after_redis_outage(back)
             from chat.services.presence import presence_announce  # services build on the hub's layer
 
             for room_id in rooms_left:
                 await presence_announce(room_id)
 
-    async def _after_redis_outage(self) -> None:
-        """Redis is back but may have restarted empty, and this process's subscriptions with it:
-        subscribe to the hub group afresh and send every socket to reconnect (1012), so each
-        rejoins its room on a fresh subscription and resumes with ?after= without a gap."""
-        logger.warning("Redis is back after an outage: closing %d socket(s) with 1012 so they resume",
-                       sum(1 for _ in self.connections()))
+    def _shard_lost(self, index: int) -> None:
+        """A shard's room events stopped arriving: its rooms' sockets resume (1012), the others go on."""
+        self._flush()
+        rooms = [room_id for room_id in self.rooms if room_state().shard_index(room_id) == index]
+        for room_id in rooms:
+            self._last_seq.pop(room_id, None)
+            for conn in tuple(self.rooms.get(room_id, ())):
+                conn.close_with(protocol.CLOSE_SERVICE_RESTART)
+
+    async def _after_redis_outage(self, shards: set[int]) -> None:
+        """Shards are back but may have restarted empty, and this process's subscriptions with
+        them: subscribe to the hub group afresh and send the sockets of their rooms to reconnect
+        (1012), so each rejoins its room on a fresh subscription and resumes with ?after= without a gap."""
+        closing = [c for c in self.connections() if room_state().shard_index(c.room_id) in shards]
+        logger.warning("Redis shard(s) %s back after an outage: closing %d socket(s) with 1012 so they resume",
+                       sorted(shards), len(closing))
         try:
             await self.layer.group_discard(HUB_GROUP, self.channel)
             await self.layer.group_add(HUB_GROUP, self.channel)
         except Exception:  # the next heartbeat tries again
             logger.exception("could not resubscribe the hub after the Redis outage")
-        self.close_all(protocol.CLOSE_SERVICE_RESTART)
+        for index in shards:
+            self._shard_lost(index)
 
 
 _hubs: dict = {}

@@ -1,16 +1,18 @@
 """Per-user limits shared by every instance: a token bucket per kind of frame that costs the server,
 and the count of a user's open sockets. `RedisLimits` keeps them in Redis (buckets on Redis's
 clock, so every socket of a user on every instance draws on the same one); `MemoryLimits` in this
-process, for the embedded default. Each room state holds one (`room_state().limits`).
+process, for the embedded default. Each room state holds one (`room_state().limits`); a user's
+state lives on the user's shard, so it is checked in a step of its own before a room's script.
 """
 
+import asyncio
 import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
-# The token bucket as a Lua function, shared by TAKE_SCRIPT and the send step (chat/roomstate.py):
-# refill at `rate` tokens a second up to `cap`, take one; 0, or the seconds until one is there.
+# The token bucket: refill at `rate` tokens a second up to `cap`, take one; 0, or the seconds
+# until one is there (on Redis's clock, shared by every instance).
 BUCKET_LUA = """
 local function bucket_take(key, cap, rate)
   local t = redis.call('TIME')
@@ -58,34 +60,58 @@ def parse_rate(spec: str) -> tuple[int, float]:
 
 
 class RedisLimits:
-    def __init__(self, redis, key: Callable[..., str]) -> None:
-        self.redis, self._key = redis, key
-        self._take = redis.register_script(TAKE_SCRIPT)
-        self._socket_open = redis.register_script(SOCKET_OPEN_SCRIPT)
+    """A user's buckets and sockets on the user's shard (`route`: user id -> its shard's client and
+    the start of its keys), each in a step of its own before any room's script."""
+
+    def __init__(self, route: Callable[[int], tuple[object, str]]) -> None:
+        self._route = route
+        self._scripts: dict[int, tuple] = {}
+
+    def _user(self, user_id: int):
+        redis, base = self._route(user_id)
+        scripts = self._scripts.get(id(redis))
+        if scripts is None:
+            scripts = self._scripts[id(redis)] = (redis.register_script(TAKE_SCRIPT),
+                                                  redis.register_script(SOCKET_OPEN_SCRIPT))
+        return redis, base, scripts
 
     async def take(self, user_id: int, kind: str, rate: tuple[int, float]) -> float:
         """Take a token from the user's bucket for `kind`: 0, or the seconds until there is one."""
-        wait = await self._take(keys=[self._key("rate", kind, user_id)], args=[rate[0], rate[1]])
+        _, base, (take, _) = self._user(user_id)
+        wait = await take(keys=[f"{base}:rate:{kind}"], args=[rate[0], rate[1]])
         return retry_after(float(wait))
 
     async def socket_open(self, user_id: int, conn_id: str, cap: int, ttl: int) -> bool:
         """Count the socket among the user's open ones, unless `cap` are open already."""
+        _, base, (_, socket_open) = self._user(user_id)
         now = time.time()
-        return bool(await self._socket_open(keys=[self._key("sockets", user_id)],
-                                            args=[conn_id, now, now + ttl, cap, ttl]))
+        return bool(await socket_open(keys=[f"{base}:sockets"], args=[conn_id, now, now + ttl, cap, ttl]))
 
     async def socket_close(self, user_id: int, conn_id: str) -> None:
-        await self.redis.zrem(self._key("sockets", user_id), conn_id)
+        redis, base, _ = self._user(user_id)
+        await redis.zrem(f"{base}:sockets", conn_id)
 
     async def sockets_refresh(self, entries: list[tuple[int, str]], ttl: int) -> None:
-        """Extend this instance's sockets (user_id, conn_id): a crashed instance's run out on their own."""
+        """Extend this instance's sockets (user_id, conn_id): a crashed instance's run out on their
+        own. Shard by shard side by side; one that does not answer leaves the others refreshed."""
         expiry = time.time() + ttl
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id in {user_id for user_id, _ in entries}:
-                pipe.expire(self._key("sockets", user_id), ttl)
-            for user_id, conn_id in entries:
-                pipe.zadd(self._key("sockets", user_id), {conn_id: expiry}, xx=True)  # closed since: not back
-            await pipe.execute()
+        by_client: dict[int, tuple[object, list[tuple[str, str]]]] = {}
+        for user_id, conn_id in entries:
+            redis, base, _ = self._user(user_id)
+            by_client.setdefault(id(redis), (redis, []))[1].append((base, conn_id))
+
+        async def refresh(redis, sockets: list[tuple[str, str]]) -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                for base in {base for base, _ in sockets}:
+                    pipe.expire(f"{base}:sockets", ttl)
+                for base, conn_id in sockets:
+                    pipe.zadd(f"{base}:sockets", {conn_id: expiry}, xx=True)  # closed since: not back
+                await pipe.execute()
+
+        results = await asyncio.gather(*(refresh(*group) for group in by_client.values()), return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
 
 
 class MemoryLimits:

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from chat import metrics, protocol
 from chat.errors import NotPersisted
-from chat.roomstate import HUB_GROUP, room_group
+from chat.roomstate import HUB_GROUP, room_state
 from chat.signals import NotConfirmed, message_changed, persist
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = Non
     event = {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq}
     if exclude:
         event["exclude"] = exclude
-    await get_channel_layer().group_send(room_group(room_id), event)
+    await room_state().publish(room_id, event)  # on the room's shard, where its hubs subscribe
 
 
 async def hub_event(event: dict) -> None:

@@ -56,18 +56,16 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
         client_id=client_id,
     )
     state = room_state()
-    send = dict(room_id=who.room_id, user_id=who.user_id, client_id=client_id, message=message,
-                rate=parse_rate(settings.CHAT_RATE_LIMIT))
+    # The user's bucket first, on the user's shard (a retried client_id costs a token too); then
+    # the room's step on the room's shard.
+    wait = await state.limits.take(who.user_id, "send", parse_rate(settings.CHAT_RATE_LIMIT))
+    if wait:
+        raise ChatError(f"Too many messages; try again in {wait} s.", code="rate_limited", retry_after=wait)
+    send = dict(room_id=who.room_id, user_id=who.user_id, client_id=client_id, message=message)
     outcome = await state.send(**send, seed=None)
     if outcome.status == "seed":
         seed = await database_sync_to_async(room_seq_seed)(room_id=who.room_id)
         outcome = await state.send(**send, seed=seed)
-    if outcome.status == "limited":
-        raise ChatError(
-            f"Too many messages; try again in {outcome.retry_after} s.",
-            code="rate_limited",
-            retry_after=outcome.retry_after,
-        )
     if outcome.status == "dup" and outcome.acked:  # Kafka has it: the first ack again, nothing enqueued
         message = {**message, "id": outcome.message_id, "seq": outcome.seq}
         return SentMessage(client_id, who.user_id, records.message_record("message.created", message,

@@ -9,15 +9,20 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.redis_urls import layer_host, redis_shards
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DATABASE_URL = env.str("DATABASE_URL", default="")
-REDIS_URL = env.str("REDIS_URL", default="")
+# One spec per Redis shard (contract §7): REDIS_URLS, or REDIS_URL alone as the one shard.
+REDIS_SHARDS = redis_shards(env.str("REDIS_URLS", default=""), env.str("REDIS_URL", default=""))
+# Set whenever Redis is used; plain code paths that need one Redis (login throttles) use it.
+REDIS_URL = env.str("REDIS_URL", default="") or next((s["url"] for s in REDIS_SHARDS if "url" in s), "")
 KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=[])
-EMBEDDED = not (DATABASE_URL or REDIS_URL or KAFKA_BOOTSTRAP_SERVERS)
+EMBEDDED = not (DATABASE_URL or REDIS_SHARDS or KAFKA_BOOTSTRAP_SERVERS)
 
 DEBUG = env.bool("DEBUG", default=EMBEDDED)
 
@@ -90,13 +95,18 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-if REDIS_URL:
+if REDIS_SHARDS:
     CHANNEL_LAYERS = {
         "default": {
             # Pub/sub fans each group message out once per subscribed instance and never drops
             # silently at a per-channel capacity, which is what the per-process room hub needs.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHAT_LAYER_PREFIX", default="chat-layer")},
+            # Rooms' events do not use it (chat.hub subscribes on each room's own shard); it carries
+            # user-wide events and the hub group over the same shards with its own hashing.
+            "CONFIG": {
+                "hosts": [layer_host(shard) for shard in REDIS_SHARDS],
+                "prefix": env.str("CHAT_LAYER_PREFIX", default="chat-layer"),
+            },
         }
     }
 else:
