@@ -1,6 +1,7 @@
 """Prometheus metrics move when messages flow: the web process at /metrics, the worker on a port
 of its own."""
 
+import contextlib
 import re
 import uuid
 
@@ -8,7 +9,7 @@ import httpx
 
 from chat.bus import records
 from chat.bus.topics import ensure_topics
-from tests.conftest import child_env, make_room, make_user
+from tests.conftest import child_env, make_room, make_user, session_cookie
 from tests.integration.test_worker import created_records, produce
 from tests.support import PYTHON, Process, chat_socket, free_port, unique, unique_topic, wait_until
 
@@ -46,12 +47,19 @@ async def test_web_metrics_count_connections_frames_messages_and_ack_latency(web
     assert moved('chat_errors_sent_total{code="invalid_frame"}') == 1
     assert moved("chat_send_ack_seconds_count") == 5 and moved("chat_send_ack_seconds_sum") > 0
     assert moved("chat_fanout_deliveries_total") >= 5  # alice's own copies on this instance
-    # The process's garbage collections are timed: young ones run every 20 000 allocations, which
-    # the requests (scrapes included) reach soon enough.
+    # The process's garbage collections are timed. A young one runs once 20 000 more objects are
+    # alive than at the last: open sockets (each keeps its objects) until one has run.
     assert all(f'chat_gc_pause_seconds_count{{generation="{g}"}}' in after for g in range(3))
     young = 'chat_gc_pause_seconds_count{generation="0"}'
-    wait_until(lambda: scrape(f"{web_a.url}/metrics")[young] > before.get(young, 0), 10,
-               message="a young collection to be timed")
+    users = [session_cookie(make_user("gc")) for _ in range(10)]
+    async with contextlib.AsyncExitStack() as sockets:
+        for n in range(200):
+            if scrape(f"{web_a.url}/metrics")[young] > before.get(young, 0):
+                break
+            cookie = users[n % len(users)]  # 20 sockets a user at most: under the per-user cap
+            await sockets.enter_async_context(chat_socket(web_a, room.slug, cookie))
+        assert scrape(f"{web_a.url}/metrics")[young] > before.get(young, 0), f"no young collection in {n} sockets"
+        print(f"a young collection was timed after {n} more sockets")
     wait_until(lambda: scrape(f"{web_a.url}/metrics")["chat_connections_open"] == before.get("chat_connections_open",
                                                                                                0),
                5, message="the connection gauge to drop back")
