@@ -47,7 +47,7 @@ class RoomHub:
         self.channel: str | None = None
         self.rooms: dict[int, set[LocalConnection]] = defaultdict(set)
         self._subscribed: set[int] = set()
-        self._last_seq: dict[int, int] = {}  # per subscribed room: the newest message seq received
+        self._last_seq: dict[int, tuple] = {}  # per subscribed room: the newest message's (epoch, seq) received
         self._runs: dict[int, tuple[list[str], list[int]]] = {}  # per room: messages received, not yet handed out
         self._flush_scheduled = False
         self._room_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -100,7 +100,8 @@ class RoomHub:
     def dispatch(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "room.frame" and event.get("seq") is not None:
-            return self._take_message(int(event["room"]), int(event["seq"]), event["text"], event.get("prev"))
+            return self._take_message(int(event["room"]), int(event["seq"]), event["text"], event.get("prev"),
+                                      event.get("epoch"))
         self._flush()  # messages received before this event go out before it
         if kind == "room.frame":  # not a message (typing, presence, an edit): handed out at once
             self._deliver(int(event["room"]), (event["text"],), (None,), exclude=event.get("exclude"))
@@ -129,9 +130,9 @@ class RoomHub:
                     and (auth is None or auth != getattr(conn, "auth_tag", None))):
                 conn.close_with(event["code"])
 
-    def _take_message(self, room_id: int, seq: int, text: str, prev) -> None:
+    def _take_message(self, room_id: int, seq: int, text: str, prev, epoch=None) -> None:
         """Add a message to its room's run, handed out once this turn of the event loop ends."""
-        if self._missed_before(room_id, seq, prev):
+        if self._missed_before(room_id, seq, prev, epoch):
             # Delivering this one would move the sockets past what they missed: send them to
             # resume instead (?after= replays everything, the missed messages included).
             self._flush()
@@ -169,13 +170,19 @@ class RoomHub:
                     logger.exception("could not hand frames to %s", conn.conn_id)
         metrics.FANOUT_DELIVERIES.inc(len(members) * len(texts))
 
-    def _missed_before(self, room_id: int, seq: int, prev) -> bool:
+    def _missed_before(self, room_id: int, seq: int, prev, epoch) -> bool:
         """Whether a message published in the room before this one never reached this hub: every
-        message names the seq before it (-1 after the counter restarted, so its predecessor is unknown)."""
+        message names the seq before it (-1 in a new epoch, so its predecessor is unknown) and its
+        epoch; a new epoch means the room's Redis state was lost or replaced (a failover), and what
+        the old one published last may never have reached this hub."""
         if room_id not in self._subscribed:  # joining or leaving: nothing to compare with
             return False
-        last, self._last_seq[room_id] = self._last_seq.get(room_id), seq
-        return last is not None and prev is not None and int(prev) != last
+        last, self._last_seq[room_id] = self._last_seq.get(room_id), (epoch, seq)
+        if last is None:
+            return False
+        if epoch is not None and last[0] is not None and epoch != last[0]:
+            return True
+        return prev is not None and int(prev) != last[1]
 
     async def _ensure_started(self) -> None:
         if self.channel is not None:

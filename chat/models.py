@@ -1,5 +1,7 @@
 """Rooms, their members and messages, and the records staff moderation works with."""
 
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -154,3 +156,15 @@ class ReadState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} read {self.room} to {self.seq}"
+
+
+class Deployment(models.Model):
+    """The one row naming this database's deployment. Each Redis shard holds it beside its room
+    state, so state written for another database (a Postgres restored from a backup, a Redis shared
+    by mistake) is told apart and every room there starts a new epoch. `deployment_renew` replaces it."""
+
+    identity = models.UUIDField(default=uuid.uuid4, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return str(self.identity)

@@ -1,23 +1,55 @@
 """The room state's Lua scripts, one per atomic step; each touches the keys of one room (one hash tag)."""
 
+# Whether the shard's state is this deployment's and was written on the master that runs now:
+# its identity key names the deployment (chat.models.Deployment) and the master_replid it was
+# written under. A promoted replica has a new replid; a Redis holding another database's state
+# names another deployment. Either way the caller replaces the identity (IDENTITY_SCRIPT) with a
+# new generation, and every room whose epoch began under an older one starts a new epoch.
+SHARD_CHECK_LUA = """
+local function shard_generation(identity_key, deployment)
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+  local identity = redis.call('HMGET', identity_key, 'deployment', 'replid', 'gen')
+  if identity[1] ~= deployment or identity[2] ~= replid then return false end
+  return identity[3]
+end
+"""
+
+# KEYS: the shard's identity. ARGV: the deployment, a new generation. Compare-and-set, so the
+# instances that find the identity stale at once agree on one new generation. Returns it.
+IDENTITY_SCRIPT = SHARD_CHECK_LUA + """
+local current = shard_generation(KEYS[1], ARGV[1])
+if current then return current end
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+redis.call('HSET', KEYS[1], 'deployment', ARGV[1], 'replid', replid, 'gen', ARGV[2])
+return ARGV[2]
+"""
+
 # The room's send step as one atomic script, so the order of seqs in a room is the order of
-# publishes: idempotency by client_id, the room's next seq, the recent buffer and its id index
-# (trimmed together), and the publish on the room's channel in the channels-redis pub/sub wire
-# format (a msgpack map on `<prefix>__group__<group>`). Every key and the channel carry the room's
-# hash tag, so it runs on the room's shard; the user's token bucket is taken before it, on the
-# user's shard (chat/limits.py). Each published message carries `prev`, the seq before it in the
-# room ("-1" when the counter was just re-seeded), so an instance can tell when it missed one.
-SEND_SCRIPT = """
+# publishes: idempotency by client_id, the room's next seq in its current epoch, the recent buffer
+# and its id index (trimmed together), and the publish on the room's channel in the channels-redis
+# pub/sub wire format (a msgpack map on `<prefix>__group__<group>`). Every room key and the channel
+# carry the room's hash tag, so it runs on the room's shard; the user's token bucket is taken
+# before it, on the user's shard (chat/limits.py). The room's meta hash holds seq, epoch and the
+# shard generation the epoch began under; a missing hash or an older generation needs a seed
+# (services.rooms.room_seq_seed) and starts a new epoch, whose buffer starts empty: what the old
+# one buffered may lack acked messages, which a replay must then read from Postgres. Each published
+# message carries `prev`, the seq before it ("-1" in a new epoch), and `epoch`, so an instance can
+# tell when it missed one.
+SEND_SCRIPT = SHARD_CHECK_LUA + """
+local generation = shard_generation(KEYS[6], ARGV[8])
+if not generation then return {'identity', ''} end
 local entry = redis.call('GET', KEYS[2])
 if entry then return {'dup', entry} end
-local prev = redis.call('GET', KEYS[1])
-if not prev and ARGV[5] == '' then return {'seed', ''} end
-if not prev then
-  redis.call('SET', KEYS[1], ARGV[5])
-  prev = '-1'
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'gen')
+local prev, epoch = meta[1], meta[2]
+if not prev or meta[3] ~= generation then
+  if ARGV[5] == '' then return {'seed', ''} end
+  redis.call('DEL', KEYS[3], KEYS[5])
+  redis.call('HSET', KEYS[1], 'seq', ARGV[5], 'epoch', ARGV[5], 'gen', generation)
+  prev, epoch = '-1', ARGV[5]
 end
-redis.call('INCR', KEYS[1])
-local seq = redis.call('GET', KEYS[1])  -- as a string: Lua would print a large number as a float
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = redis.call('HGET', KEYS[1], 'seq')  -- as a string: Lua would print a large number as a float
 local text = ARGV[1] .. seq .. ARGV[2]
 local keep = -(tonumber(ARGV[6]) + 1)
 redis.call('SET', KEYS[2], ARGV[3] .. ':' .. seq, 'EX', tonumber(ARGV[4]))
@@ -25,8 +57,20 @@ redis.call('ZADD', KEYS[3], seq, text)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, keep)
 redis.call('ZADD', KEYS[5], seq, ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, keep)
-redis.call('PUBLISH', KEYS[4], cmsgpack.pack({type='room.frame', room=ARGV[7], text=text, seq=seq, prev=prev}))
+redis.call('PUBLISH', KEYS[4], cmsgpack.pack({type='room.frame', room=ARGV[7], text=text, seq=seq, prev=prev,
+                                              epoch=epoch}))
 return {'ok', seq}
+"""
+
+# KEYS: the room's buffer, its meta hash, the shard's identity. ARGV: after, limit, the deployment.
+# Up to `limit` buffered frames past `after` and the buffer's oldest seq, read together; nothing
+# while the room's epoch predates the shard's generation (its buffer may lack acked messages).
+REPLAY_SCRIPT = SHARD_CHECK_LUA + """
+local generation = shard_generation(KEYS[3], ARGV[3])
+if not generation or redis.call('HGET', KEYS[2], 'gen') ~= generation then return {{}, false} end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+return {rows, oldest[2] or false}
 """
 
 # KEYS: the room's id index, its recent buffer. ARGV: the message id. The buffered frame, if any.

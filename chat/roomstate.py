@@ -7,7 +7,9 @@ returns the one this process uses.
 
 import asyncio
 import itertools
+import logging
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -19,13 +21,17 @@ from chat import protocol
 from chat.limits import MemoryLimits, RedisLimits
 from chat.roomscripts import (
     FIND_SCRIPT,
+    IDENTITY_SCRIPT,
     PRESENCE_JOIN_SCRIPT,
     PRESENCE_LEAVE_SCRIPT,
     REPLACE_SCRIPT,
+    REPLAY_SCRIPT,
     SEND_SCRIPT,
     TYPING_SCRIPT,
 )
 from chat.shards import hash_tag, partition_of, shard_client, shard_name, shard_of
+
+logger = logging.getLogger(__name__)
 
 HUB_GROUP = "hubs"  # every instance's hub listens here for user-wide events
 
@@ -55,6 +61,7 @@ def split_message_frame(message: dict) -> tuple[str, str]:
 
 
 CLIENT_ID_TTL = 24 * 3600
+DEPLOYMENT_RELOAD_SECONDS = 60  # how soon a renewed deployment identity (after a restore) is used
 
 
 class RedisShard:
@@ -64,6 +71,8 @@ class RedisShard:
         self.name = shard_name(spec)
         self.redis = shard_client(spec)
         self.send = self.redis.register_script(SEND_SCRIPT)
+        self.identity = self.redis.register_script(IDENTITY_SCRIPT)
+        self.replay = self.redis.register_script(REPLAY_SCRIPT)
         self.find = self.redis.register_script(FIND_SCRIPT)
         self.typing = self.redis.register_script(TYPING_SCRIPT)
         self.replace = self.redis.register_script(REPLACE_SCRIPT)
@@ -80,6 +89,27 @@ class RedisRoomState:
         self.prefix = prefix
         self.layer_prefix = layer_prefix
         self.limits = RedisLimits(self._user)
+        self.identity_key = f"{prefix}:shard:identity"  # one per shard, beside its rooms
+        self._deployment: tuple[str, float] | None = None
+
+    async def deployment(self) -> str:
+        """This database's deployment identity (Postgres), reloaded now and then."""
+        if self._deployment is None or time.monotonic() - self._deployment[1] > DEPLOYMENT_RELOAD_SECONDS:
+            from channels.db import database_sync_to_async
+
+            from chat.services.rooms import deployment_identity
+
+            self._deployment = (await database_sync_to_async(deployment_identity)(), time.monotonic())
+        return self._deployment[0]
+
+    async def _renew_identity(self, shard: RedisShard, deployment: str) -> None:
+        """The shard's state is another deployment's or was written on another master (a failover,
+        a restart): a new generation, so every room there starts a new epoch on its next send."""
+        generation = uuid.uuid4().hex
+        taken = (await shard.identity(keys=[self.identity_key], args=[deployment, generation])).decode()
+        if taken == generation:
+            logger.warning("Redis shard %s: its state is not this deployment's or its master changed (failover"
+                           " or restart); its rooms start new epochs (generation %s)", shard.name, generation)
 
     @property
     def shard_count(self) -> int:
@@ -112,18 +142,25 @@ class RedisRoomState:
         """The room's step of a send (the user's rate was taken before, on the user's shard)."""
         shard, room = self._room(room_id)
         head, tail = split_message_frame(message)
-        status, value = await shard.send(
-            keys=[f"{room}:seq", f"{room}:cid:{user_id}:{client_id}", f"{room}:recent", self.room_channel(room_id),
-                  f"{room}:ids"],
-            args=[head, tail, message["id"], CLIENT_ID_TTL, "" if seed is None else seed,
-                  settings.CHAT_RECENT_BUFFER, room_id],
-        )
+        deployment = await self.deployment()
+        for _ in range(3):
+            status, value = await shard.send(
+                keys=[f"{room}:meta", f"{room}:cid:{user_id}:{client_id}", f"{room}:recent",
+                      self.room_channel(room_id), f"{room}:ids", self.identity_key],
+                args=[head, tail, message["id"], CLIENT_ID_TTL, "" if seed is None else seed,
+                      settings.CHAT_RECENT_BUFFER, room_id, deployment],
+            )
+            if status != b"identity":
+                break
+            await self._renew_identity(shard, deployment)
         status, value = status.decode(), value.decode()
         if status == "dup":
             message_id, seq, *acked = value.split(":")
             return SendOutcome("dup", int(seq), message_id, acked=bool(acked))
         if status == "seed":
             return SendOutcome("seed")
+        if status != "ok":
+            raise ConnectionError(f"Redis shard {shard.name} changed hands during the send; try again")
         return SendOutcome("ok", int(value), message["id"])
 
     async def send_acked(self, *, room_id: int, user_id: int, client_id: str, message_id: str, seq: int) -> None:
@@ -134,19 +171,16 @@ class RedisRoomState:
 
     async def last_seq(self, room_id: int) -> int | None:
         shard, room = self._room(room_id)
-        value = await shard.redis.get(f"{room}:seq")
+        value = await shard.redis.hget(f"{room}:meta", "seq")
         return None if value is None else int(value)
 
     async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
         """Up to `limit` buffered frames with seq > after (tombstones included), ascending, and the
         buffer's oldest seq (None when it is empty), read together."""
         shard, room = self._room(room_id)
-        key = f"{room}:recent"
-        async with shard.redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(key, 0, 0, withscores=True)
-            pipe.zrangebyscore(key, f"({after}", "+inf", start=0, num=limit)
-            oldest, rows = await pipe.execute()
-        return [orjson.loads(row) for row in rows], int(oldest[0][1]) if oldest else None
+        rows, oldest = await shard.replay(keys=[f"{room}:recent", f"{room}:meta", self.identity_key],
+                                          args=[after, limit, await self.deployment()])
+        return [orjson.loads(row) for row in rows], int(float(oldest)) if oldest else None
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         shard, room = self._room(room_id)
@@ -244,6 +278,7 @@ class MemoryRoomState:
 
     def __init__(self) -> None:
         self.seqs: dict[int, int] = {}
+        self.epochs: dict[int, str] = {}
         self.client_ids: dict[tuple, tuple[str, int, bool]] = {}  # -> (message id, seq, acked)
         self.recent_frames: dict[int, dict[int, dict]] = defaultdict(dict)
         self.recent_ids: dict[int, dict[str, int]] = defaultdict(dict)
@@ -268,7 +303,7 @@ class MemoryRoomState:
             if prev is None and seed is None:
                 return SendOutcome("seed")
             if prev is None:
-                self.seqs[room_id], prev = seed, -1
+                self.seqs[room_id], self.epochs[room_id], prev = seed, str(seed), -1
             self.seqs[room_id] += 1
             seq = self.seqs[room_id]
             self.client_ids[(room_id, user_id, client_id)] = (message["id"], seq, False)
@@ -278,7 +313,7 @@ class MemoryRoomState:
             for old in itertools.islice(sorted(buffer), max(0, len(buffer) - settings.CHAT_RECENT_BUFFER)):
                 ids.pop(buffer.pop(old)["id"], None)
             await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": protocol.encode(frame),
-                                         "seq": seq, "prev": prev})
+                                         "seq": seq, "prev": prev, "epoch": self.epochs[room_id]})
         return SendOutcome("ok", seq, message["id"])
 
     async def publish(self, room_id: int, event: dict) -> None:

@@ -2,11 +2,16 @@
 that costs it (each kind its own token bucket; sends have theirs in the send step) and a cap on
 open sockets."""
 
+import logging
+
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from chat.errors import ChatError
 from chat.limits import parse_rate
 from chat.roomstate import room_state
+
+logger = logging.getLogger(__name__)
 
 # kind -> (the setting with its rate, what the user is told they sent too many of)
 FRAME_RATES = {
@@ -18,19 +23,43 @@ FRAME_RATES = {
 }
 
 
+async def _bucket_wait(user_id: int, kind: str, rate: tuple[int, float]) -> float:
+    """The user's bucket, on the user's shard; while that shard fails over the limit is not
+    enforced, so the user's rooms on other shards do not pause with it."""
+    try:
+        return await room_state().limits.take(user_id, kind, rate)
+    except (RedisError, OSError) as exc:
+        logger.warning("user %s's %s limit not checked: its Redis shard is unreachable (%s)", user_id, kind,
+                       type(exc).__name__)
+        return 0.0
+
+
+async def send_take(*, user_id: int) -> None:
+    """Count one message against the user's rate (a retried client_id too), before the room's step."""
+    wait = await _bucket_wait(user_id, "send", parse_rate(settings.CHAT_RATE_LIMIT))
+    if wait:
+        raise ChatError(f"Too many messages; try again in {wait} s.", code="rate_limited", retry_after=wait)
+
+
 async def rate_take(*, user_id: int, kind: str) -> None:
     """Count one frame of `kind` against the user's rate, or raise `rate_limited` with retry_after."""
     setting, noun = FRAME_RATES[kind]
-    wait = await room_state().limits.take(user_id, kind, parse_rate(getattr(settings, setting)))
+    wait = await _bucket_wait(user_id, kind, parse_rate(getattr(settings, setting)))
     if wait:
         raise ChatError(f"Too many {noun}; try again in {wait} s.", code="rate_limited", retry_after=wait)
 
 
 async def socket_admit(*, user_id: int, conn_id: str) -> bool:
     """Count a new socket of the user; False when CHAT_MAX_SOCKETS_PER_USER are open already. The
-    hub's heartbeat keeps an instance's sockets counted, so a crashed one's stop counting on their own."""
-    return await room_state().limits.socket_open(user_id, conn_id, settings.CHAT_MAX_SOCKETS_PER_USER,
-                                                 settings.CHAT_PRESENCE_TTL)
+    hub's heartbeat keeps an instance's sockets counted, so a crashed one's stop counting on their own.
+    While the user's shard fails over, sockets are let in uncounted (rooms elsewhere must not wait)."""
+    try:
+        return await room_state().limits.socket_open(user_id, conn_id, settings.CHAT_MAX_SOCKETS_PER_USER,
+                                                     settings.CHAT_PRESENCE_TTL)
+    except (RedisError, OSError) as exc:
+        logger.warning("user %s's socket let in uncounted: its Redis shard is unreachable (%s)", user_id,
+                       type(exc).__name__)
+        return True
 
 
 async def socket_release(*, user_id: int, conn_id: str) -> None:

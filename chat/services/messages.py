@@ -13,11 +13,10 @@ from uuid6 import uuid7
 from chat import metrics, permissions, protocol, selectors
 from chat.bus import backlog, records
 from chat.errors import ChatError, Forbidden, NotFound, NotPersisted
-from chat.limits import parse_rate
 from chat.models import Report, Room
 from chat.roomstate import room_state
 from chat.services.events import change_persist, room_broadcast
-from chat.services.limits import rate_take
+from chat.services.limits import rate_take, send_take
 from chat.services.presence import Participant
 from chat.services.rooms import room_seq_seed
 from chat.services.text import message_body_clean, without_nul
@@ -56,11 +55,7 @@ async def message_send(*, who: Participant, body: str, client_id: str) -> SentMe
         client_id=client_id,
     )
     state = room_state()
-    # The user's bucket first, on the user's shard (a retried client_id costs a token too); then
-    # the room's step on the room's shard.
-    wait = await state.limits.take(who.user_id, "send", parse_rate(settings.CHAT_RATE_LIMIT))
-    if wait:
-        raise ChatError(f"Too many messages; try again in {wait} s.", code="rate_limited", retry_after=wait)
+    await send_take(user_id=who.user_id)  # on the user's shard, before the room's step on the room's
     send = dict(room_id=who.room_id, user_id=who.user_id, client_id=client_id, message=message)
     outcome = await state.send(**send, seed=None)
     if outcome.status == "seed":

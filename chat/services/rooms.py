@@ -12,7 +12,7 @@ from django.utils.text import slugify
 
 from chat import permissions, protocol, selectors
 from chat.errors import ChatError, Conflict, Forbidden, NotFound
-from chat.models import DM_SLUG_PREFIX, Membership, Room
+from chat.models import DM_SLUG_PREFIX, Deployment, Membership, Room
 from chat.roomstate import room_state
 from chat.services.events import after_commit, sockets_close
 from chat.services.text import without_nul
@@ -146,3 +146,16 @@ def room_seq_seed(*, room_id: int) -> int:
             room.seq_started = True
             room.save(update_fields=["seq_started"])
     return seed
+
+
+def deployment_identity() -> str:
+    """This database's deployment identity (chat.models.Deployment), created if missing."""
+    deployment = Deployment.objects.order_by("id").first() or Deployment.objects.create()
+    return str(deployment.identity)
+
+
+def deployment_renew() -> str:
+    """A new identity for this database, for the restore procedure (docs/operations.md)."""
+    with transaction.atomic():
+        Deployment.objects.all().delete()
+        return str(Deployment.objects.create().identity)
