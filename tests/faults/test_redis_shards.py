@@ -130,10 +130,12 @@ def longest_pause(reader: StayingReader, start: float, end: float) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=end - start)
 
 
-async def test_kill_9_of_a_shards_primary_loses_doubles_and_pauses_nothing_elsewhere(shards, worker):
-    """Sentinel URLs; a sender and a reader in a room on each shard; kill -9 shard1's primary."""
-    env = child_env(REDIS_URLS=SENTINEL_URLS, CHAT_REDIS_PREFIX=f"chat-test-failover-{RUN}")
-    servers = [WebServer(f"web-failover-{name}-{RUN}", env).start() for name in ("a", "b")]
+async def chat_through_a_kill(name: str, before_kill) -> float:
+    """A sender and a reader in a room on each shard through Sentinel URLs and two instances; once
+    each room has traffic, `before_kill()` runs and shard1's primary is killed with SIGKILL. Checks
+    what must hold whatever the replica had; returns how long shard1's room took to deliver again."""
+    env = child_env(REDIS_URLS=SENTINEL_URLS, CHAT_REDIS_PREFIX=f"chat-test-{name}-{RUN}")
+    servers = [WebServer(f"web-{name}-{letter}-{RUN}", env).start() for letter in ("a", "b")]
     balancer = FailoverProxy([server.port for server in servers], rotate=True).start()
     alice, bob = make_user("alice"), make_user("bob")
     alice.cookie, bob.cookie = session_cookie(alice), session_cookie(bob)
@@ -145,6 +147,7 @@ async def test_kill_9_of_a_shards_primary_loses_doubles_and_pauses_nothing_elsew
     try:
         sending = asyncio.gather(*(sender.run(time.monotonic() + 120) for sender in senders))
         await asyncio.to_thread(wait_until, lambda: min(len(s.acked) for s in senders) >= 40, 60, 0.05, "traffic")
+        await asyncio.to_thread(before_kill, senders[1])
         victim = redis.Redis(port=PRIMARIES[1])
         os.kill(int(victim.info("server")["process_id"]), signal.SIGKILL)
         killed = time.monotonic()
@@ -164,14 +167,14 @@ async def test_kill_9_of_a_shards_primary_loses_doubles_and_pauses_nothing_elsew
         balancer.stop()
         for server in servers:
             server.stop()
+        redis.Redis(port=6391).config_set("masterauth", "")  # in case before_kill set it
         services("up", "redis-shards")  # the killed primary back, as shard1's master again
 
     assert max(acked[1]) > CLOCK_FLOOR > max(acked[0] + acked[2]), "shard1's rooms started a new epoch, no other"
     resumed = first_new_epoch_arrival(readers[1]) - killed
     pauses = [longest_pause(reader, killed, done) for reader in (readers[0], readers[2])]
-    print(f"\nshard1 delivering again {resumed:.2f} s after the kill; longest pause on shard0 and shard2:"
+    print(f"\n{name}: shard1 delivering again {resumed:.2f} s after the kill; longest pause on shard0 and shard2:"
           f" {pauses[0]:.2f} s, {pauses[1]:.2f} s; reconnects {[r.reconnects for r in readers]}")
-    assert resumed < 10
     assert readers[0].reconnects == readers[2].reconnects == 0 and max(pauses) < 2, "another shard paused"
     for reader, seqs in zip(readers, acked, strict=True):
         assert len(seqs) == len(set(seqs)) == 200, "a seq was handed out twice"
@@ -183,3 +186,27 @@ async def test_kill_9_of_a_shards_primary_loses_doubles_and_pauses_nothing_elsew
         stored = list(Message.objects.filter(room=room).order_by("seq").values_list("id", "seq"))
         assert {str(message_id) for message_id, _ in stored} == ids, "an acked message lost or stored twice"
         assert [seq for _, seq in stored] == seqs, "a stored seq differs from the acked one"
+    return resumed
+
+
+async def test_kill_9_of_a_shards_primary_loses_doubles_and_pauses_nothing_elsewhere(shards, worker):
+    assert await chat_through_a_kill("failover", lambda sender: None) < 10
+
+
+async def test_a_promoted_replica_that_lacks_acked_writes_hands_out_no_seq_twice(shards, worker):
+    behind = {}
+
+    def cut_the_replica(sender: StayingSender) -> None:
+        primary, replica = redis.Redis(port=PRIMARIES[1]), redis.Redis(port=6391)
+        # A wrong password keeps the replica from reconnecting: it stays where the cut left it.
+        replica.config_set("masterauth", "not-the-primarys")
+        primary.client_kill_filter(_type="replica")
+        wait_until(lambda: replica.info("replication")["master_link_status"] == "down", 10, 0.02, "the link cut")
+        acked_at_cut = len(sender.acked)
+        wait_until(lambda: len(sender.acked) >= acked_at_cut + 10, 10, 0.02, "acks the replica has not got")
+        behind["primary"] = primary.info("replication")["master_repl_offset"]
+        behind["replica"] = replica.info("replication")["slave_repl_offset"]
+
+    await chat_through_a_kill("lagging", cut_the_replica)
+    assert behind["replica"] < behind["primary"], behind
+    print(f"the promoted replica lacked {behind['primary'] - behind['replica']} bytes of acked writes")
