@@ -13,11 +13,18 @@ logger = logging.getLogger(__name__)
 
 
 class RedisAttempts:
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, shard: dict, prefix: str) -> None:
+        """`shard`: a spec of settings.REDIS_SHARDS (a URL, or a Sentinel-managed master)."""
         import redis
+        from redis.sentinel import Sentinel
 
         # Short timeouts: a login page must answer even while Redis does not.
-        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        timeouts = {"socket_timeout": 2, "socket_connect_timeout": 2}
+        if "url" in shard:
+            self.redis = redis.Redis.from_url(shard["url"], **timeouts)
+        else:
+            self.redis = Sentinel(shard["sentinels"], sentinel_kwargs=timeouts, **timeouts).master_for(
+                shard["master_name"], db=shard["db"], password=shard["password"])
         self.prefix = prefix
 
     def add(self, key: str, window: float) -> tuple[int, float]:
@@ -77,8 +84,8 @@ def attempts() -> RedisAttempts | MemoryAttempts:
     """This process's attempt counters (a sync Redis client is safe to share between threads)."""
     store = _stores.get("store")
     if store is None:
-        if settings.REDIS_URL:
-            store = RedisAttempts(settings.REDIS_URL, f"{settings.CHAT_REDIS_PREFIX}:attempts:")
+        if settings.REDIS_SHARDS:  # the first shard: a login is not a room's or a known user's
+            store = RedisAttempts(settings.REDIS_SHARDS[0], f"{settings.CHAT_REDIS_PREFIX}:attempts:")
         else:
             store = MemoryAttempts()
         store = _stores.setdefault("store", store)

@@ -19,8 +19,7 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DATABASE_URL = env.str("DATABASE_URL", default="")
 # One spec per Redis shard (contract §7): REDIS_URLS, or REDIS_URL alone as the one shard.
 REDIS_SHARDS = redis_shards(env.str("REDIS_URLS", default=""), env.str("REDIS_URL", default=""))
-# Set whenever Redis is used; plain code paths that need one Redis (login throttles) use it.
-REDIS_URL = env.str("REDIS_URL", default="") or next((s["url"] for s in REDIS_SHARDS if "url" in s), "")
+REDIS_URL = env.str("REDIS_URL", default="")
 KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=[])
 EMBEDDED = not (DATABASE_URL or REDIS_SHARDS or KAFKA_BOOTSTRAP_SERVERS)
 
