@@ -27,9 +27,13 @@ def rooms_for_user(user) -> list[dict]:
                                seq__gt=Coalesce(Subquery(read_to), 0))
         .exclude(author=user).order_by().values("room").annotate(count=Count("id")).values("count")
     )
+    # Each figure is a subquery of its own on the (room, seq) index: joining the messages to take
+    # their Max would group every message of every room, and Postgres then runs the unread count
+    # once per message row (minutes for a room of 20 000 messages).
+    newest = Message.objects.filter(room=OuterRef("pk")).order_by("-seq")
     rooms = (
         permissions.readable_rooms(user)
-        .annotate(last_seq=Max("messages__seq"), last_activity=Max("messages__created_at"),
+        .annotate(last_seq=Subquery(newest.values("seq")[:1]), last_activity=Subquery(newest.values("created_at")[:1]),
                   unread=Coalesce(Subquery(unread), 0))
         .order_by("name")
     )
