@@ -147,3 +147,21 @@ async def test_a_restarted_room_counter_sends_the_rooms_sockets_to_resume():
                                                  "seq": "1764400000000001", "prev": "-1"})
     await until(lambda: sink.closed)
     assert sink.got == [(5, "a")] and sink.closed == [1012]
+
+
+async def test_a_new_epoch_is_a_gap_the_rooms_sockets_resume():
+    hub = RoomHub()
+    room_id = int(unique("1").split("-")[1], 16) % 10**9
+    sink = Sink(room_id)
+    await hub.join(sink)
+
+    def message(seq, prev, epoch):
+        return {"type": "room.frame", "room": room_id, "text": f"m{seq}", "seq": str(seq), "prev": str(prev),
+                "epoch": epoch}
+
+    hub.dispatch(message(1, -1, "0"))
+    hub.dispatch(message(2, 1, "0"))
+    await until(lambda: len(sink.got) == 2)
+    # Another epoch (the room's state lost or replaced, a failover): a gap even where `prev` matches.
+    hub.dispatch(message(3, 2, "1764530000000000"))
+    assert sink.closed == [1012] and len(sink.got) == 2
