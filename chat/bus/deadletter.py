@@ -31,12 +31,17 @@ class DeadLetters:
         fetched meanwhile anyway; SystemExit if the worker is stopping (the record is read again)."""
         source = f"{record.topic}:{record.partition}:{record.offset}"
         headers = [("reason", reason.encode()), ("source", source.encode())]
-        delay = 0.5
+        delay, pending = 0.5, None
         while True:
             try:
-                self._get().send(self.topic, key=record.key, value=record.value or b"", headers=headers).get(timeout=10)
+                if pending is None:
+                    pending = self._get().send(self.topic, key=record.key, value=record.value or b"", headers=headers)
+                pending.get(timeout=10)
                 break
             except KafkaError as exc:
+                if pending is not None and pending.is_done:
+                    pending = None  # refused for good: send it again. A wait that ran out keeps waiting on the
+                    # same send, which the producer retries itself, so Kafka never gets the record twice
                 if stopping():
                     raise SystemExit("stopping before a record was dead-lettered; it is read again at the next "
                                      "start") from exc

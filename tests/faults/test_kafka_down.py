@@ -147,7 +147,11 @@ def test_a_worker_that_must_dead_letter_while_kafka_is_gone_waits_for_it_and_goe
                              consumer_timeout_ms=5000)
     dead = list(consumer)
     consumer.close()
-    assert [d.value for d in dead] == [records.encode(orphan)]
+    # Kafka out longer than the worker's group session: the group rebalances when it is back and the
+    # batch, whose offsets could not be committed, is read again, so the orphan may be dead-lettered
+    # once more, always under its one source (what a re-drive counts it by).
+    assert dead and {d.value for d in dead} == {records.encode(orphan)}
+    assert {dict(d.headers)["source"] for d in dead} == {f"{topic}:0:1".encode()}
     assert "refused by the database" in dict(dead[0].headers)["reason"].decode()
     assert list(Message.objects.filter(room=room).values_list("seq", flat=True)) == [good["seq"]]
     assert worker.stop() == 0
