@@ -6,7 +6,7 @@ import re
 import secrets
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from chat.models import Message
 from tests.e2e.test_room_browser import WAIT_MS, log, wait_connected
@@ -15,15 +15,6 @@ pytestmark = pytest.mark.browser
 
 HISTORY = 400
 HISTORY_API = re.compile(r".*/api/rooms/[^/]+/messages/.*")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                             args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

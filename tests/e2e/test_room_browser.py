@@ -5,7 +5,7 @@ import asyncio
 import re
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from chat.models import Message
 from tests.conftest import RUN, child_env
@@ -14,15 +14,6 @@ from tests.support import ARTIFACTS, FailoverProxy, WebServer, wait_until
 pytestmark = pytest.mark.browser
 
 WAIT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                             args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def open_room(browser, base_url: str, user, room) -> Page:

@@ -1,11 +1,14 @@
 """/readyz (contract §3) while the real services stop and come back: without Redis the instance is
 not ready; without Kafka or Postgres it stays ready (live chat goes on), naming what is degraded."""
 
+import asyncio
 import subprocess
+import time
 import uuid
 
 import httpx
 import pytest
+import websockets
 
 from tests.support import ROOT, chat_socket, wait_until
 
@@ -33,7 +36,20 @@ def ready_but_degraded(server, degraded: list[str]):
     return sorted(body["degraded"]) == degraded and body
 
 
-def test_without_redis_the_instance_is_not_ready_and_recovers(web_a):
+async def sockets_served(server, slug: str, cookie: str, timeout: float) -> None:
+    """Wait until a socket is let in (hello) again, as a reconnecting client would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with chat_socket(server, slug, cookie):
+                return
+        except (websockets.ConnectionClosed, OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def test_without_redis_the_instance_is_not_ready_and_recovers(web_a, alice, room):
     wait_until(lambda: fully_ready(web_a), 60, 0.5, "ready before the outage")
     services("down", "redis")
     try:
@@ -43,6 +59,7 @@ def test_without_redis_the_instance_is_not_ready_and_recovers(web_a):
     finally:
         services("up", "redis")
     wait_until(lambda: fully_ready(web_a), 60, 0.5, "ready again after Redis is back")
+    await sockets_served(web_a, room.slug, alice.cookie, 30)  # and serving sockets again
 
 
 async def test_kafka_and_postgres_out_leave_the_instance_ready_naming_them(web_a, alice, bob, room):
