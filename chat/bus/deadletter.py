@@ -57,7 +57,10 @@ class DeadLetters:
 
         with self._lock:
             if self._producer is None:
-                self._producer = KafkaProducer(**client_kwargs(), acks="all", max_block_ms=5_000)
+                # Made at the first dead letter, maybe while Kafka is gone: a bounded bootstrap
+                # (kafka-python waits 30 s by default) so the retry loop logs and backs off.
+                self._producer = KafkaProducer(**client_kwargs(), acks="all", max_block_ms=5_000,
+                                               bootstrap_timeout_ms=10_000)
             return self._producer
 
     def close(self) -> None:

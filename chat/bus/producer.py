@@ -50,6 +50,8 @@ class MessageProducer:
                 enable_idempotence=True,
                 linger_ms=settings.KAFKA_LINGER_MS,  # batches under load; adds at most this to an ack
                 max_block_ms=min(5_000, self._delivery_timeout_ms),
+                # Made while Kafka may be gone: the sends waiting on it hear within their timeout.
+                bootstrap_timeout_ms=min(10_000, self._delivery_timeout_ms),
                 request_timeout_ms=self._request_timeout_ms,
                 delivery_timeout_ms=self._delivery_timeout_ms,
                 retry_backoff_ms=200,

@@ -137,7 +137,7 @@ def test_a_worker_that_must_dead_letter_while_kafka_is_gone_waits_for_it_and_goe
     worker = run_worker(topic, group, unique("wdeaddown"), idle=120)
     wait_until(lambda: "partitions assigned: 0" in worker.log(), 60, message="worker assigned")
     with kafka_gone_after_the_next_write(topic, [good, orphan]):  # the missing room fails the write
-        # Dead-lettering finds no broker; a first attempt gives up within about 30 s (the producer's
+        # Dead-lettering finds no broker; a first attempt gives up within about 10 s (the producer's
         # bootstrap, metadata and send).
         wait_until(lambda: "could not dead-letter" in worker.log() or not worker.alive(), 60,
                    message="the failed dead-lettering logged")
