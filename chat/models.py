@@ -168,3 +168,22 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return str(self.identity)
+
+
+class Mention(models.Model):
+    """A message that mentions a user (contract §9): an `@username` of someone who may read the room,
+    or any message of the other member of a DM. Written by the worker beside the message."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="mentions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mentions")
+    # Copied from the message so a user's counts per room (after their read seq) need no join.
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="mentions", db_index=False)
+    seq = models.BigIntegerField()
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="mention_unique_message_user")]
+        indexes = [models.Index(fields=["user", "room", "seq"], name="mention_user_room_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.message_id}"
