@@ -17,6 +17,7 @@ class Room(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=120)
     private = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False, help_text="Read-only: nobody may send, edit or delete there.")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_rooms"
     )
@@ -187,3 +188,17 @@ class Mention(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.message_id}"
+
+
+class Block(models.Model):
+    """`blocker` blocked `blocked`: no DM from them, their mentions do not count (chat/services/blocks.py)."""
+
+    blocker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocks")
+    blocked = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocked_by")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["blocker", "blocked"], name="block_unique_pair")]
+
+    def __str__(self) -> str:
+        return f"{self.blocker} blocked {self.blocked}"

@@ -12,7 +12,7 @@ from chat.models import ChatProfile, Message, ReadState, Room
 
 
 def room_object(room: Room, last_seq: int | None = None) -> dict:
-    obj = {"slug": room.slug, "name": room.name, "private": room.private}
+    obj = {"slug": room.slug, "name": room.name, "private": room.private, "archived": room.archived}
     if last_seq is not None:
         obj["last_seq"] = last_seq
     return obj

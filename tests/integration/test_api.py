@@ -38,7 +38,8 @@ def test_create_list_and_add_members(web_a):
         slug = unique("team")
         created = post(c, "/api/rooms/", {"name": "Team room", "private": True, "slug": slug})
         assert created.status_code == 201
-        assert created.json() == {"slug": slug, "name": "Team room", "private": True, "last_seq": 0}
+        assert created.json() == {"slug": slug, "name": "Team room", "private": True, "archived": False,
+                                  "last_seq": 0}
         assert post(c, "/api/rooms/", {"name": "Again", "private": False, "slug": slug}).status_code == 409
         assert post(c, "/api/rooms/", {"name": "", "private": False}).status_code == 400
         assert post(c, "/api/rooms/", {"name": "x", "private": "yes"}).status_code == 400
