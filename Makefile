@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 
-.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout browser nginx clean stack stack-down promtool kafka-cluster kafka-cluster-down
+.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout bench-rooms browser nginx clean stack stack-down promtool kafka-cluster kafka-cluster-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -57,7 +57,8 @@ browser:
 nginx:
 	scripts/stack.sh install
 
-# Every benchmark scenario in sequence (fan-out, idle connections, persistence): prints the tables,
+# Every benchmark scenario in sequence (fan-out, idle connections, persistence, many rooms over Redis
+# shards, the send path's identity check): prints the tables,
 # writes results/*.json and *.png (`$(PY) -m bench.all --quick` for a short run).
 bench: venv services
 	$(PY) -m bench.all
@@ -65,6 +66,12 @@ bench: venv services
 # Fan-out benchmark alone (daphne and uvicorn side by side): results/fanout.{json,png}.
 bench-fanout: venv services
 	$(PY) -m bench.fanout
+
+# Many rooms over three Redis shards against the one Redis, interleaved (starts redis-shards itself):
+# results/rooms.{json,png}; then the send script's identity check alone: results/sendpath.json.
+bench-rooms: venv services
+	$(PY) -m bench.rooms
+	$(PY) -m bench.sendpath
 
 # The full local deployment without Docker: services, two daphne instances behind nginx, two workers.
 stack: venv

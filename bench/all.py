@@ -1,7 +1,7 @@
-"""Every benchmark scenario in sequence: fan-out, idle connections, persistence. Each runs in a
-process of its own (each sets Django up on a database of its own) and prints its progress; at the
-end all tables are printed again and results/all.json sums them up (with each scenario's JSON and
-PNG beside it).
+"""Every benchmark scenario in sequence: fan-out, idle connections, persistence, many rooms over
+Redis shards (rooms) and the send script's identity check (sendpath). Each runs in a process of its
+own (each sets Django up on a database of its own) and prints its progress; at the end all tables
+are printed again and results/all.json sums them up (with each scenario's JSON and PNG beside it).
 
     .venv/bin/python -m bench.all            # the full run (`make bench`)
     .venv/bin/python -m bench.all --quick    # a short one: small sizes
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import ROOT, environment
 
-SCENARIOS = ("fanout", "connections", "persistence")
+SCENARIOS = ("fanout", "connections", "persistence", "rooms", "sendpath")
 
 
 def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
@@ -25,7 +25,9 @@ def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
     if quick:
         args += {"fanout": ["--receivers", "100", "--offered", "5000,10000", "--seconds", "3"],
                  "connections": ["--steps", "200,500,1000"],
-                 "persistence": ["--records", "20000"]}[name]
+                 "persistence": ["--records", "20000"],
+                 "rooms": ["--quick"],
+                 "sendpath": ["--quick"]}[name]
     return args
 
 
