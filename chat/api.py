@@ -119,6 +119,12 @@ def search(request: HttpRequest) -> JsonResponse:
                                                                 limit=limit)})
 
 
+@api_view("GET")
+def mentions(request: HttpRequest) -> JsonResponse:
+    limit = _int_param(request, "limit", default=50, low=1, high=100)
+    return JsonResponse({"messages": selectors.mentions_for_user(request.user, limit=limit)})
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     """CSRF refusals as the contract's JSON error (also for the API's unsafe methods)."""
     if request.path.startswith("/api/"):

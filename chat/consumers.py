@@ -24,6 +24,7 @@ from chat import drain, logcontext, metrics, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
 from chat.services import accounts, limits, messages, presence
+from chat.user_consumer import SidebarWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ SOCKET_HIGH_WATER = 256 * 1024  # unsent bytes in the server's transport above w
 MAX_UNCONFIRMED = 1000  # sent messages of one socket still waiting for Kafka
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     # No per-socket channel: the per-process hub receives room events and hands them to us.
     channel_layer_alias = "__per_process_hub_only__"
 
@@ -105,6 +106,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._start_replay(after)
         else:
             self._release_held()
+        await self.sidebar_watch(visit=self.who)  # the user's other rooms, live (chat/user_consumer.py)
 
     async def disconnect(self, code):
         if getattr(self, "_counted", False):
@@ -116,6 +118,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._replay_task.cancel()
         if self.who is not None:
             await get_hub().leave(self)
+            await self.sidebar_unwatch()
             try:
                 await limits.socket_release(user_id=self.who.user_id, conn_id=self.who.conn_id)
                 await presence.presence_exit(self.who)

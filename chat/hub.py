@@ -8,14 +8,22 @@ arrive together (the event loop was busy while they came) go to each socket as o
 one system call and one wake-up of the client for all of them, so a loaded instance gets cheaper
 per message instead of falling behind. It also keeps this process's presence entries alive in
 Redis, so a crashed instance's users expire on their own.
+
+The sidebar's per-user stream rides on the same subscriptions: each socket (a room's, or a user
+socket of /ws/user/) registers its user's sidebar rooms as a watcher (`watch`); a room watched or
+joined is subscribed once per process, and each message of a watched room becomes one small
+`sidebar.activity` frame per watcher (its own room's sockets aside), its mentions read once per
+message. Sidebar changes that are not messages come as `user.sidebar` events through HUB_GROUP.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from datetime import datetime
 from typing import Protocol
 
+import orjson
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -28,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 class LocalConnection(Protocol):
     conn_id: str
-    room_id: int
+    room_id: int | None  # None: a user socket, in no room
     user_id: int
     username: str
     session_tag: str  # digests of the socket's session key and its user's session hash (services.accounts)
@@ -39,6 +47,8 @@ class LocalConnection(Protocol):
     def close_with(self, code: int) -> None: ...
 
     def set_muted_until(self, until: datetime | None) -> None: ...
+
+    def sidebar_refresh(self) -> None: ...
 
 
 class RoomHub:
@@ -54,6 +64,10 @@ class RoomHub:
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._feeds: dict[int, object] = {}  # shard index -> its room feed
+        self.watchers: dict[int, set[LocalConnection]] = defaultdict(set)  # room -> sockets with it in their sidebar
+        self._watched: dict[LocalConnection, set[int]] = {}  # socket -> the rooms it watches
+        self._direct: set[int] = set()  # watched rooms that are DMs: every message there mentions the other member
+        self.user_sockets: set[LocalConnection] = set()  # sockets in no room (/ws/user/)
 
     def _feed(self, room_id: int):
         index = room_state().shard_index(room_id)
@@ -65,37 +79,119 @@ class RoomHub:
     async def join(self, conn: LocalConnection) -> None:
         await self._ensure_started()
         self.rooms[conn.room_id].add(conn)
-        # Joiners wait for the subscription, so nothing published after join() returns is missed;
-        # the per-room lock keeps a join and the last leave from racing on subscribe/unsubscribe.
-        async with self._room_locks[conn.room_id]:
-            if conn.room_id not in self._subscribed:
-                await self._feed(conn.room_id).subscribe(conn.room_id)
-                self._subscribed.add(conn.room_id)
+        await self._hold(conn.room_id)
 
     async def leave(self, conn: LocalConnection) -> None:
         members = self.rooms.get(conn.room_id)
         if members is None:
             return
         members.discard(conn)
-        if members:
-            return
-        del self.rooms[conn.room_id]
-        async with self._room_locks[conn.room_id]:
-            if conn.room_id in self._subscribed and not self.rooms.get(conn.room_id):
-                self._subscribed.discard(conn.room_id)
-                self._last_seq.pop(conn.room_id, None)
+        if not members:
+            del self.rooms[conn.room_id]
+            await self._release(conn.room_id)
+
+    async def _hold(self, room_id: int) -> None:
+        """Subscribe to the room's events unless this process is already. Callers wait for it, so
+        nothing published after join() or watch() returns is missed; the per-room lock keeps a
+        subscribe and the last release from racing."""
+        async with self._room_locks[room_id]:
+            if room_id not in self._subscribed:
+                await self._feed(room_id).subscribe(room_id)
+                self._subscribed.add(room_id)
+
+    async def _release(self, room_id: int) -> None:
+        """Unsubscribe from the room once no local socket is in it or watches it."""
+        async with self._room_locks[room_id]:
+            if room_id in self._subscribed and not self.rooms.get(room_id) and not self.watchers.get(room_id):
+                self._subscribed.discard(room_id)
+                self._last_seq.pop(room_id, None)
                 try:
-                    await self._feed(conn.room_id).unsubscribe(conn.room_id)
+                    await self._feed(room_id).unsubscribe(room_id)
                 except Exception:  # noqa: BLE001 - its shard is down; a later event of the room finds no socket
-                    logger.warning("could not unsubscribe from room %s (its Redis shard unreachable?)", conn.room_id)
+                    logger.warning("could not unsubscribe from room %s (its Redis shard unreachable?)", room_id)
+
+    # --- the sidebar's per-user stream ---
+
+    async def attach(self, conn: LocalConnection) -> None:
+        """A user socket (in no room): reached by user-wide events, closed with the others."""
+        await self._ensure_started()
+        self.user_sockets.add(conn)
+
+    async def detach(self, conn: LocalConnection) -> None:
+        self.user_sockets.discard(conn)
+        await self.unwatch(conn)
+
+    async def watch(self, conn: LocalConnection, rooms: dict[int, bool]) -> None:
+        """Make `rooms` (room id -> is a DM) the socket's sidebar rooms: it gets `sidebar.activity`
+        for each message there, except in its own room. Called again with the new set when it changes."""
+        await self._ensure_started()
+        old = self._watched.get(conn, set())
+        new = set(rooms)
+        self._watched[conn] = new
+        self._direct.update(room_id for room_id, direct in rooms.items() if direct)
+        for room_id in new - old:
+            self.watchers[room_id].add(conn)
+        for room_id in old - new:
+            await self._unwatch_room(conn, room_id)
+        for room_id in new - old:
+            try:
+                await self._hold(room_id)
+            except Exception:  # noqa: BLE001 - its shard is down: that room's sidebar entry is not live until a refresh
+                logger.warning("could not subscribe to room %s for a sidebar (its Redis shard unreachable?)", room_id)
+
+    async def unwatch(self, conn: LocalConnection) -> None:
+        for room_id in self._watched.pop(conn, ()):
+            await self._unwatch_room(conn, room_id)
+
+    async def _unwatch_room(self, conn: LocalConnection, room_id: int) -> None:
+        watchers = self.watchers.get(room_id)
+        if watchers is not None:
+            watchers.discard(conn)
+            if not watchers:
+                del self.watchers[room_id]
+                self._direct.discard(room_id)
+                await self._release(room_id)
+
+    def _sidebar_activity(self, room_id: int, texts: tuple[str, ...], seqs: tuple[int | None, ...]) -> None:
+        """Each message of a watched room to its watchers as `sidebar.activity`: its mentions are
+        read once per message, whatever the number of watchers; the frame comes in two encodings."""
+        watchers = tuple(self.watchers.get(room_id, ()))
+        if not watchers:
+            return
+        direct = room_id in self._direct
+        for text, seq in zip(texts, seqs, strict=True):
+            message = orjson.loads(text)
+            author, names = message["author"]["id"], protocol.mentioned_usernames(message["body"])
+            frames = [protocol.encode(protocol.sidebar_activity_frame(room=message["room"], seq=seq, mention=flag))
+                      for flag in (False, True)]
+            for conn in watchers:
+                if conn.room_id == room_id or conn.user_id == author:  # its own room, its own message
+                    continue
+                try:
+                    conn.deliver((frames[direct or conn.username in names],), (None,))
+                except Exception:  # one broken socket must not cost the others their frames
+                    logger.exception("could not hand a sidebar frame to %s", conn.conn_id)
+
+    def _sidebar_stale(self, room_ids) -> None:
+        """Watchers of these rooms may have missed messages there: they fetch their sidebar again."""
+        stale = {conn for room_id in room_ids for conn in self.watchers.get(room_id, ())}
+        for conn in stale:
+            with contextlib.suppress(Exception):
+                conn.sidebar_refresh()
 
     def close_all(self, code: int) -> None:
-        for conn in tuple(self.connections()):
+        for conn in tuple(self.sockets()):
             conn.close_with(code)
 
     def connections(self):
+        """The sockets in a room."""
         for members in self.rooms.values():
             yield from members
+
+    def sockets(self):
+        """Every local socket: those in a room and the user sockets."""
+        yield from self.connections()
+        yield from self.user_sockets
 
     def dispatch(self, event: dict) -> None:
         kind = event.get("type")
@@ -107,9 +203,14 @@ class RoomHub:
             self._deliver(int(event["room"]), (event["text"],), (None,), exclude=event.get("exclude"))
         elif kind == "user.frame":
             room = event.get("room")
-            for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.connections()):
+            for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.sockets()):
                 if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):
                     conn.deliver((event["text"],), (None,))
+        elif kind == "user.sidebar":
+            users = set(event["users"])
+            for conn in tuple(self._watched):  # only those watching: a socket's hello stays its first frame
+                if conn.user_id in users:
+                    conn.sidebar_refresh()
         elif kind == "user.close":
             self._close_user(event)
         elif kind == "user.standing":
@@ -125,7 +226,7 @@ class RoomHub:
         """A user's sockets close: all of them (a ban), or those in one room (access lost there), of
         one session (logout), or let in with a session hash other than the current one (new password)."""
         room, session, auth = event.get("room"), event.get("session"), event.get("auth")
-        for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.connections()):
+        for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.sockets()):
             if (conn.user_id == event["user"] and session in (None, getattr(conn, "session_tag", None))
                     and (auth is None or auth != getattr(conn, "auth_tag", None))):
                 conn.close_with(event["code"])
@@ -142,6 +243,7 @@ class RoomHub:
                            " closing its %d socket(s) there with 1012 so they resume", room_id, seq, len(members))
             for conn in members:
                 conn.close_with(protocol.CLOSE_SERVICE_RESTART)
+            self._sidebar_stale((room_id,))
             return
         run = self._runs.get(room_id)
         if run is None:
@@ -158,6 +260,8 @@ class RoomHub:
         runs, self._runs = self._runs, {}
         for room_id, (texts, seqs) in runs.items():
             self._deliver(room_id, tuple(texts), tuple(seqs))
+            if room_id in self.watchers:
+                self._sidebar_activity(room_id, tuple(texts), tuple(seqs))
 
     def _deliver(self, room_id: int, texts: tuple[str, ...], seqs: tuple[int | None, ...],
                  exclude: str | None = None) -> None:
@@ -231,7 +335,7 @@ class RoomHub:
                 continue
             try:
                 # The user's socket count (CHAT_MAX_SOCKETS_PER_USER) expires like presence.
-                await state.limits.sockets_refresh([(c.user_id, c.conn_id) for c in self.connections()],
+                await state.limits.sockets_refresh([(c.user_id, c.conn_id) for c in self.sockets()],
                                                    settings.CHAT_PRESENCE_TTL)
             except Exception:  # noqa: BLE001 - a user's shard down: the other shards' rooms go on
                 logger.warning("socket counts not refreshed (a Redis shard unreachable?); retrying every %.0f s",
@@ -253,6 +357,7 @@ class RoomHub:
             self._last_seq.pop(room_id, None)
             for conn in tuple(self.rooms.get(room_id, ())):
                 conn.close_with(protocol.CLOSE_SERVICE_RESTART)
+        self._sidebar_stale([room_id for room_id in self.watchers if room_state().shard_index(room_id) == index])
 
     async def _after_redis_outage(self, shards: set[int]) -> None:
         """Shards are back but may have restarted empty, and this process's subscriptions with

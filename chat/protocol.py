@@ -4,6 +4,7 @@
 contract's error code; the builders below make every server frame; `encode` serializes once.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -164,3 +165,32 @@ def error_frame(*, code: str, detail: str, retry_after: float | None = None, cli
     if client_id is not None:
         frame["client_id"] = client_id
     return frame
+
+
+# A mention in a body (contract §9): `@` then a Django username (letters, digits and @.+-_), not
+# preceded by a username character (so "mail@example.com" names nobody) and not ending in "." or
+# "@" (so "thanks @bob." names "bob"). The browser client uses the same pattern.
+MENTION_RE = re.compile(r"(?<![\w.@+-])@([\w.@+-]*[\w+-])")
+
+
+def mentioned_usernames(body: str) -> frozenset[str]:
+    """The usernames a body names with `@`, whether or not such users exist."""
+    if "@" not in body:  # most bodies: no regex run at all
+        return frozenset()
+    return frozenset(MENTION_RE.findall(body))
+
+
+def sidebar_hello_frame(*, user: dict) -> dict[str, Any]:
+    """The first frame of a user socket (/ws/user/), which carries sidebar frames only."""
+    return {"type": "sidebar.hello", "user": user}
+
+
+def sidebar_activity_frame(*, room: str, seq: int, mention: bool) -> dict[str, Any]:
+    """A message in another room of the user's sidebar: one more unread (and mention, if `mention`)."""
+    return {"type": "sidebar.activity", "room": room, "seq": seq, "mention": mention}
+
+
+def sidebar_changed_frame() -> dict[str, Any]:
+    """The user's set of sidebar rooms changed (a new DM, added or removed), or some of its live
+    frames may have been missed: the client fetches /api/rooms/ again."""
+    return {"type": "sidebar.changed"}

@@ -1,14 +1,14 @@
-"""Reads: rooms a user may see, history pages, messages for replay."""
+"""Reads: rooms a user may see, their sidebar, history pages, messages for replay, mentions."""
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Max, OuterRef, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 from chat import permissions, protocol
 from chat.errors import Forbidden, NotFound
-from chat.models import ChatProfile, Message, ReadState, Room
+from chat.models import ChatProfile, Membership, Mention, Message, ReadState, Room
 
 
 def room_object(room: Room, last_seq: int | None = None) -> dict:
@@ -19,14 +19,22 @@ def room_object(room: Room, last_seq: int | None = None) -> dict:
 
 
 def rooms_for_user(user) -> list[dict]:
-    """The rooms the user may read (permissions.readable_rooms), with unread counts."""
-    # Nested inside the message count below, so the room is two queries out.
-    read_to = ReadState.objects.filter(user=user, room=OuterRef(OuterRef("pk"))).values("seq")[:1]
+    """The rooms the user may read (permissions.readable_rooms), with unread and mention counts.
+    `member`: in the user's sidebar (they joined it, were added, or have a DM there); `direct`: a
+    DM, `dm_with` its other member's username."""
+    # Nested inside the counts below, so the room is two queries out.
+    read_to = Coalesce(Subquery(ReadState.objects.filter(user=user, room=OuterRef(OuterRef("pk"))).values("seq")[:1]),
+                       0)
     unread = (
-        Message.objects.filter(room=OuterRef("pk"), hidden=False, deleted=False,
-                               seq__gt=Coalesce(Subquery(read_to), 0))
+        Message.objects.filter(room=OuterRef("pk"), hidden=False, deleted=False, seq__gt=read_to)
         .exclude(author=user).order_by().values("room").annotate(count=Count("id")).values("count")
     )
+    mentions = (
+        Mention.objects.filter(user=user, room=OuterRef("pk"), seq__gt=read_to, message__hidden=False,
+                               message__deleted=False)
+        .order_by().values("room").annotate(count=Count("id")).values("count")
+    )
+    memberships = Membership.objects.filter(room=OuterRef("pk"))
     # Each figure is a subquery of its own on the (room, seq) index: joining the messages to take
     # their Max would group every message of every room, and Postgres then runs the unread count
     # once per message row (minutes for a room of 20 000 messages).
@@ -34,11 +42,40 @@ def rooms_for_user(user) -> list[dict]:
     rooms = (
         permissions.readable_rooms(user)
         .annotate(last_seq=Subquery(newest.values("seq")[:1]), last_activity=Subquery(newest.values("created_at")[:1]),
-                  unread=Coalesce(Subquery(unread), 0))
+                  unread=Coalesce(Subquery(unread), 0), mentions=Coalesce(Subquery(mentions), 0),
+                  member=Exists(memberships.filter(user=user)))
         .order_by("name")
     )
-    return [{**room_object(room, room.last_seq or 0), "unread": room.unread,
-             "last_activity": protocol.isoformat(room.last_activity)} for room in rooms]
+    rooms = list(rooms)
+    dm_with = _dm_partners(user, [room.pk for room in rooms if room.direct_key])
+    return [{**room_object(room, room.last_seq or 0), "unread": room.unread, "mentions": room.mentions,
+             "last_activity": protocol.isoformat(room.last_activity), "member": room.member,
+             "direct": room.direct_key is not None, "dm_with": dm_with.get(room.pk)} for room in rooms]
+
+
+def _dm_partners(user, room_ids: list[int]) -> dict[int, str]:
+    """DM room id -> the other member's username."""
+    if not room_ids:
+        return {}
+    return dict(Membership.objects.filter(room_id__in=room_ids).exclude(user=user)
+                .values_list("room_id", "user__username"))
+
+
+def sidebar_rooms(user_id: int) -> dict[int, bool]:
+    """The rooms of the user's sidebar, as room id -> whether it is a DM: the rooms they may read
+    and are a member of (they opened it, were added, or have a DM there)."""
+    rooms = permissions.readable_rooms(user_id).filter(pk__in=Membership.objects.filter(user_id=user_id)
+                                                       .values("room_id"))
+    return {room_id: direct_key is not None for room_id, direct_key in rooms.values_list("pk", "direct_key")}
+
+
+def mentions_for_user(user, *, limit: int) -> list[dict]:
+    """The visible messages that mention the user, in rooms they may still read, newest first."""
+    rows = (Message.objects.filter(pk__in=Mention.objects.filter(user=user).values("message_id"),
+                                   room__in=permissions.readable_rooms(user).values("pk"),
+                                   hidden=False, deleted=False)
+            .select_related("author", "room").order_by("-created_at", "-seq")[:limit])
+    return [message_to_object(m, m.room.slug) for m in rows]
 
 
 def read_seq(user_id: int, room_id: int) -> int:

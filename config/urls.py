@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/rooms/<slug:slug>/messages/", api.room_messages),
     path("api/dms/", api.dms),
     path("api/search/", api.search),
+    path("api/mentions/", api.mentions),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", health.metrics_view),

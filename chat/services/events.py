@@ -30,6 +30,12 @@ async def hub_event(event: dict) -> None:
     await get_channel_layer().group_send(HUB_GROUP, event)
 
 
+async def sidebar_changed(*, user_ids: list[int]) -> None:
+    """These users' sidebars changed (a room joined, added to or removed from, a new DM): their
+    sockets on every instance watch the new set and tell their clients to fetch it."""
+    await hub_event({"type": "user.sidebar", "users": list(user_ids)})
+
+
 async def sockets_close(*, user_id: int, code: int, room_id: int | None = None, session: str | None = None,
                         auth: str | None = None) -> None:
     """Close a user's sockets on every instance: all of them, or only those in one room, of one

@@ -12,6 +12,7 @@ from chat.bus import records
 from chat.models import Message
 from chat.selectors import message_to_object
 from chat.services.events import room_broadcast
+from chat.services.mentions import mentions_store
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def messages_persist(batch: list[dict]) -> int:
     Every record carries the message's full state, so each may create its row: one INSERT of all
     of them that skips a row whose message is stored (chat.storage, which stores a different message
     holding a taken seq under a new one and leaves out re-sends), then edits, deletes and restores
-    in batch order.
+    in batch order, then the mentions of the created and edited ones (chat.services.mentions).
     """
     if not batch:
         return 0
@@ -45,6 +46,7 @@ def messages_persist(batch: list[dict]) -> int:
                 Message.objects.filter(id=record["id"]).update(**{flag: True})
             elif record["event"] == "message.restored":
                 Message.objects.filter(id=record["id"]).update(hidden=False)
+        mentions_store(batch)  # from the messages as now stored, in the same transaction
     return written.new
 
 

@@ -14,7 +14,7 @@ from chat import permissions, protocol, selectors
 from chat.errors import ChatError, Conflict, Forbidden, NotFound
 from chat.models import DM_SLUG_PREFIX, Deployment, Membership, Room
 from chat.roomstate import room_state
-from chat.services.events import after_commit, sockets_close
+from chat.services.events import after_commit, sidebar_changed, sockets_close
 from chat.services.text import without_nul
 
 
@@ -60,6 +60,7 @@ def dm_open(*, actor, username: str) -> tuple[Room, bool]:
                 Membership.objects.bulk_create([Membership(room=room, user=low), Membership(room=room, user=high)])
         except IntegrityError:  # the other one asked at the same moment, or another room took the slug
             continue
+        after_commit(sidebar_changed, user_ids=[low.pk, high.pk])  # it appears in both sidebars
         return room, True
     raise Conflict("The direct message could not be opened just now; try again.", code="slug_taken")
 
@@ -81,7 +82,9 @@ def room_add_member(*, actor, room: Room, username: str) -> Membership:
     user = get_user_model().objects.filter(username=without_nul(username)).first()
     if user is None:
         raise NotFound(f"No user '{username}'.")
-    membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    membership, created = Membership.objects.get_or_create(room=room, user=user)
+    if created:
+        after_commit(sidebar_changed, user_ids=[user.pk])
     return membership
 
 
@@ -122,6 +125,8 @@ async def room_access_end(*, room_id: int, user_ids: list[int] | None = None) ->
     usernames = None if user_ids is not None else await room_state().presence_online(room_id)
     for user_id in await database_sync_to_async(_readers_lost)(room_id, user_ids, usernames):
         await sockets_close(user_id=user_id, code=protocol.CLOSE_FORBIDDEN, room_id=room_id)
+    if user_ids:  # memberships that ended (removed, left): the room leaves their sidebars
+        await sidebar_changed(user_ids=user_ids)
 
 
 def _readers_lost(room_id: int, user_ids: list[int] | None, usernames: list[str] | None) -> list[int]:
