@@ -87,7 +87,7 @@ class MemoryRoomFeed:
 
 
 def room_feed(state, index: int, on_event: Callable[[dict], None], on_lost: Callable[[int], None]):
-    from chat.roomstate import MemoryRoomState
+    from chat.memorystate import MemoryRoomState
 
     feed_class = MemoryRoomFeed if isinstance(state, MemoryRoomState) else RedisRoomFeed
     return feed_class(state, index, on_event, on_lost)

@@ -24,6 +24,66 @@ redis.call('HSET', KEYS[1], 'deployment', ARGV[1], 'replid', replid, 'gen', ARGV
 return ARGV[2]
 """
 
+# A room's idempotency entries (chat/idempotency.py): `index` (the room's `cidx` hash) holds, per
+# time bucket j of `width` seconds, the first (f<j>) and current (s<j>) number of hashes the bucket
+# is spread over and its count (n<j>); an entry sits in hash `<base><j>:<s>:<pick % s>` for the s of
+# the moment it was written. The hashes' names are made here, not passed as KEYS: they carry the
+# room's hash tag like `base`, so they sit on the room's shard (Redis Cluster is not supported).
+CLIENT_ID_LUA = """
+local function cid_bucket(width)
+  return math.floor(tonumber(redis.call('TIME')[1]) / width)
+end
+local function cid_find(index, base, field, pick, width, window)
+  local b = cid_bucket(width)
+  for j = b, b - math.ceil(window / width) - 1, -1 do
+    local first = redis.call('HGET', index, 'f' .. j)
+    if first then
+      local s, last = tonumber(first), tonumber(redis.call('HGET', index, 's' .. j))
+      while s <= last do
+        local key = base .. j .. ':' .. s .. ':' .. (pick % s)
+        local value = redis.call('HGET', key, field)
+        if value then return value, key end
+        s = s * 2
+      end
+    end
+  end
+  return false, false
+end
+local function cid_add(index, base, field, pick, value, width, window)
+  local b = cid_bucket(width)
+  local expires = (b + 1) * width + window
+  local s = tonumber(redis.call('HGET', index, 's' .. b))
+  if not s then
+    -- A new bucket starts with as many hashes as the last one filled, about 64 entries each (a
+    -- listpack hash holds up to 128), and the fields of buckets past the window go.
+    local last = tonumber(redis.call('HGET', index, 'n' .. (b - 1))) or 0
+    s = 1
+    while s * 64 < last do s = s * 2 end
+    local oldest = b - math.ceil(window / width) - 1
+    for _, name in ipairs(redis.call('HKEYS', index)) do
+      if tonumber(string.sub(name, 2)) < oldest then redis.call('HDEL', index, name) end
+    end
+    redis.call('HSET', index, 'f' .. b, s, 's' .. b, s)
+  end
+  if redis.call('HINCRBY', index, 'n' .. b, 1) > s * 96 then
+    s = s * 2  -- the bucket fills faster than the last: later entries spread over twice the hashes
+    redis.call('HSET', index, 's' .. b, s)
+  end
+  local key = base .. b .. ':' .. s .. ':' .. (pick % s)
+  redis.call('HSET', key, field, value)
+  redis.call('EXPIREAT', key, expires)
+  redis.call('EXPIREAT', index, expires)
+end
+"""
+
+# KEYS: the room's idempotency index. ARGV: the entries' key base, the entry's field and pick, the
+# bucket width and the window (s). Kafka has the entry's message: a retry is answered, not re-sent.
+ACK_SCRIPT = CLIENT_ID_LUA + """
+local value, key = cid_find(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+if value and string.sub(value, -1) ~= 'a' then redis.call('HSET', key, ARGV[2], value .. 'a') end
+return value and 1 or 0
+"""
+
 # The room's send step as one atomic script, so the order of seqs in a room is the order of
 # publishes: idempotency by client_id, the room's next seq in its current epoch, the recent buffer
 # and its id index (trimmed together), and the publish on the room's channel in the channels-redis
@@ -35,10 +95,11 @@ return ARGV[2]
 # one buffered may lack acked messages, which a replay must then read from Postgres. Each published
 # message carries `prev`, the seq before it ("-1" in a new epoch), and `epoch`, so an instance can
 # tell when it missed one.
-SEND_SCRIPT = SHARD_CHECK_LUA + """
+SEND_SCRIPT = SHARD_CHECK_LUA + CLIENT_ID_LUA + """
 local generation = shard_generation(KEYS[6], ARGV[8])
 if not generation then return {'identity', ''} end
-local entry = redis.call('GET', KEYS[2])
+local width, window, pick = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[11])
+local entry = cid_find(KEYS[2], ARGV[9], ARGV[10], pick, width, window)
 if entry then return {'dup', entry} end
 local meta = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'gen')
 local prev, epoch = meta[1], meta[2]
@@ -52,11 +113,14 @@ redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local seq = redis.call('HGET', KEYS[1], 'seq')  -- as a string: Lua would print a large number as a float
 local text = ARGV[1] .. seq .. ARGV[2]
 local keep = -(tonumber(ARGV[6]) + 1)
-redis.call('SET', KEYS[2], ARGV[3] .. ':' .. seq, 'EX', tonumber(ARGV[4]))
+cid_add(KEYS[2], ARGV[9], ARGV[10], pick, ARGV[4] .. seq, width, window)
 redis.call('ZADD', KEYS[3], seq, text)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, keep)
 redis.call('ZADD', KEYS[5], seq, ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, keep)
+-- A quiet room's buffer leaves Redis; a replay then reads Postgres once the workers stored the room.
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[14]))
+redis.call('EXPIRE', KEYS[5], tonumber(ARGV[14]))
 redis.call('PUBLISH', KEYS[4], cmsgpack.pack({type='room.frame', room=ARGV[7], text=text, seq=seq, prev=prev,
                                               epoch=epoch}))
 return {'ok', seq}

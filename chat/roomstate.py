@@ -6,20 +6,21 @@ returns the one this process uses.
 """
 
 import asyncio
-import itertools
 import logging
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgpack
 import orjson
 from django.conf import settings
 
-from chat import protocol
-from chat.limits import MemoryLimits, RedisLimits
+from chat import idempotency, protocol
+from chat.limits import RedisLimits
 from chat.roomscripts import (
+    ACK_SCRIPT,
     FIND_SCRIPT,
     IDENTITY_SCRIPT,
     PRESENCE_JOIN_SCRIPT,
@@ -30,6 +31,9 @@ from chat.roomscripts import (
     TYPING_SCRIPT,
 )
 from chat.shards import hash_tag, partition_of, shard_client, shard_name, shard_of
+
+if TYPE_CHECKING:
+    from chat.memorystate import MemoryRoomState
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +64,6 @@ def split_message_frame(message: dict) -> tuple[str, str]:
     return head + '"seq":', tail
 
 
-CLIENT_ID_TTL = 24 * 3600
 DEPLOYMENT_RELOAD_SECONDS = 60  # how soon a renewed deployment identity (after a restore) is used
 
 
@@ -71,6 +74,7 @@ class RedisShard:
         self.name = shard_name(spec)
         self.redis = shard_client(spec)
         self.send = self.redis.register_script(SEND_SCRIPT)
+        self.ack = self.redis.register_script(ACK_SCRIPT)
         self.identity = self.redis.register_script(IDENTITY_SCRIPT)
         self.replay = self.redis.register_script(REPLAY_SCRIPT)
         self.find = self.redis.register_script(FIND_SCRIPT)
@@ -143,20 +147,23 @@ class RedisRoomState:
         shard, room = self._room(room_id)
         head, tail = split_message_frame(message)
         deployment = await self.deployment()
+        field, pick = idempotency.entry_digest(user_id, client_id)
         for _ in range(3):
             status, value = await shard.send(
-                keys=[f"{room}:meta", f"{room}:cid:{user_id}:{client_id}", f"{room}:recent",
+                keys=[f"{room}:meta", f"{room}:cidx", f"{room}:recent",
                       self.room_channel(room_id), f"{room}:ids", self.identity_key],
-                args=[head, tail, message["id"], CLIENT_ID_TTL, "" if seed is None else seed,
-                      settings.CHAT_RECENT_BUFFER, room_id, deployment],
+                args=[head, tail, message["id"], idempotency.entry_value(message["id"], ""),
+                      "" if seed is None else seed, settings.CHAT_RECENT_BUFFER, room_id, deployment,
+                      f"{room}:cid:", field, pick, idempotency.bucket_seconds(), idempotency.window_seconds(),
+                      settings.CHAT_ROOM_IDLE_SECONDS],
             )
             if status != b"identity":
                 break
             await self._renew_identity(shard, deployment)
-        status, value = status.decode(), value.decode()
+        status = status.decode()
         if status == "dup":
-            message_id, seq, *acked = value.split(":")
-            return SendOutcome("dup", int(seq), message_id, acked=bool(acked))
+            entry = idempotency.entry_parse(value)
+            return SendOutcome("dup", entry.seq, entry.message_id, acked=entry.acked)
         if status == "seed":
             return SendOutcome("seed")
         if status != "ok":
@@ -166,8 +173,9 @@ class RedisRoomState:
     async def send_acked(self, *, room_id: int, user_id: int, client_id: str, message_id: str, seq: int) -> None:
         """Kafka has the message: a retry of its client_id is answered without enqueuing it again."""
         shard, room = self._room(room_id)
-        await shard.redis.set(f"{room}:cid:{user_id}:{client_id}", f"{message_id}:{seq}:acked", xx=True,
-                              keepttl=True)
+        field, pick = idempotency.entry_digest(user_id, client_id)
+        await shard.ack(keys=[f"{room}:cidx"], args=[f"{room}:cid:", field, pick, idempotency.bucket_seconds(),
+                                                      idempotency.window_seconds()])
 
     async def last_seq(self, room_id: int) -> int | None:
         shard, room = self._room(room_id)
@@ -273,118 +281,14 @@ def _ttl() -> int:
     return settings.CHAT_PRESENCE_TTL
 
 
-class MemoryRoomState:
-    """The same operations in this process's memory, for the embedded single-process default."""
-
-    def __init__(self) -> None:
-        self.seqs: dict[int, int] = {}
-        self.epochs: dict[int, str] = {}
-        self.client_ids: dict[tuple, tuple[str, int, bool]] = {}  # -> (message id, seq, acked)
-        self.recent_frames: dict[int, dict[int, dict]] = defaultdict(dict)
-        self.recent_ids: dict[int, dict[str, int]] = defaultdict(dict)
-        self.presence: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
-        self.typing: dict[tuple[int, int], tuple[float, float, bool]] = {}  # -> (last start, last stop, shown)
-        self.limits = MemoryLimits()
-        self.lock = asyncio.Lock()
-        self.feeds: dict[int, set] = defaultdict(set)  # room -> the hubs' feeds subscribed to it (chat.roomfeed)
-
-    shard_count = 1
-
-    def shard_index(self, room_id: int) -> int:
-        return 0
-
-    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None) -> SendOutcome:
-        # The lock keeps "take a seq" and "publish" together, so publishes go out in seq order.
-        async with self.lock:
-            previous = self.client_ids.get((room_id, user_id, client_id))
-            if previous:
-                return SendOutcome("dup", previous[1], previous[0], acked=previous[2])
-            prev = self.seqs.get(room_id)
-            if prev is None and seed is None:
-                return SendOutcome("seed")
-            if prev is None:
-                self.seqs[room_id], self.epochs[room_id], prev = seed, str(seed), -1
-            self.seqs[room_id] += 1
-            seq = self.seqs[room_id]
-            self.client_ids[(room_id, user_id, client_id)] = (message["id"], seq, False)
-            frame = protocol.message_frame({**message, "seq": seq})
-            buffer, ids = self.recent_frames[room_id], self.recent_ids[room_id]
-            buffer[seq], ids[message["id"]] = frame, seq
-            for old in itertools.islice(sorted(buffer), max(0, len(buffer) - settings.CHAT_RECENT_BUFFER)):
-                ids.pop(buffer.pop(old)["id"], None)
-            await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": protocol.encode(frame),
-                                         "seq": seq, "prev": prev, "epoch": self.epochs[room_id]})
-        return SendOutcome("ok", seq, message["id"])
-
-    async def publish(self, room_id: int, event: dict) -> None:
-        for feed in tuple(self.feeds.get(room_id, ())):
-            feed.on_event(event)
-
-    async def send_acked(self, *, room_id: int, user_id: int, client_id: str, message_id: str, seq: int) -> None:
-        if (room_id, user_id, client_id) in self.client_ids:
-            self.client_ids[(room_id, user_id, client_id)] = (message_id, seq, True)
-
-    async def last_seq(self, room_id: int) -> int | None:
-        return self.seqs.get(room_id)
-
-    async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
-        buffer = self.recent_frames.get(room_id, {})
-        seqs = sorted(buffer)
-        return [buffer[seq] for seq in seqs if seq > after][:limit], seqs[0] if seqs else None
-
-    async def recent_get(self, room_id: int, seq: int) -> dict | None:
-        return self.recent_frames.get(room_id, {}).get(seq)
-
-    async def recent_find(self, room_id: int, message_id: str) -> dict | None:
-        seq = self.recent_ids.get(room_id, {}).get(message_id)
-        return None if seq is None else await self.recent_get(room_id, seq)
-
-    async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
-        if seq in self.recent_frames.get(room_id, {}):
-            self.recent_frames[room_id][seq] = frame
-
-    async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
-        was_online = username in await self.presence_online(room_id)
-        self.presence[room_id][conn_id] = (username, time.time() + _ttl())
-        return not was_online
-
-    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
-        self.presence[room_id].pop(conn_id, None)
-        return username not in await self.presence_online(room_id)
-
-    async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> tuple[list[int], set[int]]:
-        for room_id, conn_id, username in entries:
-            self.presence[room_id][conn_id] = (username, time.time() + _ttl())
-        return [], set()
-
-    async def presence_online(self, room_id: int) -> list[str]:
-        now = time.time()
-        return sorted({name for name, expiry in self.presence[room_id].values() if expiry > now})
-
-    async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
-        now = time.monotonic()
-        start, stop, shown = self.typing.get((room_id, user_id), (-every, -every, False))
-        if active and now - start >= every:
-            self.typing[(room_id, user_id)] = (now, stop, True)
-            return True
-        if not active and shown and now - stop >= every:
-            self.typing[(room_id, user_id)] = (start, now, False)
-            return True
-        return False
-
-    async def server_ids(self) -> list[str | None]:
-        return ["memory"]
-
-    async def ping(self, timeout: float = 5.0) -> dict[str, str]:
-        return {"memory": "ok"}
-
-
 _states: dict = {}
 
 
-def room_state() -> RedisRoomState | MemoryRoomState:
+def room_state() -> "RedisRoomState | MemoryRoomState":
     """This process's room state; a Redis client belongs to one event loop, so one per loop."""
     if not settings.REDIS_SHARDS:
+        from chat.memorystate import MemoryRoomState
+
         return _states.setdefault("memory", MemoryRoomState())
     loop = asyncio.get_running_loop()
     state = _states.get(loop)

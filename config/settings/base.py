@@ -183,6 +183,11 @@ CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
 CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/10s")
 CHAT_REDIS_PREFIX = env.str("CHAT_REDIS_PREFIX", default="chat")
 CHAT_RECENT_BUFFER = env.int("CHAT_RECENT_BUFFER", default=1000)
+# A room's recent buffer leaves Redis once nobody has sent in it for this long (replays then read
+# Postgres); its seq counter stays (docs/scaling.md, "Redis memory").
+CHAT_ROOM_IDLE_SECONDS = env.int("CHAT_ROOM_IDLE_SECONDS", default=3600)
+# How long a send's client_id is remembered, so a retry gets the first message's id and seq (contract §4).
+CHAT_IDEMPOTENCY_WINDOW = env.int("CHAT_IDEMPOTENCY_WINDOW", default=24 * 3600)
 # A resume that reaches past the recent buffer reads Postgres; it first waits up to this long for
 # the workers to store what Kafka holds for the room (messages still in Kafka are not in Postgres).
 CHAT_REPLAY_CATCHUP_SECONDS = env.float("CHAT_REPLAY_CATCHUP_SECONDS", default=10.0)

@@ -1,0 +1,141 @@
+"""The room state in this process's memory, for the embedded single-process default: the same
+operations as chat.roomstate.RedisRoomState."""
+
+import asyncio
+import itertools
+import time
+from collections import defaultdict
+
+from django.conf import settings
+
+from chat import idempotency, protocol
+from chat.limits import MemoryLimits
+from chat.roomstate import SendOutcome, _ttl
+
+
+class MemoryRoomState:
+    """The same operations in this process's memory, for the embedded single-process default."""
+
+    def __init__(self) -> None:
+        self.seqs: dict[int, int] = {}
+        self.epochs: dict[int, str] = {}
+        # (room, user, client_id) -> (message id, seq, acked, when): insertion order is time order
+        self.client_ids: dict[tuple, tuple[str, int, bool, float]] = {}
+        self.active: dict[int, float] = {}  # room -> its last send (monotonic)
+        self._swept = time.monotonic()
+        self.recent_frames: dict[int, dict[int, dict]] = defaultdict(dict)
+        self.recent_ids: dict[int, dict[str, int]] = defaultdict(dict)
+        self.presence: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
+        self.typing: dict[tuple[int, int], tuple[float, float, bool]] = {}  # -> (last start, last stop, shown)
+        self.limits = MemoryLimits()
+        self.lock = asyncio.Lock()
+        self.feeds: dict[int, set] = defaultdict(set)  # room -> the hubs' feeds subscribed to it (chat.roomfeed)
+
+    shard_count = 1
+
+    def shard_index(self, room_id: int) -> int:
+        return 0
+
+    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None) -> SendOutcome:
+        # The lock keeps "take a seq" and "publish" together, so publishes go out in seq order.
+        async with self.lock:
+            self._sweep()
+            previous = self.client_ids.get((room_id, user_id, client_id))
+            if previous:
+                return SendOutcome("dup", previous[1], previous[0], acked=previous[2])
+            prev = self.seqs.get(room_id)
+            if prev is None and seed is None:
+                return SendOutcome("seed")
+            if prev is None:
+                self.seqs[room_id], self.epochs[room_id], prev = seed, str(seed), -1
+            self.seqs[room_id] += 1
+            seq = self.seqs[room_id]
+            self.client_ids[(room_id, user_id, client_id)] = (message["id"], seq, False, time.monotonic())
+            self.active[room_id] = time.monotonic()
+            frame = protocol.message_frame({**message, "seq": seq})
+            buffer, ids = self.recent_frames[room_id], self.recent_ids[room_id]
+            buffer[seq], ids[message["id"]] = frame, seq
+            for old in itertools.islice(sorted(buffer), max(0, len(buffer) - settings.CHAT_RECENT_BUFFER)):
+                ids.pop(buffer.pop(old)["id"], None)
+            await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": protocol.encode(frame),
+                                         "seq": seq, "prev": prev, "epoch": self.epochs[room_id]})
+        return SendOutcome("ok", seq, message["id"])
+
+    def _sweep(self) -> None:
+        """Entries past the idempotency window and quiet rooms' buffers go, as they do in Redis
+        (checked at most once a second)."""
+        now = time.monotonic()
+        if now - self._swept < 1:
+            return
+        self._swept = now
+        expired = now - idempotency.window_seconds()
+        while self.client_ids and next(iter(self.client_ids.values()))[3] < expired:
+            del self.client_ids[next(iter(self.client_ids))]
+        for room_id, at in list(self.active.items()):
+            if now - at > settings.CHAT_ROOM_IDLE_SECONDS:
+                del self.active[room_id]
+                self.recent_frames.pop(room_id, None)
+                self.recent_ids.pop(room_id, None)
+
+    async def publish(self, room_id: int, event: dict) -> None:
+        for feed in tuple(self.feeds.get(room_id, ())):
+            feed.on_event(event)
+
+    async def send_acked(self, *, room_id: int, user_id: int, client_id: str, message_id: str, seq: int) -> None:
+        entry = self.client_ids.get((room_id, user_id, client_id))
+        if entry:
+            self.client_ids[(room_id, user_id, client_id)] = (message_id, seq, True, entry[3])
+
+    async def last_seq(self, room_id: int) -> int | None:
+        return self.seqs.get(room_id)
+
+    async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
+        buffer = self.recent_frames.get(room_id, {})
+        seqs = sorted(buffer)
+        return [buffer[seq] for seq in seqs if seq > after][:limit], seqs[0] if seqs else None
+
+    async def recent_get(self, room_id: int, seq: int) -> dict | None:
+        return self.recent_frames.get(room_id, {}).get(seq)
+
+    async def recent_find(self, room_id: int, message_id: str) -> dict | None:
+        seq = self.recent_ids.get(room_id, {}).get(message_id)
+        return None if seq is None else await self.recent_get(room_id, seq)
+
+    async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
+        if seq in self.recent_frames.get(room_id, {}):
+            self.recent_frames[room_id][seq] = frame
+
+    async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
+        was_online = username in await self.presence_online(room_id)
+        self.presence[room_id][conn_id] = (username, time.time() + _ttl())
+        return not was_online
+
+    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
+        self.presence[room_id].pop(conn_id, None)
+        return username not in await self.presence_online(room_id)
+
+    async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> tuple[list[int], set[int]]:
+        for room_id, conn_id, username in entries:
+            self.presence[room_id][conn_id] = (username, time.time() + _ttl())
+        return [], set()
+
+    async def presence_online(self, room_id: int) -> list[str]:
+        now = time.time()
+        return sorted({name for name, expiry in self.presence[room_id].values() if expiry > now})
+
+    async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
+        now = time.monotonic()
+        start, stop, shown = self.typing.get((room_id, user_id), (-every, -every, False))
+        if active and now - start >= every:
+            self.typing[(room_id, user_id)] = (now, stop, True)
+            return True
+        if not active and shown and now - stop >= every:
+            self.typing[(room_id, user_id)] = (start, now, False)
+            return True
+        return False
+
+    async def server_ids(self) -> list[str | None]:
+        return ["memory"]
+
+    async def ping(self, timeout: float = 5.0) -> dict[str, str]:
+        return {"memory": "ok"}
