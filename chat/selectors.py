@@ -42,13 +42,13 @@ def rooms_for_user(user) -> list[dict]:
     rooms = (
         permissions.readable_rooms(user)
         .annotate(last_seq=Subquery(newest.values("seq")[:1]), last_activity=Subquery(newest.values("created_at")[:1]),
-                  unread=Coalesce(Subquery(unread), 0), mentions=Coalesce(Subquery(mentions), 0),
+                  unread=Coalesce(Subquery(unread), 0), mention_count=Coalesce(Subquery(mentions), 0),
                   member=Exists(memberships.filter(user=user)))
         .order_by("name")
     )
     rooms = list(rooms)
     dm_with = _dm_partners(user, [room.pk for room in rooms if room.direct_key])
-    return [{**room_object(room, room.last_seq or 0), "unread": room.unread, "mentions": room.mentions,
+    return [{**room_object(room, room.last_seq or 0), "unread": room.unread, "mentions": room.mention_count,
              "last_activity": protocol.isoformat(room.last_activity), "member": room.member,
              "direct": room.direct_key is not None, "dm_with": dm_with.get(room.pk)} for room in rooms]
 
