@@ -92,7 +92,9 @@ class MemoryRoomState:
     async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
         buffer = self.recent_frames.get(room_id, {})
         seqs = sorted(buffer)
-        return [buffer[seq] for seq in seqs if seq > after][:limit], seqs[0] if seqs else None
+        if not seqs:  # a quiet room's empty buffer holds every message after its last seq
+            return [], self.seqs[room_id] + 1 if room_id in self.seqs else None
+        return [buffer[seq] for seq in seqs if seq > after][:limit], seqs[0]
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         return self.recent_frames.get(room_id, {}).get(seq)

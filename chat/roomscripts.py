@@ -127,14 +127,15 @@ return {'ok', seq}
 """
 
 # KEYS: the room's buffer, its meta hash, the shard's identity. ARGV: after, limit, the deployment.
-# Up to `limit` buffered frames past `after` and the buffer's oldest seq, read together; nothing
+# Up to `limit` buffered frames past `after`, the buffer's oldest seq and the room's last, read
+# together; nothing
 # while the room's epoch predates the shard's generation (its buffer may lack acked messages).
 REPLAY_SCRIPT = SHARD_CHECK_LUA + """
 local generation = shard_generation(KEYS[3], ARGV[3])
-if not generation or redis.call('HGET', KEYS[2], 'gen') ~= generation then return {{}, false} end
+if not generation or redis.call('HGET', KEYS[2], 'gen') ~= generation then return {{}, false, false} end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
-return {rows, oldest[2] or false}
+return {rows, oldest[2] or false, redis.call('HGET', KEYS[2], 'seq')}
 """
 
 # KEYS: the room's id index, its recent buffer. ARGV: the message id. The buffered frame, if any.

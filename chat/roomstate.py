@@ -184,11 +184,14 @@ class RedisRoomState:
 
     async def replay_page(self, room_id: int, after: int, limit: int) -> tuple[list[dict], int | None]:
         """Up to `limit` buffered frames with seq > after (tombstones included), ascending, and the
-        buffer's oldest seq (None when it is empty), read together."""
+        seq from which the buffer holds every message (None when it cannot say), read together. An
+        empty buffer of a room that went quiet holds every message after the room's last seq."""
         shard, room = self._room(room_id)
-        rows, oldest = await shard.replay(keys=[f"{room}:recent", f"{room}:meta", self.identity_key],
-                                          args=[after, limit, await self.deployment()])
-        return [orjson.loads(row) for row in rows], int(float(oldest)) if oldest else None
+        rows, oldest, last = await shard.replay(keys=[f"{room}:recent", f"{room}:meta", self.identity_key],
+                                                args=[after, limit, await self.deployment()])
+        if oldest:
+            return [orjson.loads(row) for row in rows], int(float(oldest))
+        return [], int(last) + 1 if last else None
 
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         shard, room = self._room(room_id)
