@@ -44,3 +44,8 @@ export const memberAdd = (room, username) =>
 export const directOpen = (username) => request("POST", "/api/dms/", { username });
 
 export const messageSearch = (q, limit) => request("GET", `/api/search/?${new URLSearchParams({ q, limit: String(limit) })}`);
+
+/** The rooms the user may read, with unread and mention counts (the sidebar keeps its members'). */
+export const roomsList = () => request("GET", "/api/rooms/");
+
+export const mentionsList = (limit = 50) => request("GET", `/api/mentions/?${new URLSearchParams({ limit: String(limit) })}`);

@@ -1,4 +1,4 @@
-// The room's WebSocket and everything about the wire: connect, resume after the newest message the
+// The room's WebSocket (or the user socket, /ws/user/, of pages without a room) and everything about the wire: connect, resume after the newest message the
 // page shows (`?after=`), reconnect with backoff, hand each frame to the subscribers of its type,
 // and (the Outbox) send messages that wait for their ack and go again after a reconnect. No DOM here.
 import { Emitter } from "./events.js";
@@ -18,10 +18,13 @@ export class Connection {
   #resuming = false;
 
   /** `lastSeq()` is the newest seq the page shows: each (re)connection asks for what came after it;
-   * null when it shows none yet (the history did not load), and the socket is then live only. */
-  constructor({ room, lastSeq }) {
+   * null when it shows none yet (the history did not load), and the socket is then live only.
+   * `path` and `readyType`: another socket than the room's (/ws/user/ says `sidebar.hello`). */
+  constructor({ room = null, lastSeq = () => null, path = null, readyType = "hello" }) {
     this.room = room;
     this.lastSeq = lastSeq;
+    this.path = path ?? `/ws/chat/${encodeURIComponent(room)}/`;
+    this.readyType = readyType;
     this.connected = false;
     this.state = { state: "connecting" };
   }
@@ -67,13 +70,13 @@ export class Connection {
     const after = this.lastSeq();
     this.#resuming = after !== null;
     const query = this.#resuming ? `?after=${after}` : "";
-    this.#socket = new WebSocket(`${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/${query}`);
+    this.#socket = new WebSocket(`${scheme}://${location.host}${this.path}${query}`);
     this.#socket.addEventListener("message", (event) => this.#dispatch(JSON.parse(event.data)));
     this.#socket.addEventListener("close", (event) => this.#onClose(event));
   }
 
   #dispatch(frame) {
-    if (frame.type === "resumed" || (frame.type === "hello" && !this.#resuming)) {
+    if (frame.type === "resumed" || (frame.type === this.readyType && !this.#resuming)) {
       this.#attempt = 0;
       this.#setState({ state: "connected" });
     }

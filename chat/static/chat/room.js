@@ -9,6 +9,7 @@ import { mountMembers } from "./views/members.js";
 import { createMessageActions } from "./views/message_actions.js";
 import { mountMessages } from "./views/messages.js";
 import { mountPresence } from "./views/presence.js";
+import { mentionsUser, notifyMention, startSidebar } from "./views/sidebar.js";
 import { trackRead } from "./views/read.js";
 import { mountStatus } from "./views/status.js";
 
@@ -53,6 +54,15 @@ mountComposer({
   connection, status, onSend: (body) => outbox.send(body),
 });
 if ($("add-member")) mountMembers({ form: $("add-member"), room: config.room });
+
+// The sidebar's frames come on this room's socket; a mention here notifies too while the tab is hidden.
+if ($("conversations")) startSidebar({ nav: $("conversations"), connection, current: config.room });
+store.on("message.added", ({ message }) => {
+  if (!connection.connected || message.author.id === config.userId) return; // live ones only, not ours
+  if (config.direct || mentionsUser(message.body, config.username)) {
+    notifyMention({ title: `${message.author.username} mentioned you`, body: message.body, slug: config.room });
+  }
+});
 
 // From a search result (?at=<seq>): open at that message.
 const jumpTo = Number(new URLSearchParams(location.search).get("at")) || null;

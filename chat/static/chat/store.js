@@ -126,3 +126,61 @@ export class RoomStore extends Emitter {
     this.readSeq = Math.max(this.readSeq, seq);
   }
 }
+
+/** The conversations of the user's sidebar, kept apart from the DOM: the rooms they joined, were
+ * added to or have a DM in, each with unread and mention counts, updated live by the sidebar
+ * frames. `current`: the room on screen (its counts stay 0: the user is reading it). */
+export class SidebarStore extends Emitter {
+  constructor({ current = null } = {}) {
+    super();
+    this.current = current;
+    this.rooms = new Map(); // slug -> {slug, name, label, private, direct, unread, mentions, lastSeq, lastActivity}
+    this.loaded = false;
+  }
+
+  /** The room list of GET /api/rooms/: only the rooms in the user's sidebar (`member`). */
+  load(rooms) {
+    this.rooms = new Map(rooms.filter((room) => room.member).map((room) => [room.slug, {
+      slug: room.slug,
+      name: room.name,
+      label: room.direct && room.dm_with ? room.dm_with : room.name,
+      private: room.private,
+      direct: room.direct,
+      unread: room.slug === this.current ? 0 : room.unread,
+      mentions: room.slug === this.current ? 0 : room.mentions ?? 0,
+      lastSeq: room.last_seq,
+      lastActivity: room.last_activity ? Date.parse(room.last_activity) : 0,
+    }]));
+    this.loaded = true;
+    this.emit("changed", this.sorted());
+  }
+
+  /** A `sidebar.activity` frame; false when the room is not in the sidebar (fetch it again). */
+  activity({ room, seq, mention }) {
+    const entry = this.rooms.get(room);
+    if (!entry) return false;
+    if (seq <= entry.lastSeq) return true; // counted already (the list was fetched after it)
+    entry.lastSeq = seq;
+    entry.lastActivity = Date.now();
+    if (room !== this.current) {
+      entry.unread += 1;
+      if (mention) entry.mentions += 1;
+    }
+    this.emit("changed", this.sorted());
+    if (mention && room !== this.current) this.emit("mention", entry);
+    return true;
+  }
+
+  /** Rooms with news first (mentions, then unread), then by last activity, newest first. */
+  sorted() {
+    const rank = (entry) => (entry.mentions > 0 ? 0 : entry.unread > 0 ? 1 : 2);
+    return [...this.rooms.values()].sort((a, b) => rank(a) - rank(b) || b.lastActivity - a.lastActivity
+      || a.label.localeCompare(b.label));
+  }
+
+  totalUnread() {
+    let total = 0;
+    for (const entry of this.rooms.values()) total += entry.unread;
+    return total;
+  }
+}
