@@ -8,7 +8,15 @@ from django.views.decorators.http import require_http_methods
 
 from chat import selectors
 from chat.errors import ChatError
-from chat.services.rooms import dm_open, room_add_member, room_create, room_remove_member
+from chat.services import blocks
+from chat.services.rooms import (
+    dm_open,
+    room_add_member,
+    room_create,
+    room_member_list,
+    room_remove_member,
+    room_update,
+)
 from chat.services.text import without_nul
 
 
@@ -72,9 +80,24 @@ def rooms(request: HttpRequest) -> JsonResponse:
     return JsonResponse(selectors.room_object(room, 0), status=201)
 
 
-@api_view("POST")
+@api_view("GET", "PATCH")
+def room_detail(request: HttpRequest, slug: str) -> JsonResponse:
+    if request.method == "GET":
+        room = selectors.room_for_user(request.user, slug)
+        return JsonResponse(selectors.room_object(room, selectors.room_max_seq(room.id)))
+    data = json_body(request)
+    name, archived = data.get("name"), data.get("archived")
+    if not isinstance(name, (str, type(None))) or not isinstance(archived, (bool, type(None))):
+        raise ChatError("Send 'name' (str) and/or 'archived' (bool).", code="invalid")
+    room = room_update(actor=request.user, slug=slug, name=name, archived=archived)
+    return JsonResponse(selectors.room_object(room, selectors.room_max_seq(room.id)))
+
+
+@api_view("GET", "POST")
 def room_members(request: HttpRequest, slug: str) -> JsonResponse:
     room = selectors.room_for_user(request.user, slug)
+    if request.method == "GET":
+        return JsonResponse({"members": room_member_list(room=room)})
     username = json_body(request).get("username")
     if not isinstance(username, str):
         raise ChatError("Send {'username': str}.", code="invalid")
@@ -106,6 +129,23 @@ def dms(request: HttpRequest) -> JsonResponse:
         raise ChatError("Send {'username': str}.", code="invalid")
     room, created = dm_open(actor=request.user, username=username)
     return JsonResponse(selectors.room_object(room, selectors.room_max_seq(room.id)), status=201 if created else 200)
+
+
+@api_view("GET", "POST")
+def blocks_view(request: HttpRequest) -> JsonResponse:
+    if request.method == "GET":
+        return JsonResponse({"blocks": blocks.blocks_list(user=request.user)})
+    username = json_body(request).get("username")
+    if not isinstance(username, str):
+        raise ChatError("Send {'username': str}.", code="invalid")
+    block, created = blocks.block_create(blocker=request.user, username=username)
+    return JsonResponse({"username": block.blocked.username}, status=201 if created else 200)
+
+
+@api_view("DELETE")
+def block(request: HttpRequest, username: str) -> HttpResponse:
+    blocks.block_delete(blocker=request.user, username=username)
+    return HttpResponse(status=204)
 
 
 @api_view("GET")

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from urllib.parse import parse_qs
 
+import orjson
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
@@ -23,7 +24,7 @@ from django.conf import settings
 from chat import drain, logcontext, metrics, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
-from chat.services import accounts, limits, messages, presence
+from chat.services import accounts, limits, messages, presence, rooms
 from chat.user_consumer import SidebarWatcher
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,9 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self.user_id, self.username = self.who.user_id, self.who.username
         # Before joining the hub: logout and a new password name the sockets to close by these.
         self.session_tag, self.auth_tag = accounts.socket_tags(self.scope)
+        self.gate = rooms.RoomGate()  # archived / blocked, for refusals without a query per frame
         await get_hub().join(self)
+        await rooms.room_gate_load(gate=self.gate, user_id=self.user_id, room_id=self.room_id)  # once subscribed
         await presence.presence_enter(self.who)  # first, so hello's online list includes this user
         self.push(await presence.hello_for(self.who))
         after = _query_int(self.scope, "after")
@@ -154,7 +157,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             raise ChatError("Too many messages waiting to be stored; wait for their acks.", code="rate_limited",
                             retry_after=1.0)
         received = time.monotonic()
-        sent = await messages.message_send(who=self.who, body=body, client_id=client_id)
+        sent = await messages.message_send(who=self.who, body=body, client_id=client_id, gate=self.gate)
         # Wait for durability off this socket's frame loop, so a slow Kafka delays acks, not sends.
         task = asyncio.ensure_future(self._confirm(sent, received))
         self._confirming.add(task)
@@ -168,10 +171,10 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail, client_id=sent.client_id))
 
     async def on_message_edit(self, id: str, body: str):
-        await messages.message_edit(who=self.who, message_id=id, body=body)
+        await messages.message_edit(who=self.who, message_id=id, body=body, gate=self.gate)
 
     async def on_message_delete(self, id: str):
-        await messages.message_delete(who=self.who, message_id=id)
+        await messages.message_delete(who=self.who, message_id=id, gate=self.gate)
 
     async def on_message_report(self, id: str, reason: str):
         await messages.message_report(who=self.who, message_id=id, reason=reason)
@@ -194,6 +197,8 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     def deliver(self, texts: tuple[str, ...], seqs: tuple[int | None, ...]) -> None:
         """Room frames from the hub: one frame (its seq set for a message frame only), or a run of
         message frames the hub received together, in seq order, written to the socket at once."""
+        if seqs[0] is None and texts[0].startswith(protocol.ROOM_STATE_PREFIXES):  # the room changed
+            self.gate.apply(orjson.loads(texts[0]))
         if self._held is not None:
             self._held.extend(zip(seqs, texts, strict=True))
             self._held_bytes += sum(map(len, texts))

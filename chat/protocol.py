@@ -24,6 +24,15 @@ CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003
 CLOSE_SERVICE_RESTART = 1012
 
+# Error codes of refusals that depend on the room's or the pair's state (docs/protocol.md).
+ERROR_ROOM_ARCHIVED = "room_archived"  # the room is archived: read-only
+ERROR_BLOCKED = "blocked"  # the other member of this DM blocked the sender
+
+# Server frames that change a socket's cached room state; the socket reads them as they pass.
+ROOM_STATE_FRAMES = ("room.updated", "dm.state")
+# How those frames start once encoded (`encode` keeps "type" first): a cheap test on passing text.
+ROOM_STATE_PREFIXES = tuple(f'{{"type":"{name}"' for name in ROOM_STATE_FRAMES)
+
 
 class ProtocolError(Exception):
     """A client frame the contract rejects; the connection stays open."""
@@ -152,6 +161,15 @@ def resumed_frame(*, last_seq: int) -> dict[str, Any]:
 
 def read_frame(*, seq: int) -> dict[str, Any]:
     return {"type": "read", "seq": seq}
+
+
+def room_updated_frame(*, slug: str, name: str, archived: bool) -> dict[str, Any]:
+    return {"type": "room.updated", "room": {"slug": slug, "name": name, "archived": archived}}
+
+
+def dm_state_frame(*, blocked: bool) -> dict[str, Any]:
+    """To one member of a DM: whether the other member blocked them (their sends are refused)."""
+    return {"type": "dm.state", "blocked": blocked}
 
 
 def pong_frame() -> dict[str, Any]:

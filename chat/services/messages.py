@@ -18,7 +18,7 @@ from chat.roomstate import room_state
 from chat.services.events import change_persist, room_broadcast
 from chat.services.limits import rate_take, send_take
 from chat.services.presence import Participant
-from chat.services.rooms import room_seq_seed
+from chat.services.rooms import RoomGate, room_seq_seed
 from chat.services.text import message_body_clean, without_nul
 from chat.signals import NotConfirmed, message_sent, persist
 
@@ -38,8 +38,11 @@ class SentMessage:
     acked: bool = False
 
 
-async def message_send(*, who: Participant, body: str, client_id: str) -> SentMessage:
-    """Check, sequence and broadcast one message (or find the first one of a retried client_id)."""
+async def message_send(*, who: Participant, body: str, client_id: str, gate: RoomGate | None = None) -> SentMessage:
+    """Check, sequence and broadcast one message (or find the first one of a retried client_id).
+    `gate`: the socket's cached room state (archived room, blocked in a DM), which refuses it."""
+    if gate is not None:
+        gate.check()
     body = message_body_clean(body)
     if permissions.is_muted(who.muted_until):
         raise ChatError("You are muted in this chat for now.", code="muted")
@@ -119,7 +122,9 @@ async def _message_for_change(who: Participant, message_id: str) -> dict:
     return current
 
 
-async def message_edit(*, who: Participant, message_id: str, body: str) -> None:
+async def message_edit(*, who: Participant, message_id: str, body: str, gate: RoomGate | None = None) -> None:
+    if gate is not None:
+        gate.check()
     await rate_take(user_id=who.user_id, kind="edit")
     body = message_body_clean(body)
     message = await _message_for_change(who, message_id)
@@ -133,7 +138,9 @@ async def message_edit(*, who: Participant, message_id: str, body: str) -> None:
     await change_persist(records.message_record("message.edited", edited, room_id=who.room_id))
 
 
-async def message_delete(*, who: Participant, message_id: str) -> None:
+async def message_delete(*, who: Participant, message_id: str, gate: RoomGate | None = None) -> None:
+    if gate is not None:
+        gate.check()
     await rate_take(user_id=who.user_id, kind="edit")
     message = await _message_for_change(who, message_id)
     if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):

@@ -1,8 +1,9 @@
-"""Rooms: create them, open direct messages, add and remove members, end access that was lost,
-seed a room's sequence."""
+"""Rooms: create, rename and archive them, open direct messages, add and remove members (a member
+leaving too), end access that was lost, seed a room's sequence."""
 
 import itertools
 import time
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -12,16 +13,22 @@ from django.utils.text import slugify
 
 from chat import permissions, protocol, selectors
 from chat.errors import ChatError, Conflict, Forbidden, NotFound
-from chat.models import DM_SLUG_PREFIX, Deployment, Membership, Room
+from chat.models import DM_SLUG_PREFIX, Deployment, Membership, ReadState, Room
 from chat.roomstate import room_state
-from chat.services.events import after_commit, sidebar_changed, sockets_close
+from chat.services import blocks
+from chat.services.events import after_commit, room_broadcast, sidebar_changed, sockets_close
 from chat.services.text import without_nul
 
 
-def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> Room:
+def _room_name_clean(name: str) -> str:
     name = without_nul(name or "").strip()
     if not name or len(name) > 120:
         raise ChatError("A room needs a name of 1 to 120 characters.", code="invalid")
+    return name
+
+
+def room_create(*, owner, name: str, private: bool, slug: str | None = None) -> Room:
+    name = _room_name_clean(name)
     chosen = slug is not None
     slug = slugify(slug if chosen else name)[:64]
     if not slug:
@@ -47,6 +54,8 @@ def dm_open(*, actor, username: str) -> tuple[Room, bool]:
         raise NotFound(f"No user '{username}'.")
     if other.pk == actor.pk:
         raise ChatError("A direct message needs another user.", code="invalid")
+    if blocks.is_blocked(blocker_id=other.pk, blocked_id=actor.pk):
+        raise Forbidden(f"{other.username} has blocked you: you cannot message them.", code=protocol.ERROR_BLOCKED)
     low, high = sorted([actor, other], key=lambda user: user.pk)
     key = f"{low.pk}:{high.pk}"
     for _ in range(3):
@@ -88,16 +97,29 @@ def room_add_member(*, actor, room: Room, username: str) -> Membership:
     return membership
 
 
-def room_remove_member(*, actor, slug: str, username: str) -> None:
-    """Remove a member (owner or staff). The Membership post_delete receiver then ends their sockets
-    in the room if they may no longer read it, whichever path deleted the row (the admin's too)."""
+def _room_to_manage(*, actor, slug: str, refusal: str) -> Room:
+    """The room, when `actor` may manage it (owner or staff); NotFound when they may not even see
+    it, else Forbidden with `refusal`."""
     room = Room.objects.filter(slug=slug).first()
     manages = room is not None and permissions.can_manage_members(actor, room)
-    # Managing members is not reading: staff need not read a private room to remove someone from it.
+    # Managing is not reading: staff need not read a private room to manage it.
     if room is None or not (manages or permissions.readable_rooms(actor).filter(pk=room.pk).exists()):
         raise NotFound(f"No room '{slug}'.")
     if not manages:
-        raise Forbidden("Only the room's owner or staff may remove members.")
+        raise Forbidden(refusal)
+    return room
+
+
+def room_remove_member(*, actor, slug: str, username: str) -> None:
+    """Remove a member (owner or staff), or leave the room (`username` is the actor's own). The
+    Membership post_delete receiver then ends their sockets in the room if they may no longer read
+    it, whichever path deleted the row (the admin's too)."""
+    if without_nul(username) == actor.get_username():
+        room = permissions.readable_rooms(actor).filter(slug=slug).first()
+        if room is None:
+            raise NotFound(f"No room '{slug}'.")
+        return room_leave(actor=actor, room=room)
+    room = _room_to_manage(actor=actor, slug=slug, refusal="Only the room's owner or staff may remove members.")
     if room.direct_key:
         raise Forbidden("A direct-message room has exactly its two members.")
     membership = Membership.objects.filter(room=room, user__username=without_nul(username)).first()
@@ -106,6 +128,91 @@ def room_remove_member(*, actor, slug: str, username: str) -> None:
     if membership.user_id == room.owner_id:
         raise Forbidden("The room's owner stays a member.")
     membership.delete()
+
+
+def room_leave(*, actor, room: Room) -> None:
+    """`actor` leaves `room`: their membership and read state go. The owner is refused (a room
+    keeps its owner: staff hand it over in the admin), and so is a direct message (block instead)."""
+    if room.direct_key:
+        raise Forbidden("A direct message cannot be left; block the user to stop their messages.")
+    if room.owner_id == actor.pk:
+        raise Forbidden("You own this room, so you cannot leave it; archive it instead, or ask staff to hand "
+                        "it to another member first.", code="owner_cannot_leave")
+    with transaction.atomic():
+        deleted, _ = Membership.objects.filter(room=room, user=actor).delete()
+        if not deleted:
+            raise NotFound("You are not a member of this room.")
+        ReadState.objects.filter(room=room, user=actor).delete()
+
+
+def room_update(*, actor, slug: str, name: str | None = None, archived: bool | None = None) -> Room:
+    """Rename and/or archive (or unarchive) a room (owner or staff); once committed, the room's
+    sockets on every instance get `room.updated`."""
+    room = _room_to_manage(actor=actor, slug=slug, refusal="Only the room's owner or staff may change the room.")
+    if room.direct_key:
+        raise Forbidden("A direct message cannot be renamed or archived.")
+    fields = []
+    if name is not None:
+        room.name = _room_name_clean(name)
+        fields.append("name")
+    if archived is not None:
+        room.archived = archived
+        fields.append("archived")
+    if not fields:
+        raise ChatError("Send 'name' (str) and/or 'archived' (bool).", code="invalid")
+    room.save(update_fields=fields)
+    after_commit(room_broadcast, room_id=room.pk,
+                 frame=protocol.room_updated_frame(slug=room.slug, name=room.name, archived=room.archived))
+    return room
+
+
+def room_member_list(*, room: Room) -> list[dict]:
+    """The room's members by username, with their role."""
+    rows = Membership.objects.filter(room=room).select_related("user").order_by("user__username")
+    return [{"username": m.user.username, "role": m.role} for m in rows]
+
+
+@dataclass
+class RoomGate:
+    """What one socket may still change in its room, kept on the socket so the send path asks no
+    database: read when it connects, then kept current by the `room.updated` and `dm.state` frames
+    that pass through it."""
+
+    archived: bool = False
+    blocked: bool = False  # in a DM: the other member blocked this user
+    live: set[str] = field(default_factory=set)  # what a frame set: newer than a load still under way
+
+    def check(self) -> None:
+        """Raise the refusal for a send, edit, delete (or reaction) while the room is read-only."""
+        if self.archived:
+            raise Forbidden("This room is archived: it is read-only.", code=protocol.ERROR_ROOM_ARCHIVED)
+        if self.blocked:
+            raise Forbidden("This user has blocked you: you cannot write to them.", code=protocol.ERROR_BLOCKED)
+
+    def apply(self, frame: dict) -> None:
+        if frame["type"] == "room.updated":
+            self.archived = bool(frame["room"]["archived"])
+            self.live.add("archived")
+        elif frame["type"] == "dm.state":
+            self.blocked = bool(frame["blocked"])
+            self.live.add("blocked")
+
+
+async def room_gate_load(*, gate: RoomGate, user_id: int, room_id: int) -> None:
+    """Fill `gate` from the database (a socket calls it once subscribed, so no change is missed)."""
+    archived, blocked = await database_sync_to_async(_gate_state)(user_id, room_id)
+    if "archived" not in gate.live:
+        gate.archived = archived
+    if "blocked" not in gate.live:
+        gate.blocked = blocked
+
+
+def _gate_state(user_id: int, room_id: int) -> tuple[bool, bool]:
+    room = Room.objects.filter(pk=room_id).values("archived", "direct_key").first()
+    if room is None:
+        return False, False
+    return room["archived"], bool(room["direct_key"]) and blocks.dm_blocked(user_id=user_id,
+                                                                            direct_key=room["direct_key"])
 
 
 def room_is_going_private(*, room: Room, update_fields) -> bool:
