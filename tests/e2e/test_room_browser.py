@@ -45,7 +45,7 @@ def send(page: Page, body: str) -> None:
 
 def bubble(page: Page, body: str):
     exactly = re.compile(f"^{re.escape(body)}$")
-    return log(page).locator("li.message").filter(has=page.locator("p.body", has_text=exactly))
+    return log(page).locator("li.message").filter(has=page.locator(".body", has_text=exactly))
 
 
 def test_two_users_on_two_instances_chat_both_ways(browser, web_a, web_b, worker, alice, bob, room):
@@ -97,7 +97,7 @@ def test_two_users_on_two_instances_chat_both_ways(browser, web_a, web_b, worker
                timeout=20, message="the worker to store the edit and the delete")
     page_b.reload()
     wait_connected(page_b)
-    bodies = log(page_b).locator("p.body").all_inner_texts()
+    bodies = log(page_b).locator(".body").all_inner_texts()
     assert bodies == ["hello alice <b>not bold</b>", "hi bob (fixed)"]
 
     # Closing bob's page takes him off alice's online list.
@@ -125,7 +125,7 @@ def test_killed_instance_page_reconnects_elsewhere_and_misses_nothing(browser, w
         send(page_b, "after the reconnect")
 
         expect(bubble(page_a, "after the reconnect")).to_have_count(1, timeout=WAIT_MS)
-        bodies = log(page_a).locator("p.body").all_inner_texts()
+        bodies = log(page_a).locator(".body").all_inner_texts()
         assert bodies == ["before the crash", *during, "after the reconnect"]
         seqs = [int(s) for s in log(page_a).locator("li.message").evaluate_all("els => els.map(e => e.dataset.seq)")]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -198,7 +198,7 @@ def test_unread_badge_divider_and_search_that_jumps_to_the_message(browser, web_
 
     entry.get_by_role("link", name=room.name).click()
     wait_connected(page)
-    expect(page.get_by_role("separator")).to_have_text("New messages")
+    expect(page.get_by_role("separator", name="New messages")).to_have_text("New messages")
     page.wait_for_function("window.chat.readSeq === window.chat.lastSeq", timeout=WAIT_MS)  # read once seen
     page.goto(f"{web_a.url}/")
     expect(entry.locator(".unread")).to_have_count(0)
@@ -242,7 +242,7 @@ def test_page_cut_off_the_network_resumes_with_no_gap_and_no_duplicate(browser, 
         # Alice writes while offline: her message waits, and goes once she is back.
         send(page_a, "alice wrote this offline")
         expect(bubble(page_a, "alice wrote this offline")).to_have_attribute("data-status", "pending")
-        assert not any(body.startswith("sent while") for body in log(page_a).locator("p.body").all_inner_texts())
+        assert not any(body.startswith("sent while") for body in log(page_a).locator(".body").all_inner_texts())
 
         line.restore()
         page_a.context.set_offline(False)
@@ -253,7 +253,7 @@ def test_page_cut_off_the_network_resumes_with_no_gap_and_no_duplicate(browser, 
 
         def shown(page: Page) -> list[tuple[int, str]]:
             return [(int(seq), body) for seq, body in log(page).locator("li.message").evaluate_all(
-                "els => els.map(e => [e.dataset.seq, e.querySelector('p.body').textContent])")]
+                "els => els.map(e => [e.dataset.seq, e.querySelector('.body').textContent])")]
 
         seen_by_a = shown(page_a)
         assert [body for _, body in seen_by_a] == [

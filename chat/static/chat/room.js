@@ -52,6 +52,7 @@ mountPresence({ onlineList: $("online"), typingLine: $("typing"), store, config,
 mountComposer({
   form: $("composer"), input: $("message-input"), counter: $("char-count"), maxLength: config.maxLength,
   connection, status, onSend: (body) => outbox.send(body),
+  store, config, // the @mention autocomplete: the room's members, who is online, who wrote
 });
 if ($("add-member")) mountMembers({ form: $("add-member"), room: config.room });
 

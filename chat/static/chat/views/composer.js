@@ -1,10 +1,12 @@
-// The composer: Enter sends, Shift+Enter adds a line, the character count, and the typing notices
-// we send while the user writes.
+// The composer: Enter sends, Shift+Enter adds a line, the character count, the typing notices
+// we send while the user writes, and the @mention autocomplete (views/mention_picker.js).
+import { mountMentionPicker } from "./mention_picker.js";
 
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 
-export function mountComposer({ form, input, counter, maxLength, connection, onSend, status }) {
+export function mountComposer({ form, input, counter, maxLength, connection, onSend, status, store, config }) {
+  const picker = mountMentionPicker({ input, room: config.room, username: config.username, store });
   let typingSentAt = 0;
   let typingIdleTimer = null;
 
@@ -50,6 +52,7 @@ export function mountComposer({ form, input, counter, maxLength, connection, onS
     input.focus();
   });
   input.addEventListener("keydown", (event) => {
+    if (picker.handleKey(event)) return; // Enter picks a name while the list is open
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       submit();

@@ -1,16 +1,16 @@
 // The message list (role=log): history, live messages in seq order, the bubbles of our own sends
-// with their state, older pages on scroll-up, the "New messages" divider and ?at=<seq> jumps (the
-// page around the message and the newest one, the messages between loaded as they scroll into view).
-// History comes over HTTP a page at a time; the socket only resumes after the newest message shown.
+// with their state, older pages on scroll-up (the reader's place kept), the "New messages" divider
+// with its jump button, and ?at=<seq> jumps (the page around the message and the newest one, the
+// messages between loaded as they scroll into view). The day separators and author grouping are
+// views/reading.js's. History comes over HTTP a page at a time; the socket only resumes after the
+// newest message shown.
 import { roomMessages } from "../api.js";
 import { actionButton, el } from "../dom.js";
+import { mentionedNames, renderBody } from "../format.js";
+import { createLayout, formatTime } from "./reading.js";
 
 const PAGE = 50;
-
-function formatTime(iso) {
-  const when = new Date(iso);
-  return Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
+const UNREAD_PAGES = 4; // older pages loaded at most to reach the first unread message on opening
 
 export function mountMessages({ list, olderButton, store, config, actions, onRetry, showError }) {
   let loadingOlder = false;
@@ -21,18 +21,32 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   }
 
+  const layout = createLayout(list);
+
+  function bodyOf(text) {
+    const body = el("div", { class: "body" });
+    body.append(renderBody(text, config.username));
+    return body;
+  }
+
   function render(message) {
     const own = message.author.id === config.userId;
     const li = el("li", { class: own ? "message own" : "message" });
     li.dataset.seq = String(message.seq);
     li.dataset.id = message.id;
+    li.dataset.author = String(message.author.id);
+    li.dataset.at = message.created_at;
+    if (!own && mentionedNames(message.body).includes(config.username)) li.classList.add("mentions-me");
     const head = el("div", { class: "message-head" });
     head.append(el("span", { class: "author" }, message.author.username));
     head.append(el("time", { datetime: message.created_at, title: new Date(message.created_at).toLocaleString() },
       formatTime(message.created_at)));
-    if (message.edited_at) head.append(el("span", { class: "edited" }, "(edited)"));
+    if (message.edited_at) {
+      head.append(el("span", { class: "edited", title: `Edited ${new Date(message.edited_at).toLocaleString()}` },
+        "(edited)"));
+    }
     head.append(actions.forMessage(message, own));
-    li.append(head, el("p", { class: "body" }, message.body));
+    li.append(head, bodyOf(message.body));
     return li;
   }
 
@@ -70,19 +84,29 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
       showSendState(li, mine);
     }
     insertBySeq(li, message.seq);
+    layout.schedule();
     if (stick) list.scrollTop = list.scrollHeight;
   });
 
-  store.on("message.edited", (message) => bySeq(message.seq)?.replaceWith(render(message)));
+  store.on("message.edited", (message) => {
+    const old = bySeq(message.seq);
+    if (!old) return;
+    const li = render(message);
+    li.className = old.className; // keeps its grouping, send state and highlight
+    old.replaceWith(li);
+  });
 
-  store.on("message.deleted", ({ seq }) => bySeq(seq)?.remove());
+  store.on("message.deleted", ({ seq }) => {
+    bySeq(seq)?.remove();
+    layout.schedule();
+  });
 
   store.on("pending.added", (entry) => {
     const li = el("li", { class: "message own pending" });
     li.dataset.clientId = entry.clientId;
     const head = el("div", { class: "message-head" });
     head.append(el("span", { class: "author" }, config.username));
-    li.append(head, el("p", { class: "body" }, entry.body));
+    li.append(head, bodyOf(entry.body));
     list.append(li);
     list.scrollTop = list.scrollHeight;
     showSendState(li, entry);
@@ -93,12 +117,30 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     if (li) showSendState(li, entry);
   });
 
+  // The "New messages" divider, placed once when the room opens (before the first message of
+  // others above the read mark), and a button that brings it into view while it is out of sight.
+  const jumpButton = el("button", { type: "button", class: "jump-unread", hidden: true }, "Jump to first unread");
+  list.before(jumpButton);
+  let divider = null;
+
+  function updateJump() {
+    if (divider && (!divider.isConnected || inView(divider))) divider = null; // seen: no more need to jump
+    jumpButton.hidden = !divider;
+  }
+
+  jumpButton.addEventListener("click", () => {
+    divider?.scrollIntoView({ block: "start" });
+    updateJump();
+    list.focus({ preventScroll: true });
+  });
+
   function showNewDivider() {
     const firstNew = [...list.querySelectorAll("li.message:not(.own)")].find((li) => Number(li.dataset.seq) > store.readSeq);
     if (!firstNew || list.querySelector(".new-divider")) return;
-    const divider = el("li", { class: "new-divider", role: "separator" }, "New messages");
+    divider = el("li", { class: "new-divider", role: "separator", "aria-label": "New messages" }, "New messages");
     divider.dataset.seq = String(store.readSeq + 0.5); // keeps insertBySeq's order
     firstNew.before(divider);
+    layout.now();
   }
 
   function showPage(page) {
@@ -125,6 +167,11 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     try {
       if (!jumpTo) {
         showPage(await roomMessages(config.room, { limit: String(PAGE) }));
+        // Back to the first unread message, so the divider stands where the reader left off.
+        const unreadAbove = () => store.readSeq > 0 && store.hasOlder && store.oldestSeq() > store.readSeq + 1;
+        for (let more = UNREAD_PAGES; more > 0 && unreadAbove(); more--) {
+          showPage(await roomMessages(config.room, { limit: String(PAGE), before: String(store.oldestSeq()) }));
+        }
       } else {
         const around = await roomMessages(config.room, { limit: String(PAGE), before: String(jumpTo + Math.floor(PAGE / 2)) });
         const newest = await roomMessages(config.room, { limit: String(PAGE) });
@@ -140,6 +187,7 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
       throw err;
     }
     showNewDivider();
+    layout.now();
     const target = jumpTo && bySeq(jumpTo);
     if (target) {
       target.classList.add("highlight");
@@ -147,6 +195,18 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     } else {
       list.scrollTop = list.scrollHeight;
     }
+    updateJump();
+  }
+
+  /** Runs `change` (which adds messages above) and puts the first message in view back where it
+   * was on screen, so the reader does not jump (whatever the browser's own scroll anchoring did). */
+  async function keepingPlace(change) {
+    const top = () => list.getBoundingClientRect().top;
+    const anchor = [...list.querySelectorAll("li.message")].find((li) => li.getBoundingClientRect().bottom > top());
+    const offset = anchor ? anchor.getBoundingClientRect().top - top() : 0;
+    await change();
+    layout.now();
+    if (anchor?.isConnected) list.scrollTop += anchor.getBoundingClientRect().top - top() - offset;
   }
 
   async function loadOlder() {
@@ -155,10 +215,8 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     const params = { limit: String(PAGE) };
     if (Number.isFinite(oldest)) params.before = String(oldest); // else the newest page: none loaded yet
     loadingOlder = true;
-    const before = list.scrollHeight;
     try {
-      showPage(await roomMessages(config.room, params));
-      list.scrollTop += list.scrollHeight - before; // keep the reader's place
+      await keepingPlace(async () => showPage(await roomMessages(config.room, params)));
     } catch (err) {
       showError("Could not load older messages. Scroll up to try again.");
     } finally {
@@ -173,6 +231,7 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     try {
       const page = await roomMessages(config.room, { limit: String(PAGE), after: String(gap.from) });
       for (const message of page.messages) store.addMessage(message);
+      layout.now();
       const reached = page.messages.at(-1)?.seq ?? gap.to;
       placeGap(page.has_more ? reached : gap.to, gap.to);
     } catch (err) {
@@ -191,6 +250,7 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
   list.addEventListener("scroll", () => {
     if (list.scrollTop < 60) loadOlder();
     if (gap && inView(gap.li)) loadNewer();
+    updateJump();
   });
   olderButton.addEventListener("click", loadOlder);
 
