@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 
-.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout bench-rooms browser nginx clean stack stack-down promtool kafka-cluster kafka-cluster-down
+.PHONY: run test test-fast test-faults services services-down services-status venv lint bench bench-fanout bench-rooms browser nginx clean stack stack-scaled stack-down promtool kafka-cluster kafka-cluster-down
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-rooms: venv services
 # The full local deployment without Docker: services, two daphne instances behind nginx, two workers.
 stack: venv
 	scripts/stack.sh up
+
+# The same on the three Redis shards (Sentinel) and the three-node Kafka of contract §7.
+stack-scaled: venv
+	STACK_REDIS=shards STACK_KAFKA=cluster scripts/stack.sh up
 
 stack-down:
 	scripts/stack.sh down

@@ -8,6 +8,10 @@
 #   scripts/stack.sh status  what runs
 #   scripts/stack.sh install install nginx (Debian's package) when missing; `up` does it too
 #
+# STACK_REDIS=shards runs it on the three Sentinel-managed Redis shards and STACK_KAFKA=cluster on the
+# three-node Kafka of contract §7 (scripts/services.sh up redis-shards / kafka-cluster), with REDIS_URLS
+# and KAFKA_BOOTSTRAP_SERVERS pointed at them; `make stack-scaled` sets both.
+#
 # Environment: STACK_PORT (8080), STACK_WEB_PORTS ("8001 8002"), STACK_WORKER_METRICS_PORTS
 # ("9101 9102"), STACK_DIR (.cache/stack); the app's own variables (DATABASE_URL, KAFKA_TOPIC, ...)
 # override the defaults below. DATABASE_URL is the database owner's, for migrate; web instances and
@@ -35,6 +39,13 @@ app_env() {
   WEB_DATABASE_URL="${STACK_WEB_DATABASE_URL:-$(as_role chat_web)}"
   WORKER_DATABASE_URL="${STACK_WORKER_DATABASE_URL:-$(as_role chat_worker)}"
   export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+  if [ "${STACK_REDIS:-}" = shards ]; then
+    local sentinels=127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382
+    export REDIS_URLS="${REDIS_URLS:-redis+sentinel://$sentinels/shard0/0 redis+sentinel://$sentinels/shard1/0 redis+sentinel://$sentinels/shard2/0}"
+  fi
+  if [ "${STACK_KAFKA:-}" = cluster ]; then
+    export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194}"
+  fi
   export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
   export SECRET_KEY="${SECRET_KEY:-$(cat "$DIR/secret_key")}"
   export DEBUG="${DEBUG:-false}"
@@ -95,7 +106,11 @@ install() {
 up() {
   [ -x "$PY" ] || fail "no virtualenv: run 'make venv' first"
   install
+  case "${STACK_REDIS:-}" in ''|single) ;; shards) ;; *) fail "STACK_REDIS must be 'shards' or unset" ;; esac
+  case "${STACK_KAFKA:-}" in ''|single) ;; cluster) ;; *) fail "STACK_KAFKA must be 'cluster' or unset" ;; esac
   "$ROOT/scripts/services.sh" up
+  [ "${STACK_REDIS:-}" != shards ] || "$ROOT/scripts/services.sh" up redis-shards
+  [ "${STACK_KAFKA:-}" != cluster ] || "$ROOT/scripts/services.sh" up kafka-cluster
   app_env
   (cd "$ROOT" && "$PY" manage.py migrate --noinput -v 0)
   local i
@@ -115,6 +130,8 @@ up() {
   if alive "$DIR/nginx.pid"; then nginx -s reload -c "$DIR/nginx.conf" -p "$DIR"; else nginx -c "$DIR/nginx.conf" -p "$DIR"; fi
   wait_http "http://127.0.0.1:$PORT/readyz" 60 || fail "not ready through nginx on $PORT; see $DIR/nginx-error.log"
   say "stack: up at http://127.0.0.1:$PORT/ (nginx -> daphne on ${WEB_PORTS[*]}; workers' metrics on ${WORKER_PORTS[*]})"
+  say "redis: ${REDIS_URLS:-$REDIS_URL}"
+  say "kafka: $KAFKA_BOOTSTRAP_SERVERS"
   say "logs:"
   local log
   for log in "$DIR"/web-*.log "$DIR"/worker-*.log "$DIR"/nginx-access.log "$DIR"/nginx-error.log; do say "  $log"; done
