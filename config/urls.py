@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from chat import api, health, views
 from chat.forms import AdminLoginForm
+from chat.password_reset import PasswordResetView
 
 admin.site.login_form = AdminLoginForm  # the admin's login is throttled like the site's
 
@@ -11,6 +12,7 @@ urlpatterns = [
     path("rooms/<slug:slug>/", views.room, name="room"),
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
+    path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/rooms/", api.rooms),

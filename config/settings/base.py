@@ -118,6 +118,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+# Mail (password reset): EMAIL_URL such as smtp+tls://user:password@mail.example.com:587; the console
+# backend by default, so the mail shows in the process's output.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chat@localhost")
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
@@ -219,6 +223,9 @@ CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=20)
 CHAT_LOGIN_LIMIT = env.str("CHAT_LOGIN_LIMIT", default="5/15m")
 CHAT_LOGIN_ADDRESS_LIMIT = env.str("CHAT_LOGIN_ADDRESS_LIMIT", default="30/15m")
 CHAT_SIGNUP_LIMIT = env.str("CHAT_SIGNUP_LIMIT", default="10/1h")
+# Password reset requests, counted per email address and per client address like logins.
+CHAT_PASSWORD_RESET_LIMIT = env.str("CHAT_PASSWORD_RESET_LIMIT", default="3/1h")
+CHAT_PASSWORD_RESET_ADDRESS_LIMIT = env.str("CHAT_PASSWORD_RESET_ADDRESS_LIMIT", default="10/1h")
 # Proxies in front of the web instances that append to X-Forwarded-For (1 behind the bundled
 # nginx): the client's address is the entry the outermost one added, never one the client wrote.
 CHAT_TRUSTED_PROXIES = env.int("CHAT_TRUSTED_PROXIES", default=0)
