@@ -206,11 +206,14 @@ class RoomHub:
             for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.sockets()):
                 if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):
                     conn.deliver((event["text"],), (None,))
-        elif kind == "user.sidebar":
-            users = set(event["users"])
+        elif kind == "user.sidebar":  # the set changed (refresh), or a frame for the sidebars (`text`)
+            users, text = set(event["users"]), event.get("text")
             for conn in tuple(self._watched):  # only those watching: a socket's hello stays its first frame
                 if conn.user_id in users:
-                    conn.sidebar_refresh()
+                    if text is None:
+                        conn.sidebar_refresh()
+                    elif conn.room_id != event.get("room"):
+                        conn.deliver((text,), (None,))
         elif kind == "user.close":
             self._close_user(event)
         elif kind == "user.standing":
@@ -261,7 +264,10 @@ class RoomHub:
         for room_id, (texts, seqs) in runs.items():
             self._deliver(room_id, tuple(texts), tuple(seqs))
             if room_id in self.watchers:
-                self._sidebar_activity(room_id, tuple(texts), tuple(seqs))
+                try:
+                    self._sidebar_activity(room_id, tuple(texts), tuple(seqs))
+                except Exception:  # the sidebar is a courtesy: the other rooms' runs still go out
+                    logger.exception("sidebar frames of room %s not handed out", room_id)
 
     def _deliver(self, room_id: int, texts: tuple[str, ...], seqs: tuple[int | None, ...],
                  exclude: str | None = None) -> None:

@@ -208,6 +208,11 @@ def sidebar_activity_frame(*, room: str, seq: int, mention: bool) -> dict[str, A
     return {"type": "sidebar.activity", "room": room, "seq": seq, "mention": mention}
 
 
+def sidebar_read_frame(*, room: str, seq: int) -> dict[str, Any]:
+    """The user read `room` up to `seq` elsewhere (another tab or device): its counts drop."""
+    return {"type": "sidebar.read", "room": room, "seq": seq}
+
+
 def sidebar_changed_frame() -> dict[str, Any]:
     """The user's set of sidebar rooms changed (a new DM, added or removed), or some of its live
     frames may have been missed: the client fetches /api/rooms/ again."""

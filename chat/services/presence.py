@@ -87,12 +87,15 @@ async def typing_notify(*, who: Participant, active: bool) -> None:
 
 async def read_mark(*, who: Participant, seq: int) -> None:
     """Mark the room read up to `seq` (never backwards, never past the newest message) and tell the
-    user's other sockets in the room, on every instance."""
+    user's other sockets in the room, and their sidebars elsewhere, on every instance."""
     await rate_take(user_id=who.user_id, kind="read")
     seq = min(seq, await room_last_seq(who.room_id))
     if await database_sync_to_async(read_state_advance)(user_id=who.user_id, room_id=who.room_id, seq=seq):
         await hub_event({"type": "user.frame", "user": who.user_id, "room": who.room_id, "exclude": who.conn_id,
                          "text": protocol.encode(protocol.read_frame(seq=seq))})
+        # The user's sidebars elsewhere (other rooms' pages, the home page) drop the room's counts.
+        await hub_event({"type": "user.sidebar", "users": [who.user_id], "room": who.room_id,
+                         "text": protocol.encode(protocol.sidebar_read_frame(room=who.room_slug, seq=seq))})
 
 
 def read_state_advance(*, user_id: int, room_id: int, seq: int) -> bool:

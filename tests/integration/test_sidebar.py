@@ -140,3 +140,18 @@ async def test_opening_a_public_room_puts_it_in_the_sidebar(web_a, web_b, alice,
             ack = await say(a, "you joined")
         frame = await b_home.recv_type("sidebar.activity")
         assert (frame["room"], frame["seq"]) == (room.slug, ack["seq"])
+
+
+async def test_reading_a_room_drops_its_counts_in_the_users_other_sidebars(web_a, web_b, alice, bob):
+    room = make_room(alice)
+    async with user_socket(web_b, alice.cookie) as home:
+        async with chat_socket(web_a, room.slug, bob.cookie) as b:
+            ack = await say(b, f"@{alice.username} read me")
+        assert (await home.recv_type("sidebar.activity"))["mention"] is True
+        async with chat_socket(web_a, room.slug, alice.cookie) as a:
+            await a.send({"type": "read", "seq": ack["seq"]})
+            frame = await home.recv_type("sidebar.read")
+            assert frame == {"type": "sidebar.read", "room": room.slug, "seq": ack["seq"]}
+            await a.send({"type": "ping"})
+            await a.recv_type("pong")
+            assert not [f for f in a.frames if f["type"] == "sidebar.read"], "its own room's socket gets `read`"

@@ -171,6 +171,17 @@ export class SidebarStore extends Emitter {
     return true;
   }
 
+  /** `sidebar.read`: the user read the room elsewhere; false when messages came after `seq` (the
+   * counts are then only known to the server: fetch the list again). */
+  read({ room, seq }) {
+    const entry = this.rooms.get(room);
+    if (!entry || seq < entry.lastSeq) return false;
+    entry.unread = 0;
+    entry.mentions = 0;
+    this.emit("changed", this.sorted());
+    return true;
+  }
+
   /** Rooms with news first (mentions, then unread), then by last activity, newest first. */
   sorted() {
     const rank = (entry) => (entry.mentions > 0 ? 0 : entry.unread > 0 ? 1 : 2);

@@ -120,6 +120,9 @@ export function startSidebar({ nav, connection, current = null }) {
   connection.on("sidebar.activity", (frame) => {
     if (!store.activity(frame)) refresh(); // a room we do not list yet
   });
+  connection.on("sidebar.read", (frame) => {
+    if (!store.read(frame)) refresh();
+  });
   refresh();
   return store;
 }
