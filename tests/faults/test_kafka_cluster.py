@@ -216,12 +216,13 @@ async def test_one_broker_killed_while_clients_send_loses_nothing_and_acks_go_on
             await asyncio.sleep(15)
             stop.set()
             await running
-        # What the alerts watch: the worker finds the broker gone and every partition a replica short.
+        # What the alerts watch: the worker finds the broker gone and every partition a replica short,
+        # none below min.insync (on a loaded machine a live follower may lag out of the ISR for a while).
         await asyncio.to_thread(
             wait_until, lambda: worker_metric("chat_kafka_broker_reachable", broker=str(victim)) == 0
-            and worker_metric("chat_kafka_partitions_under_replicated", topic=topic) == PARTITIONS, 10, 0.2,
-            "the worker's metrics to show the broker gone")
-        assert worker_metric("chat_kafka_partitions_under_min_isr", topic=topic) == 0
+            and worker_metric("chat_kafka_partitions_under_replicated", topic=topic) == PARTITIONS
+            and worker_metric("chat_kafka_partitions_under_min_isr", topic=topic) == 0, 30, 0.2,
+            "the worker's metrics to show the broker gone and every partition with two replicas in sync")
         errors = [frame for s in senders for frame, _ in s.errors.values()]
         assert not errors, errors[:5]
         sent = sum(len(s.sent) for s in senders)

@@ -93,7 +93,8 @@ def kafka_gone_after_the_next_write(topic: str, batch: list[dict]):
         with blocker.cursor() as cursor:
             cursor.execute("LOCK TABLE chat_room IN EXCLUSIVE MODE")
             cursor.execute("LOCK TABLE chat_message IN SHARE MODE")
-        produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
+        # One Kafka batch, so the worker fetches and writes all of it at once (not its first record alone).
+        produce(topic, [(records.record_key(r), records.encode(r)) for r in batch], linger_ms=1000)
         wait_until(lambda: writes_waiting_on_a_lock() >= 1, 30, message="the worker's write held by the lock")
         services("down", "kafka")
         try:

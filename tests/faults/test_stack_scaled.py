@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from chat.bus.topics import delete_topics
 from chat.models import Message
-from tests.conftest import child_env, make_room, make_user, session_cookie
+from tests.conftest import child_env, make_user, session_cookie
 from tests.faults.test_redis_shards import rooms_on_every_shard
 from tests.integration.test_stack import Endpoint, open_sockets
 from tests.support import ROOT, chat_socket, free_port, wait_until

@@ -135,6 +135,8 @@ def test_a_worker_restarted_with_its_instance_id_gets_its_partitions_back_at_onc
         since, killed_at = time.monotonic(), time.time()
         restarted = run_worker(topic, group, unique("wrec-a2"), 300, "--instance-id", instance)
         took = seconds_until_stored_again(committed, held, since)
+        wait_until(lambda: "chat.bus.worker partitions assigned: " in restarted.log(), 30,
+                   message="the restarted worker's assignment logged")
         joined = logged_at(restarted.log(), "partitions assigned: ") - killed_at
         with capsys.disabled():
             print(f"\nworker kill -9 under load, restarted with its --instance-id: its partitions {sorted(held)} "

@@ -35,8 +35,10 @@ def created_records(rooms, author, per_room: int) -> list[dict]:
     return [created_record(room, author, seq) for room in rooms for seq in range(1, per_room + 1)]
 
 
-def produce(topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=BROKERS, acks="all")
+def produce(topic: str, values: list[tuple[bytes, bytes]], linger_ms: int = 0) -> None:
+    """`values` to `topic`; with `linger_ms`, a few records of one partition go in one batch, which
+    a consumer then reads in one fetch."""
+    producer = KafkaProducer(bootstrap_servers=BROKERS, acks="all", linger_ms=linger_ms)
     for key, value in values:
         producer.send(topic, key=key, value=value)
     producer.flush(30)
