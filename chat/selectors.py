@@ -3,7 +3,7 @@
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Exists, Max, OuterRef, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
 from chat import permissions, protocol
@@ -20,8 +20,8 @@ def room_object(room: Room, last_seq: int | None = None) -> dict:
 
 def rooms_for_user(user) -> list[dict]:
     """The rooms the user may read (permissions.readable_rooms), with unread and mention counts.
-    `member`: in the user's sidebar (they joined it, were added, or have a DM there); `direct`: a
-    DM, `dm_with` its other member's username."""
+    `joined`: in the user's sidebar (sidebar_rooms); `direct`: a DM, `dm_with` its other member's
+    username."""
     # Nested inside the counts below, so the room is two queries out.
     read_to = Coalesce(Subquery(ReadState.objects.filter(user=user, room=OuterRef(OuterRef("pk"))).values("seq")[:1]),
                        0)
@@ -34,7 +34,8 @@ def rooms_for_user(user) -> list[dict]:
                                message__deleted=False)
         .order_by().values("room").annotate(count=Count("id")).values("count")
     )
-    memberships = Membership.objects.filter(room=OuterRef("pk"))
+    memberships = Membership.objects.filter(room=OuterRef("pk"), user=user)
+    opened = ReadState.objects.filter(room=OuterRef("pk"), user=user)
     # Each figure is a subquery of its own on the (room, seq) index: joining the messages to take
     # their Max would group every message of every room, and Postgres then runs the unread count
     # once per message row (minutes for a room of 20 000 messages).
@@ -43,13 +44,14 @@ def rooms_for_user(user) -> list[dict]:
         permissions.readable_rooms(user)
         .annotate(last_seq=Subquery(newest.values("seq")[:1]), last_activity=Subquery(newest.values("created_at")[:1]),
                   unread=Coalesce(Subquery(unread), 0), mention_count=Coalesce(Subquery(mentions), 0),
-                  member=Exists(memberships.filter(user=user)))
+                  member=Exists(memberships), opened=Exists(opened))
         .order_by("name")
     )
     rooms = list(rooms)
     dm_with = _dm_partners(user, [room.pk for room in rooms if room.direct_key])
     return [{**room_object(room, room.last_seq or 0), "unread": room.unread, "mentions": room.mention_count,
-             "last_activity": protocol.isoformat(room.last_activity), "member": room.member,
+             "last_activity": protocol.isoformat(room.last_activity),
+             "joined": room.member or (room.opened and not room.private),
              "direct": room.direct_key is not None, "dm_with": dm_with.get(room.pk)} for room in rooms]
 
 
@@ -62,10 +64,13 @@ def _dm_partners(user, room_ids: list[int]) -> dict[int, str]:
 
 
 def sidebar_rooms(user_id: int) -> dict[int, bool]:
-    """The rooms of the user's sidebar, as room id -> whether it is a DM: the rooms they may read
-    and are a member of (they opened it, were added, or have a DM there)."""
-    rooms = permissions.readable_rooms(user_id).filter(pk__in=Membership.objects.filter(user_id=user_id)
-                                                       .values("room_id"))
+    """The rooms of the user's sidebar, as room id -> whether it is a DM: of the rooms they may
+    read, those they are a member of (created, were added, a DM) and the public ones they opened
+    (a read state, made when they open it). Opening a room never makes a member: a public room
+    made private keeps only its members."""
+    rooms = permissions.readable_rooms(user_id).filter(
+        Q(pk__in=Membership.objects.filter(user_id=user_id).values("room_id"))
+        | Q(private=False, pk__in=ReadState.objects.filter(user_id=user_id).values("room_id")))
     return {room_id: direct_key is not None for room_id, direct_key in rooms.values_list("pk", "direct_key")}
 
 

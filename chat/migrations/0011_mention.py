@@ -1,22 +1,9 @@
-"""Mentions (contract §9): one row per (message, mentioned user), written by the worker. And the
-sidebar's rule that a public room is a user's once they joined it (a Membership, made when they
-open it): users who opened or posted in a public room before get their Membership now."""
+"""Mentions (contract §9): one row per (message, mentioned user), written by the worker."""
 
 import django.db.models.deletion
 import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
-
-
-def memberships_for_joined_public_rooms(apps, schema_editor):
-    Membership = apps.get_model("chat", "Membership")
-    ReadState = apps.get_model("chat", "ReadState")
-    Message = apps.get_model("chat", "Message")
-    joined = set(ReadState.objects.filter(room__private=False).values_list("room_id", "user_id"))
-    joined |= set(Message.objects.filter(room__private=False).values_list("room_id", "author_id").distinct())
-    joined -= set(Membership.objects.values_list("room_id", "user_id"))
-    Membership.objects.bulk_create([Membership(room_id=room, user_id=user) for room, user in joined],
-                                   batch_size=1000, ignore_conflicts=True)
 
 
 class Migration(migrations.Migration):
@@ -46,5 +33,4 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.RunPython(memberships_for_joined_public_rooms, migrations.RunPython.noop),
     ]

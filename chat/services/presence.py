@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import protocol, selectors
-from chat.models import Membership, ReadState
+from chat.models import ReadState
 from chat.roomstate import room_state
 from chat.services.events import after_commit, hub_event, room_broadcast, sidebar_changed
 from chat.services.limits import rate_take
@@ -108,15 +108,16 @@ def read_state_advance(*, user_id: int, room_id: int, seq: int) -> bool:
 
 async def sidebar_rooms(*, user_id: int, visit: Participant | None = None) -> dict[int, bool]:
     """The rooms of the user's sidebar (room id -> is a DM), for the hub's watch. `visit`: a socket
-    opening its room, which joins the user's sidebar (a Membership) the first time when public."""
+    opening its room, which joins the user's sidebar the first time when public (a read state at
+    0: the room is opened, nothing read yet)."""
     return await database_sync_to_async(_sidebar_rooms)(user_id, visit.room_id if visit and not
                                                         visit.room_private else None)
 
 
 def _sidebar_rooms(user_id: int, public_room_id: int | None) -> dict[int, bool]:
     if public_room_id is not None:
-        # Only a public room: a private one is joined by being added, never by opening it.
-        _, created = Membership.objects.get_or_create(room_id=public_room_id, user_id=user_id)
+        # Not a Membership: that would make the user a member should the room be made private.
+        _, created = ReadState.objects.get_or_create(room_id=public_room_id, user_id=user_id, defaults={"seq": 0})
         if created:  # the user's other sockets show it too
             after_commit(sidebar_changed, user_ids=[user_id])
     return selectors.sidebar_rooms(user_id)

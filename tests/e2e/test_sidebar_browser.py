@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import make_room
+from tests.support import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -85,6 +86,9 @@ def test_a_message_elsewhere_bumps_the_sidebar_and_a_mention_notifies(browser, w
     first = sidebar(page_a).get_by_role("link").first
     expect(first).to_have_attribute("href", f"/rooms/{room_b.slug}/")
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_a.screenshot(path=str(ARTIFACTS / "sidebar.png"))
+
     # A reload counts the same from the server (the worker stored the mention).
     page_a.reload()
     page_a.wait_for_function("window.chatSidebar && window.chatSidebar.loaded", timeout=WAIT_MS)
@@ -138,6 +142,8 @@ def test_on_a_phone_the_sidebar_folds_behind_a_button(browser, web_a, worker, al
     toggle.click()
     expect(toggle).to_have_attribute("aria-expanded", "true")
     expect(conversation(page, other.name)).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sidebar-phone.png"))
     conversation(page, other.name).click()
     page.wait_for_url(re.compile(f"/rooms/{other.slug}/"), timeout=WAIT_MS)
     page.context.close()

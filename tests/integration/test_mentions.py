@@ -64,7 +64,7 @@ async def test_who_counts_as_mentioned(web_a, web_b, worker, alice, bob):
 
     # /api/rooms/: mentions after the read mark; reading the room clears them.
     entry = room_entry(web_a, bob, private.slug)
-    assert (entry["unread"], entry["mentions"], entry["member"], entry["direct"]) == (1, 1, True, False)
+    assert (entry["unread"], entry["mentions"], entry["joined"], entry["direct"]) == (1, 1, True, False)
     bob.cookie = session_cookie(bob)
     async with chat_socket(web_b, private.slug, bob.cookie) as b:
         await b.send({"type": "read", "seq": in_private["seq"]})

@@ -103,7 +103,7 @@ async def test_a_new_dm_and_being_added_or_removed_change_the_sidebar_live(web_a
         await a.recv_type("sidebar.changed")
         with client_for(web_a, alice) as c:
             entry = next(r for r in c.get("/api/rooms/").json()["rooms"] if r["slug"] == dm)
-            assert (entry["member"], entry["direct"], entry["dm_with"]) == (True, True, bob.username)
+            assert (entry["joined"], entry["direct"], entry["dm_with"]) == (True, True, bob.username)
         # ... and its messages now come as sidebar frames: every one a mention (the DM rule).
         async with chat_socket(web_b, dm, bob.cookie) as b:
             ack = await say(b, "psst")
@@ -124,17 +124,17 @@ async def test_a_new_dm_and_being_added_or_removed_change_the_sidebar_live(web_a
             await a.recv_type("sidebar.changed")
 
 
-async def test_opening_a_public_room_puts_it_in_the_sidebar(web_a, web_b, alice, bob):
-    room = make_room(alice)
-    assert not Membership.objects.filter(room=room, user=bob).exists()
+async def test_opening_a_public_room_puts_it_in_the_sidebar_without_making_a_member(web_a, web_b, alice, bob):
+    room, unopened = make_room(alice), make_room(alice)
     async with user_socket(web_b, bob.cookie) as b_home:
         async with chat_socket(web_a, room.slug, bob.cookie) as b_in:
             await b_in.recv_type("sidebar.changed")
             await b_home.recv_type("sidebar.changed")  # his other sockets learn of it too
-        assert Membership.objects.filter(room=room, user=bob).exists()
         with client_for(web_a, bob) as c:
             rooms = {r["slug"]: r for r in c.get("/api/rooms/").json()["rooms"]}
-        assert rooms[room.slug]["member"] is True
+        assert rooms[room.slug]["joined"] is True and rooms[unopened.slug]["joined"] is False
+        # Opened, not a member: were the room made private, he would not keep it.
+        assert not Membership.objects.filter(room=room, user=bob).exists()
         # Messages there now reach his home page's socket.
         async with chat_socket(web_a, room.slug, alice.cookie) as a:
             ack = await say(a, "you joined")

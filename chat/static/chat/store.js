@@ -138,9 +138,9 @@ export class SidebarStore extends Emitter {
     this.loaded = false;
   }
 
-  /** The room list of GET /api/rooms/: only the rooms in the user's sidebar (`member`). */
+  /** The room list of GET /api/rooms/: only the rooms in the user's sidebar (`joined`). */
   load(rooms) {
-    this.rooms = new Map(rooms.filter((room) => room.member).map((room) => [room.slug, {
+    this.rooms = new Map(rooms.filter((room) => room.joined).map((room) => [room.slug, {
       slug: room.slug,
       name: room.name,
       label: room.direct && room.dm_with ? room.dm_with : room.name,
