@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.test_room_browser import WAIT_MS, bubble, log, open_room, send
+from tests.support import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -131,6 +132,9 @@ def test_markdown_subset_and_links_render_and_the_stored_text_stays_the_authors(
         expect(link).to_have_attribute("target", "_blank")
         expect(link).not_to_have_attribute("title", re.compile(".*"))
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_b.screenshot(path=str(ARTIFACTS / "formatting.png"))
+
     # The author edits the text as written, not the HTML shown.
     mine = starting(page_a, "bold words")
     expect(mine).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
@@ -187,6 +191,8 @@ def test_xss_payloads_stay_inert_and_inside_their_message_box(browser, web_a, we
                 }
             }
             out.listScroll = list.scrollWidth - list.clientWidth;
+            out.pageScroll = document.documentElement.scrollWidth - document.documentElement.clientWidth;
+            out.listRight = box.right - document.documentElement.clientWidth;
             return out;
         }""")
         assert not set(report["tags"]) - ALLOWED_TAGS, report["tags"]
@@ -196,8 +202,10 @@ def test_xss_payloads_stay_inert_and_inside_their_message_box(browser, web_a, we
         assert all(rel == "noopener noreferrer nofollow" and target == "_blank" for rel, target in report["links"])
         assert report["escaped"] == [], report["escaped"]
         assert report["listScroll"] <= 1, "the message list scrolls sideways"
+        assert report["pageScroll"] <= 1 and report["listRight"] <= 0, "a body widened the page"
         for tag in ("script", "iframe", "img", "svg", "object", "embed", "style", "form", "math", "details"):
             assert log(page).locator(tag).count() == 0, tag
+    page_b.screenshot(path=str(ARTIFACTS / "xss.png"))
     # HTML in a body is shown as text (so is the entity-encoded one, decoded as Markdown does).
     expect(bubble(page_b, "<script>window.__xss=1</script>")).to_have_count(2)
     expect(bubble(page_b, "<img src=x onerror=alert(1)>")).to_have_count(1)
@@ -241,6 +249,7 @@ def test_mentions_are_highlighted_and_the_composer_completes_member_names(browse
 
     first = starting(page_b, "thanks")
     expect(first).to_have_count(1, timeout=WAIT_MS)
+    page_b.screenshot(path=str(ARTIFACTS / "mentions.png"))
     expect(first.locator(".mention")).to_have_count(1)
     expect(first.locator(".mention.me")).to_have_text(f"@{bob.username}")
     expect(first).to_have_class(re.compile(r"\bmentions-me\b"))

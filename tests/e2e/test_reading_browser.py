@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from chat.models import Message, ReadState
 from tests.e2e.test_room_browser import WAIT_MS, log, send, wait_connected
+from tests.support import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -83,6 +84,9 @@ def test_day_separators_grouping_and_the_edited_marker(browser, web_a, worker, a
     expect(page.get_by_role("separator", name="Today")).to_have_count(1)
     expect(log(page).locator("li.message", has_text="today two").locator(".edited")).to_have_text("(edited)")
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "days-and-groups.png"))
+
     # A live message of the same author a moment later joins the group; a new day separator is not added.
     send(page, "bob live")
     expect(log(page).locator("li.message").last).to_have_class(re.compile(r"\bcontinued\b"), timeout=WAIT_MS)
@@ -107,6 +111,8 @@ def test_new_messages_divider_at_the_first_unread_and_the_jump_button(browser, w
     jump = page.get_by_role("button", name="Jump to first unread")
     expect(jump).to_be_visible()
     expect(divider).not_to_be_in_viewport()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "unread-jump.png"))
     jump.click()
     expect(divider).to_be_in_viewport()
     expect(jump).to_be_hidden()

@@ -92,7 +92,9 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     const old = bySeq(message.seq);
     if (!old) return;
     const li = render(message);
+    const mentionsMe = li.classList.contains("mentions-me");
     li.className = old.className; // keeps its grouping, send state and highlight
+    li.classList.toggle("mentions-me", mentionsMe); // the new text decides that one
     old.replaceWith(li);
   });
 
