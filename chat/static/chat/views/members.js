@@ -1,5 +1,11 @@
-// Adding a member to a private room (the owner's form in the sidebar).
-import { errorDetail, memberAdd } from "../api.js";
+// People and room settings in the room page's sidebar: the list labelled "Members" (with who is
+// online, and Block / Remove actions), adding a member to a private room (the owner's form),
+// leaving the room, and renaming or archiving it (owner or staff).
+import { errorDetail, memberAdd, request } from "../api.js";
+import { actionButton, el } from "../dom.js";
+
+const roomPath = (room) => `/api/rooms/${encodeURIComponent(room)}/`;
+const memberPath = (room, username) => `${roomPath(room)}members/${encodeURIComponent(username)}/`;
 
 export function mountMembers({ form, room }) {
   form.addEventListener("submit", async (event) => {
@@ -11,4 +17,98 @@ export function mountMembers({ form, room }) {
     note.textContent = result.ok ? `${username} is now a member.` : errorDetail(result, "Could not add the member.");
     if (result.ok) form.reset();
   });
+}
+
+/** The "Members" list: fetched on load (and again on `refresh()`), marked live with who is online. */
+export function mountMemberList({ list, note, room, config, store, manages }) {
+  let members = [];
+  let online = new Set();
+
+  function render() {
+    list.replaceChildren(...members.map(({ username, role }) => {
+      const li = el("li", { "data-username": username }, username);
+      if (role === "owner") li.append(" ", el("span", { class: "badge" }, "owner"));
+      if (online.has(username)) li.append(" ", el("span", { class: "online-dot", title: "online" }, "● online"));
+      if (username !== config.username) {
+        const block = actionButton("Block", () => blockUser(username));
+        block.setAttribute("aria-label", `Block ${username}`);
+        li.append(" ", block);
+        if (manages && role !== "owner" && !config.direct) {
+          const remove = actionButton("Remove", () => removeMember(username));
+          remove.setAttribute("aria-label", `Remove ${username} from the room`);
+          li.append(" ", remove);
+        }
+      }
+      return li;
+    }));
+  }
+
+  async function refresh() {
+    const result = await request("GET", `${roomPath(room)}members/`);
+    if (result.ok) {
+      members = result.data.members;
+      render();
+    }
+  }
+
+  async function blockUser(username) {
+    const result = await request("POST", "/api/blocks/", { username });
+    note.textContent = result.ok
+      ? `You blocked ${username}: they cannot message you directly, and their mentions no longer reach you.`
+      : errorDetail(result, "Could not block the user.");
+  }
+
+  async function removeMember(username) {
+    const result = await request("DELETE", memberPath(room, username), {});
+    note.textContent = result.ok ? `${username} was removed.` : errorDetail(result, "Could not remove the member.");
+    if (result.ok) refresh();
+  }
+
+  store?.on("online", (names) => {
+    online = new Set(names);
+    render();
+  });
+  refresh();
+  return { refresh };
+}
+
+/** "Leave room": leaves through the API, then goes home; the API's refusal (the owner) is shown. */
+export function mountLeave({ button, note, room, config }) {
+  button.addEventListener("click", async () => {
+    const result = await request("DELETE", memberPath(room, config.username), {}); // a body: api.js sends the CSRF header with one
+    if (result.ok) window.location.href = "/";
+    else note.textContent = errorDetail(result, "Could not leave the room.");
+  });
+}
+
+/** Rename and archive (owner or staff). `apply(room)` shows a change, ours or one a room.updated frame brought. */
+export function mountRoomSettings({ form, archiveButton, heading, archivedNote, composer }) {
+  const note = form.querySelector(".form-status");
+  const room = form.dataset.room;
+
+  function apply({ name, archived }) {
+    heading.firstChild.textContent = name;
+    document.title = document.title.replace(/^[^·]*·/, `${name} ·`);
+    archivedNote.hidden = !archived;
+    archiveButton.textContent = archived ? "Unarchive" : "Archive";
+    archiveButton.dataset.archived = String(archived);
+    for (const control of composer) control.disabled = archived;
+  }
+
+  async function update(body, done) {
+    const result = await request("PATCH", roomPath(room), body);
+    note.textContent = result.ok ? done : errorDetail(result, "Could not change the room.");
+    if (result.ok) apply(result.data);
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = form.elements.name.value.trim();
+    if (name) update({ name }, "Renamed.");
+  });
+  archiveButton.addEventListener("click", () => {
+    const archived = archiveButton.dataset.archived !== "true";
+    update({ archived }, archived ? "Archived: the room is read-only now." : "The room is open again.");
+  });
+  return { apply };
 }
