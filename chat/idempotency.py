@@ -11,10 +11,13 @@ message id's 16 bytes, its seq and an `a` once Kafka has it: about 40 bytes a me
 import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 BUCKETS_PER_WINDOW = 8  # a finer split adds a lookup per send; a coarser one keeps entries longer
+RESTORE_LIMIT = 20_000  # entries put back per room in a new epoch: the newest, those a retry is likeliest for
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +50,14 @@ def entry_value(message_id: str, seq: int | str) -> bytes:
 def entry_parse(value: bytes) -> Entry:
     rest = value[16:]
     return Entry(str(uuid.UUID(bytes=value[:16])), int(rest.rstrip(b"a")), rest.endswith(b"a"))
+
+
+def stored_entries(*, room_id: int) -> list[tuple[int, str, str, int]]:
+    """(author id, client_id, message id, seq) of the room's messages stored within the window,
+    newest first: the entries a room's new epoch puts back after Redis lost them."""
+    from chat.models import Message
+
+    since = timezone.now() - timedelta(seconds=window_seconds())
+    rows = (Message.objects.filter(room_id=room_id, created_at__gte=since).exclude(client_id=None)
+            .order_by("-seq").values_list("author_id", "client_id", "id", "seq")[:RESTORE_LIMIT])
+    return [(author, client_id, str(message_id), seq) for author, client_id, message_id, seq in rows]

@@ -86,6 +86,10 @@ class MemoryRoomState:
         if entry:
             self.client_ids[(room_id, user_id, client_id)] = (message_id, seq, True, entry[3])
 
+    async def client_ids_restore(self, *, room_id: int, entries: list[tuple[int, str, str, int]]) -> None:
+        for user_id, client_id, message_id, seq in reversed(entries):  # oldest first: time order
+            self.client_ids.setdefault((room_id, user_id, client_id), (message_id, seq, True, time.monotonic()))
+
     async def last_seq(self, room_id: int) -> int | None:
         return self.seqs.get(room_id)
 

@@ -84,6 +84,18 @@ if value and string.sub(value, -1) ~= 'a' then redis.call('HSET', key, ARGV[2], 
 return value and 1 or 0
 """
 
+# KEYS: the room's idempotency index. ARGV: the entries' key base, the bucket width, the window,
+# then (field, pick, value) per entry. Puts back entries of stored messages (their values acked) in
+# a room's new epoch, after Redis lost them.
+RESTORE_SCRIPT = CLIENT_ID_LUA + """
+for i = 4, #ARGV, 3 do
+  if not cid_find(KEYS[1], ARGV[1], ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[2]), tonumber(ARGV[3])) then
+    cid_add(KEYS[1], ARGV[1], ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[2]), tonumber(ARGV[3]))
+  end
+end
+return 1
+"""
+
 # The room's send step as one atomic script, so the order of seqs in a room is the order of
 # publishes: idempotency by client_id, the room's next seq in its current epoch, the recent buffer
 # and its id index (trimmed together), and the publish on the room's channel in the channels-redis

@@ -27,6 +27,7 @@ from chat.roomscripts import (
     PRESENCE_LEAVE_SCRIPT,
     REPLACE_SCRIPT,
     REPLAY_SCRIPT,
+    RESTORE_SCRIPT,
     SEND_SCRIPT,
     TYPING_SCRIPT,
 )
@@ -75,6 +76,7 @@ class RedisShard:
         self.redis = shard_client(spec)
         self.send = self.redis.register_script(SEND_SCRIPT)
         self.ack = self.redis.register_script(ACK_SCRIPT)
+        self.restore = self.redis.register_script(RESTORE_SCRIPT)
         self.identity = self.redis.register_script(IDENTITY_SCRIPT)
         self.replay = self.redis.register_script(REPLAY_SCRIPT)
         self.find = self.redis.register_script(FIND_SCRIPT)
@@ -176,6 +178,16 @@ class RedisRoomState:
         field, pick = idempotency.entry_digest(user_id, client_id)
         await shard.ack(keys=[f"{room}:cidx"], args=[f"{room}:cid:", field, pick, idempotency.bucket_seconds(),
                                                       idempotency.window_seconds()])
+
+    async def client_ids_restore(self, *, room_id: int, entries: list[tuple[int, str, str, int]]) -> None:
+        """Put back the idempotency entries of stored messages, (author id, client_id, id, seq) each."""
+        shard, room = self._room(room_id)
+        for start in range(0, len(entries), 500):
+            args: list = [f"{room}:cid:", idempotency.bucket_seconds(), idempotency.window_seconds()]
+            for user_id, client_id, message_id, seq in entries[start:start + 500]:
+                field, pick = idempotency.entry_digest(user_id, client_id)
+                args += [field, pick, idempotency.entry_value(message_id, seq) + b"a"]
+            await shard.restore(keys=[f"{room}:cidx"], args=args)
 
     async def last_seq(self, room_id: int) -> int | None:
         shard, room = self._room(room_id)

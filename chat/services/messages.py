@@ -10,11 +10,11 @@ from django.conf import settings
 from django.utils import timezone
 from uuid6 import uuid7
 
-from chat import metrics, permissions, protocol, selectors
+from chat import idempotency, metrics, permissions, protocol, selectors
 from chat.bus import backlog, records
 from chat.errors import ChatError, Forbidden, NotFound, NotPersisted
 from chat.models import Report, Room
-from chat.roomstate import room_state
+from chat.roomstate import SendOutcome, room_state
 from chat.services.events import change_persist, room_broadcast
 from chat.services.limits import rate_take, send_take
 from chat.services.presence import Participant
@@ -62,8 +62,7 @@ async def message_send(*, who: Participant, body: str, client_id: str, gate: Roo
     send = dict(room_id=who.room_id, user_id=who.user_id, client_id=client_id, message=message)
     outcome = await state.send(**send, seed=None)
     if outcome.status == "seed":
-        seed = await database_sync_to_async(room_seq_seed)(room_id=who.room_id)
-        outcome = await state.send(**send, seed=seed)
+        outcome = await _send_in_new_epoch(state, send, room_id=who.room_id)
     if outcome.status == "dup" and outcome.acked:  # Kafka has it: the first ack again, nothing enqueued
         message = {**message, "id": outcome.message_id, "seq": outcome.seq}
         return SentMessage(client_id, who.user_id, records.message_record("message.created", message,
@@ -79,6 +78,19 @@ async def message_send(*, who: Participant, body: str, client_id: str, gate: Roo
         message["seq"] = outcome.seq
         metrics.MESSAGES_SENT.inc()
     return SentMessage(client_id, who.user_id, records.message_record("message.created", message, room_id=who.room_id))
+
+
+async def _send_in_new_epoch(state, send: dict, *, room_id: int) -> SendOutcome:
+    """The room's counter is gone (a new room; a Redis restart, failover or restore): seed it. A
+    room that had messages first gets back the idempotency entries Redis lost, from Postgres once
+    the workers have stored what Kafka holds for it, so the retry of a message whose ack was lost
+    with Redis is answered with its first id and seq, not sent again as a second message."""
+    seed = await database_sync_to_async(room_seq_seed)(room_id=room_id)
+    if seed > 0:
+        await backlog.wait_stored(room_id)
+        entries = await database_sync_to_async(idempotency.stored_entries)(room_id=room_id)
+        await state.client_ids_restore(room_id=room_id, entries=entries)
+    return await state.send(**send, seed=seed)
 
 
 async def message_confirm(sent: SentMessage) -> dict:

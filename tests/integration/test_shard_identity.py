@@ -2,14 +2,16 @@
 Postgres restore) is not trusted: the room starts a new epoch above the clock, its sockets resume
 (1012) and the identity is written back; `deployment_renew` gives the database a new identity."""
 
+import asyncio
 import time
 
 import redis
 
-from chat.models import Deployment
+from chat.models import Deployment, Message
 from chat.services.rooms import deployment_identity, deployment_renew
+from chat.shards import hash_tag, partition_of
 from tests.conftest import SERVICES, TEST_ENV
-from tests.support import chat_socket, unique
+from tests.support import chat_socket, unique, wait_until
 
 IDENTITY = f"{TEST_ENV['CHAT_REDIS_PREFIX']}:shard:identity"
 
@@ -45,3 +47,30 @@ def test_deployment_renew_replaces_the_identity():
         assert renewed != before and deployment_identity() == renewed and Deployment.objects.count() == 1
     finally:  # the run's web instances keep theirs for a minute: put it back before they reload
         Deployment.objects.update(identity=before)
+
+
+async def test_a_retry_after_redis_lost_the_room_gets_the_first_id_and_seq(web_a, web_b, worker, alice, bob, room):
+    """A message stored, its idempotency entry lost with Redis's state (a failover to a replica that
+    lacked it, a restart): the room's new epoch puts the entries back from Postgres, so the retry of
+    a message whose ack the client never saw is answered with the first id and seq, and the room
+    gets no second copy."""
+    client = redis.Redis.from_url(SERVICES["REDIS_URL"])
+    client_id = unique("lost-ack")
+    async with chat_socket(web_a, room.slug, alice.cookie) as a:
+        first = await send_and_ack(a, "its ack was lost", client_id)
+    await asyncio.to_thread(wait_until, lambda: Message.objects.filter(room=room, client_id=client_id).exists(), 30,
+                            message="the message stored")
+    base = f"{TEST_ENV['CHAT_REDIS_PREFIX']}:{hash_tag(partition_of(room.id))}:room:{room.id}"
+    lost = list(client.scan_iter(match=f"{base}:*"))
+    assert lost and client.delete(*lost) == len(lost)  # every key of the room: counter, buffer, entries
+    async with chat_socket(web_b, room.slug, bob.cookie, after=first["seq"]) as b, \
+            chat_socket(web_a, room.slug, alice.cookie, after=first["seq"]) as a:
+        again = await send_and_ack(a, "its ack was lost", client_id)
+        assert (again["id"], again["seq"]) == (first["id"], first["seq"])
+        fresh = await send_and_ack(a, "a new one")
+        assert fresh["seq"] > first["seq"]
+        # The retry was not broadcast again: the other reader's next message is the new one.
+        assert [m["id"] for m in await b.messages(1)] == [fresh["id"]]
+    await asyncio.to_thread(wait_until, lambda: Message.objects.filter(room=room).count() == 2, 30,
+                            message="both stored")
+    assert await asyncio.to_thread(Message.objects.filter(room=room, client_id=client_id).count) == 1
