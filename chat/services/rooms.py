@@ -131,18 +131,22 @@ def room_remove_member(*, actor, slug: str, username: str) -> None:
 
 
 def room_leave(*, actor, room: Room) -> None:
-    """`actor` leaves `room`: their membership and read state go. The owner is refused (a room
-    keeps its owner: staff hand it over in the admin), and so is a direct message (block instead)."""
+    """`actor` leaves `room`: their membership and read state go, so it leaves their sidebar (a public
+    room opened joins it through its read state alone). The owner is refused (a room keeps its
+    owner: staff hand it over in the admin), and so is a direct message (block instead)."""
     if room.direct_key:
         raise Forbidden("A direct message cannot be left; block the user to stop their messages.")
     if room.owner_id == actor.pk:
         raise Forbidden("You own this room, so you cannot leave it; archive it instead, or ask staff to hand "
                         "it to another member first.", code="owner_cannot_leave")
     with transaction.atomic():
-        deleted, _ = Membership.objects.filter(room=room, user=actor).delete()
-        if not deleted:
+        # The membership's delete ends a private room's sockets and tells the sidebars (receivers).
+        members, _ = Membership.objects.filter(room=room, user=actor).delete()
+        marks, _ = ReadState.objects.filter(room=room, user=actor).delete()
+        if not (members or marks):
             raise NotFound("You are not a member of this room.")
-        ReadState.objects.filter(room=room, user=actor).delete()
+        if not members:
+            after_commit(sidebar_changed, user_ids=[actor.pk])
 
 
 def room_update(*, actor, slug: str, name: str | None = None, archived: bool | None = None) -> Room:

@@ -8,7 +8,7 @@ import uuid
 from chat.models import Membership, ReadState
 from tests.conftest import make_room, make_user, session_cookie
 from tests.integration.test_access_end import browser, closed_soon, staff_cookie, still_open
-from tests.support import chat_socket, unique
+from tests.support import chat_socket, unique, wait_until
 
 
 def members_path(room, username: str) -> str:
@@ -57,6 +57,14 @@ async def test_leaving_a_public_room_keeps_it_readable_and_the_owner_and_dms_can
             refused = c.delete(f"/api/rooms/{dm.json()['slug']}/members/{bob.username}/")
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
         await still_open(reading)  # a public room stays readable
+    opener = make_user("opener")  # opened the public room only: joined through its read mark
+    cookie = session_cookie(opener)
+    async with chat_socket(web_a, room.slug, cookie) as opened:
+        await still_open(opened)
+        wait_until(lambda: ReadState.objects.filter(room=room, user=opener).exists(), message="the room opened")
+    with browser(web_a, cookie) as c:
+        assert c.delete(members_path(room, opener.username)).status_code == 204
+    assert not ReadState.objects.filter(room=room, user=opener).exists()
     with browser(web_a, alice.cookie) as c:
         owner = c.delete(members_path(room, alice.username))
         assert owner.status_code == 403, owner.text
