@@ -60,10 +60,11 @@ async def measure(messages: int, rooms: int, body_size: int) -> dict:
     busy_bytes = await room_bytes(busy)
     # Many rooms of a full buffer each, active, then quiet.
     ids = [10**12 + secrets.randbelow(10**9) for _ in range(rooms)]
+    active = []
     with Progress("redis_memory: rooms", total=rooms * buffer, unit="sends") as progress:
         for room_id in ids:
             await fill(room_id, buffer, body_size, progress)
-    active = [sum((await room_bytes(r)).values()) for r in ids]
+            active.append(sum((await room_bytes(room_id)).values()))  # at once: it goes quiet in seconds
     await asyncio.sleep(IDLE_SECONDS + 1)
     for _ in range(100):
         quiet_sizes = [await room_bytes(r) for r in ids]
