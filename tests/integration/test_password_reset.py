@@ -7,8 +7,8 @@ import secrets
 
 import httpx
 
-from tests.conftest import make_user
-from tests.support import unique, wait_until
+from tests.conftest import make_room, make_user, session_cookie
+from tests.support import chat_socket, unique, wait_until
 
 
 def anonymous(server) -> httpx.Client:
@@ -23,8 +23,21 @@ def mails_to(server, user) -> list[str]:
     return re.findall(rf"Hello {re.escape(user.username)},.*?(http://\S+/accounts/reset/\S+/)", server.log(), re.S)
 
 
-def test_a_forgotten_password_is_reset_through_the_mailed_link(web_a):
+async def test_a_forgotten_password_is_reset_through_the_mailed_link(web_a, web_b):
     user = make_user("forgot", email=f"{unique('forgot')}@example.com")
+    room = make_room(user)
+    async with chat_socket(web_b, room.slug, session_cookie(user)) as old_session:
+        new = _reset_through_the_mail(web_a, user)
+        assert await old_session.close_code() == 4401  # signed with the old password: ended
+
+    with anonymous(web_a) as browser:
+        logged_in = browser.post("/accounts/login/", data={"username": user.username, "password": new})
+        assert logged_in.status_code == 302 and logged_in.headers["location"] == "/"
+        assert "sessionid" in logged_in.cookies
+
+
+def _reset_through_the_mail(web_a, user) -> str:
+    """Ask for the link, follow it from the mail, set a new password; the new password."""
     with anonymous(web_a) as browser:
         login_page = browser.get("/accounts/login/")
         assert 'href="/accounts/password_reset/"' in login_page.text and "Forgot password?" in login_page.text
@@ -43,11 +56,7 @@ def test_a_forgotten_password_is_reset_through_the_mailed_link(web_a):
         assert "Password changed" in browser.get("/accounts/reset/done/").text
         again = browser.get(link.removeprefix(web_a.url), follow_redirects=True)  # a link works once
         assert "does not work any more" in again.text
-
-    with anonymous(web_a) as browser:
-        logged_in = browser.post("/accounts/login/", data={"username": user.username, "password": new})
-        assert logged_in.status_code == 302 and logged_in.headers["location"] == "/"
-        assert "sessionid" in logged_in.cookies
+    return new
 
 
 def test_an_unknown_address_looks_the_same_and_no_mail_goes_out(web_a):
