@@ -1,13 +1,13 @@
 """People and room settings in a real browser (issue 22), two users on two instances: the "Message"
 action of the Online list opens the DM, the list labelled "Members" shows the room's members, the
-owner renames and archives the room, and a member leaves it."""
+owner renames and archives the room, blocks and unblocks a member, and a member leaves it."""
 
 import re
 
 import pytest
 from playwright.sync_api import expect
 
-from chat.models import Membership, Room
+from chat.models import Block, Membership, Room
 from tests.conftest import make_room
 from tests.e2e.test_room_browser import WAIT_MS, online, open_room
 
@@ -41,7 +41,7 @@ def test_message_from_the_online_list_opens_the_dm_and_members_are_listed(browse
         page.context.close()
 
 
-def test_the_owner_renames_and_archives_and_a_member_leaves(browser, web_a, web_b, alice, bob):
+def test_the_owner_renames_archives_and_blocks_and_a_member_leaves(browser, web_a, web_b, alice, bob):
     room = make_room(alice, private=True)
     Membership.objects.create(room=room, user=bob)
     page_a = open_room(browser, web_a.url, alice, room)
@@ -58,6 +58,15 @@ def test_the_owner_renames_and_archives_and_a_member_leaves(browser, web_a, web_
     expect(page_a.get_by_role("textbox", name="Message")).to_be_disabled()
     room.refresh_from_db()
     assert room.name == "Renamed room" and room.archived
+
+    block = members(page_a).get_by_role("button", name=f"Block {bob.username}", exact=True)
+    unblock = members(page_a).get_by_role("button", name=f"Unblock {bob.username}", exact=True)
+    block.click()
+    expect(unblock).to_be_visible(timeout=WAIT_MS)
+    assert Block.objects.filter(blocker=alice, blocked=bob).exists()
+    unblock.click()
+    expect(block).to_be_visible(timeout=WAIT_MS)
+    assert not Block.objects.filter(blocker=alice, blocked=bob).exists()
 
     page_b.get_by_role("button", name="Leave room").click()
     page_b.wait_for_url(f"{web_b.url}/", timeout=WAIT_MS)

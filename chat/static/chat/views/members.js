@@ -23,6 +23,7 @@ export function mountMembers({ form, room }) {
 export function mountMemberList({ list, note, room, config, store, manages }) {
   let members = [];
   let online = new Set();
+  let blocked = new Set();
 
   function render() {
     list.replaceChildren(...members.map(({ username, role }) => {
@@ -30,8 +31,9 @@ export function mountMemberList({ list, note, room, config, store, manages }) {
       if (role === "owner") li.append(" ", el("span", { class: "badge" }, "owner"));
       if (online.has(username)) li.append(" ", el("span", { class: "online-dot", title: "online" }, "● online"));
       if (username !== config.username) {
-        const block = actionButton("Block", () => blockUser(username));
-        block.setAttribute("aria-label", `Block ${username}`);
+        const isBlocked = blocked.has(username);
+        const block = actionButton(isBlocked ? "Unblock" : "Block", () => setBlocked(username, !isBlocked));
+        block.setAttribute("aria-label", `${isBlocked ? "Unblock" : "Block"} ${username}`);
         li.append(" ", block);
         if (manages && role !== "owner" && !config.direct) {
           const remove = actionButton("Remove", () => removeMember(username));
@@ -44,18 +46,30 @@ export function mountMemberList({ list, note, room, config, store, manages }) {
   }
 
   async function refresh() {
-    const result = await request("GET", `${roomPath(room)}members/`);
+    const [result, blocks] = await Promise.all([
+      request("GET", `${roomPath(room)}members/`), request("GET", "/api/blocks/"),
+    ]);
+    if (blocks.ok) blocked = new Set(blocks.data.blocks.map((b) => b.username));
     if (result.ok) {
       members = result.data.members;
       render();
     }
   }
 
-  async function blockUser(username) {
-    const result = await request("POST", "/api/blocks/", { username });
-    note.textContent = result.ok
-      ? `You blocked ${username}: they cannot message you directly, and their mentions no longer reach you.`
-      : errorDetail(result, "Could not block the user.");
+  async function setBlocked(username, block) {
+    const result = block
+      ? await request("POST", "/api/blocks/", { username })
+      : await request("DELETE", `/api/blocks/${encodeURIComponent(username)}/`, {});
+    if (!result.ok) {
+      note.textContent = errorDetail(result, block ? "Could not block the user." : "Could not unblock the user.");
+      return;
+    }
+    note.textContent = block
+      ? `You blocked ${username}: they cannot message you directly any more.`
+      : `You unblocked ${username}.`;
+    if (block) blocked.add(username);
+    else blocked.delete(username);
+    render();
   }
 
   async function removeMember(username) {
