@@ -262,3 +262,32 @@ def test_mentions_are_highlighted_and_the_composer_completes_member_names(browse
     expect(mine.locator(".mention:not(.me)")).to_have_text(f"@{bob.username}")
     page_a.context.close()
     page_b.context.close()
+
+
+def test_the_autocomplete_offers_members_who_are_neither_online_nor_in_the_history(browser, web_a, worker, alice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chat.services.rooms import room_add_member
+    from tests.conftest import make_room, make_user
+
+    private = make_room(alice, private=True)
+    carols = sorted([make_user("carol"), make_user("carol")], key=lambda user: user.username)
+    with ThreadPoolExecutor(1) as thread:  # it notifies sockets; Playwright's sync API owns this thread's loop
+        for carol in carols:
+            thread.submit(room_add_member, actor=alice, room=private, username=carol.username).result()
+    page = open_room(browser, web_a.url, alice, private)
+    box = page.get_by_role("textbox", name="Message")
+    box.press_sequentially("@caro")
+    picker = page.get_by_role("listbox", name="People to mention")
+    options = picker.get_by_role("option")
+    expect(options).to_have_text([carol.username for carol in carols], timeout=WAIT_MS)
+    expect(box).to_have_attribute("aria-activedescendant", options.nth(0).get_attribute("id"))
+    box.press("ArrowDown")
+    expect(options.nth(1)).to_have_attribute("aria-selected", "true")
+    expect(box).to_have_attribute("aria-activedescendant", options.nth(1).get_attribute("id"))
+    box.press("ArrowDown")  # wraps around
+    box.press("ArrowDown")
+    box.press("Tab")
+    expect(box).to_have_value(f"@{carols[1].username} ")
+    expect(box).to_be_focused()
+    page.context.close()
