@@ -139,6 +139,9 @@ class LeanSender(LeanSocket):
         if payload.startswith((b'{"type":"ack"', b'{"type":"error"')):
             self.on_reply(now, orjson.loads(payload))
 
+    def send_message(self, client_id: str, body: str) -> None:
+        self.send_text(orjson.dumps({"type": "message.send", "client_id": client_id, "body": body}).decode())
+
 
 def upgrade_request(url: str, origin: str, cookie: str) -> tuple[str, int, bytes]:
     """Host, port and the HTTP request that opens a WebSocket at `url` as the user of `cookie`."""
@@ -160,12 +163,18 @@ async def open_lean(protocol, url: str, origin: str, cookie: str, *args):
     return transport, sock
 
 
-async def _receive(url: str, origin: str, cookies: list[str], ready, control, results) -> None:
+async def _receive(url: str, origin: str, cookies: list[str], ready, control, results, stack: str) -> None:
+    """Receivers of one instance of `stack` ("chat", or "seed": the seed stack, where `url` is its port)."""
+    from bench import seed
+
     loop = asyncio.get_running_loop()
     arrivals = Arrivals()
     transports = []
     for cookie in cookies:
-        transport, _ = await open_lean(LeanReceiver, url, origin, cookie, arrivals)
+        if stack == "seed":
+            transport, _ = await seed.open_socket(seed.SeedReceiver, url, arrivals)
+        else:
+            transport, _ = await open_lean(LeanReceiver, url, origin, cookie, arrivals)
         transports.append(transport)
         ready.put(1)
     start_cpu = own_cpu()
@@ -182,14 +191,20 @@ async def _receive(url: str, origin: str, cookies: list[str], ready, control, re
     inbound: dict[int, list[float]] = {}  # client send -> the server's created_at (start of the send action)
     counts: dict[int, int] = {}
     for now, payload in zip(arrivals.times, arrivals.payloads, strict=True):
-        frame = orjson.loads(payload)
-        step, sent_ns, _ = frame["body"].split(":", 2)
+        if stack == "seed":
+            frame, body = None, seed.message_body(payload)
+        else:
+            frame = orjson.loads(payload)
+            body = frame["body"]
+        step, sent_ns, _ = body.split(":", 2)
         step = int(step)
         counts[step] = counts.get(step, 0) + 1
         latencies.setdefault(step, []).append((now - int(sent_ns)) / 1e6)
-        created_ns = datetime.fromisoformat(frame["created_at"]).timestamp() * 1e9
-        inbound.setdefault(step, []).append((created_ns - int(sent_ns)) / 1e6)
-    results.put({"counts": counts, "latencies": latencies, "inbound": inbound, "cpu": cpu})
+        if frame is not None:
+            created_ns = datetime.fromisoformat(frame["created_at"]).timestamp() * 1e9
+            inbound.setdefault(step, []).append((created_ns - int(sent_ns)) / 1e6)
+    results.put({"stack": stack, "receivers": len(cookies), "counts": counts, "latencies": latencies,
+                 "inbound": inbound, "cpu": cpu})
 
 
 def run_lean(coroutine):
@@ -201,14 +216,16 @@ def run_lean(coroutine):
     return uvloop.run(coroutine)
 
 
-def receiver_process(url, origin, cookies, ready, control, results) -> None:
-    run_lean(_receive(url, origin, cookies, ready, control, results))
+def receiver_process(url, origin, cookies, ready, control, results, stack="chat") -> None:
+    run_lean(_receive(url, origin, cookies, ready, control, results, stack))
 
 
-async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates: list[int],
+async def send_steps(endpoints: dict[str, list[tuple]], cookies: list[str], schedule: list[tuple[str, int]],
                      seconds: float, stack_cpu: StackCpu) -> list[dict]:
-    """Each step, every sender socket sends its share of the rate; real users each send a little.
-    Sender sockets alternate between the `(url, origin)` endpoints, as a load balancer spreads them."""
+    """Each step (stack, messages/s), every sender socket of that stack sends its share of the rate;
+    real users each send a little. Sender sockets alternate between the stack's endpoints, as a load
+    balancer spreads them: `(url, origin)` for the chat, `(port,)` for the seed stack."""
+    from bench import seed
     sent_at: dict[str, int] = {}
     acks: dict[int, list[float]] = {}
     errors = 0
@@ -221,7 +238,7 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
         else:
             errors += 1
 
-    async def send_share(sock: LeanSender, index: int, step: int, rate: float, began: float) -> int:
+    async def send_share(sock, index: int, step: int, rate: float, began: float, sockets: list) -> int:
         interval, count = 1.0 / rate, int(rate * seconds)
         # Each sender keeps its own phase, so the step's messages arrive evenly spread, not in
         # bursts of one message per sender (which the latency would then measure).
@@ -231,28 +248,35 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
             if delay > 0:
                 await asyncio.sleep(delay)
             cid = f"{step}-{index}-{n}"
-            sent_at[cid] = time.time_ns()
-            sock.send_text(orjson.dumps({"type": "message.send", "client_id": cid,
-                                         "body": f"{step}:{sent_at[cid]}:x"}).decode())
+            now = time.time_ns()
+            if chat:
+                sent_at[cid] = now
+            sock.send_message(cid, f"{step}:{now}:{RUN}")  # the seed's receivers count their run's only
         return count
 
-    transports, sockets = [], []
-    for index, cookie in enumerate(cookies):
-        url, origin = endpoints[index % len(endpoints)]
-        transport, sock = await open_lean(LeanSender, url, origin, cookie, on_reply)
-        transports.append(transport)
-        sockets.append(sock)
+    transports, senders = [], {}
+    for stack, stack_endpoints in endpoints.items():
+        senders[stack] = []
+        for index, cookie in enumerate(cookies):
+            endpoint = stack_endpoints[index % len(stack_endpoints)]
+            if stack == "seed":
+                transport, sock = await seed.open_socket(seed.SeedSender, *endpoint)
+            else:
+                transport, sock = await open_lean(LeanSender, *endpoint, cookie, on_reply)
+            transports.append(transport)
+            senders[stack].append(sock)
     steps = []
     try:
-        for step, rate in enumerate(rates):
+        for step, (stack, rate) in enumerate(schedule):
+            sockets, chat = senders[stack], stack == "chat"
             speed_ms = cpu_speed_ms()  # the machine's speed as the step starts (the stack is quiet)
             cpu0, machine0, began = own_cpu(), stack_cpu.sample(), time.perf_counter()
-            counts = await asyncio.gather(*(send_share(sock, i, step, rate / len(sockets), began)
+            counts = await asyncio.gather(*(send_share(sock, i, step, rate / len(sockets), began, sockets)
                                             for i, sock in enumerate(sockets)))
             elapsed = time.perf_counter() - began
             cores = StackCpu.cores(machine0, stack_cpu.sample(), elapsed)
             await asyncio.sleep(2.0)  # let stragglers and acks arrive before the next step
-            steps.append({"rate": rate, "sent": sum(counts), "send_seconds": elapsed,
+            steps.append({"stack": stack, "rate": rate, "sent": sum(counts), "send_seconds": elapsed,
                           "sender_cpu": own_cpu() - cpu0, "ack_ms": acks.get(step, []), "cores": cores,
                           "speed_ms": speed_ms})
         steps[-1]["send_errors"] = errors
@@ -262,61 +286,86 @@ async def send_steps(endpoints: list[tuple[str, str]], cookies: list[str], rates
     return steps
 
 
-def run(server: str, receivers: int, rates: list[int], seconds: float, senders: int = 20) -> dict:
+def run(server: str, receivers: int, rates: list[int], seconds: float, senders: int = 20, *,
+        one_user: bool = False, race: bool = True, rounds: int = 3) -> dict:
+    """One server's run: with `race`, each rate in `rounds` interleaved rounds against the seed stack
+    (chat, seed, chat, seed, ...) on the same load generator; `one_user`: every receiver and sender
+    socket is one user's (distinct users otherwise)."""
     setup_django()
+    from bench import seed
     from tests.support import Process, WebServer
 
     web = [WebServer(f"bench-{server}-{i}-{RUN}", child_env(), server=server).start() for i in range(2)]
     worker = Process(f"bench-worker-{RUN}", [PYTHON, "manage.py", "consume_messages",
                                                    "--group", f"bench-{RUN}"], child_env()).start()
+    seeds = []
+    if race:
+        seed.install()
+        seeds = [seed.start(f"bench-seed-{i}-{RUN}", child_env()["REDIS_URL"]) for i in range(2)]
     from django.contrib.auth import get_user_model
 
     from chat.services.rooms import room_create
 
     owner = get_user_model().objects.create_user(username=f"owner-{RUN}")
     room = room_create(owner=owner, name=f"bench {RUN}", private=False)
-    cookies = [c for _, c in users_with_cookies(receivers + senders, f"r{server}")]
+    if one_user:
+        cookies = [users_with_cookies(1, f"r{server}")[0][1]] * (receivers + senders)
+    else:
+        cookies = [c for _, c in users_with_cookies(receivers + senders, f"r{server}")]
     sender_cookies, cookies = cookies[:senders], cookies[senders:]
     ctx = mp.get_context("fork")
     ready, results = ctx.Queue(), ctx.Queue()
     procs, controls = [], []
     half = len(cookies) // 2
+    receiver_sets = [("chat", f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url, part)
+                     for srv, part in zip(web, (cookies[:half], cookies[half:]), strict=True)]
+    receiver_sets += [("seed", srv.port, seed.ORIGIN, part)
+                      for srv, part in zip(seeds, (cookies[:half], cookies[half:]), strict=True)]
     try:
-        for index, part in enumerate((cookies[:half], cookies[half:])):
-            srv = web[index]
+        for stack, url, origin, part in receiver_sets:
             control = ctx.Queue()
-            proc = ctx.Process(target=receiver_process, args=(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/",
-                                                               srv.url, part, ready, control, results),
+            proc = ctx.Process(target=receiver_process, args=(url, origin, part, ready, control, results, stack),
                                daemon=True)  # never outlive a failed run
             proc.start()
             procs.append(proc)
             controls.append(control)
-        for _ in range(len(cookies)):
+        for _ in range(sum(len(part) for *_, part in receiver_sets)):
             ready.get(timeout=120)
-        endpoints = [(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url) for srv in web]
-        # Step 0 warms up (producer bootstrap, the room's first seq) and is left out of the report.
+        endpoints = {"chat": [(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url) for srv in web]}
+        if race:
+            endpoints["seed"] = [(srv.port,) for srv in seeds]
+        stacks = list(endpoints)
+        # Steps 0 (one per stack) warm up (producer bootstrap, the room's first seq) and are left out.
+        schedule = [(stack, 10) for stack in stacks]
+        schedule += [(stack, rate) for rate in rates for _ in range(rounds if race else 1) for stack in stacks]
         stack_cpu = StackCpu({"web": [srv.proc.pid for srv in web], "worker": [worker.proc.pid],
+                              "seed": [srv.proc.pid for srv in seeds],
                               "receivers": [proc.pid for proc in procs], "senders": [os.getpid()]})
-        steps = run_lean(send_steps(endpoints, sender_cookies, [10, *rates], seconds, stack_cpu))
+        steps = run_lean(send_steps(endpoints, sender_cookies, schedule, seconds, stack_cpu))
         for control in controls:
             control.put("stop")
         parts = [results.get(timeout=120) for _ in procs]
     finally:
         for proc in procs:
             proc.join(10)
-        for srv in web:
+        for srv in [*web, *seeds]:
             srv.stop()
         worker.stop()
-    report = []
+    report, seen = [], {}
     for step, entry in enumerate(steps):
-        if step == 0:
+        if step < len(stacks):
             continue
-        latencies = [v for part in parts for v in part["latencies"].get(step, [])]
-        inbound = [v for part in parts for v in part["inbound"].get(step, [])]
-        delivered = sum(part["counts"].get(step, 0) for part in parts)
+        stack = entry["stack"]
+        mine = [part for part in parts if part["stack"] == stack]
+        key = (stack, entry["rate"])
+        seen[key] = seen.get(key, 0) + 1
+        latencies = [v for part in mine for v in part["latencies"].get(step, [])]
+        inbound = [v for part in mine for v in part["inbound"].get(step, [])]
+        delivered = sum(part["counts"].get(step, 0) for part in mine)
         expected = entry["sent"] * len(cookies)
         report.append({
-            "server": server, "receivers": len(cookies), "rate_msgs": entry["rate"],
+            "server": server, "receivers": len(cookies), "users": "one" if one_user else "distinct",
+            "senders": senders, "stack": stack, "round": seen[key], "rate_msgs": entry["rate"],
             "offered_deliveries_per_s": entry["rate"] * len(cookies),
             "delivered_per_s": round(delivered / max(entry["send_seconds"], 1e-9)),
             "expected": expected, "delivered": delivered, "lost": expected - delivered,
@@ -337,22 +386,62 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
     return {"steps": report, "loadgen_receiver_cpu_s": round(receiver_cpu, 1), "senders": senders}
 
 
+def median(values: list[float]) -> float:
+    values = sorted(v for v in values if v == v)  # NaN (a step with nothing delivered) left out
+    if not values:
+        return float("nan")
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def race_rows(steps: list[dict]) -> list[dict]:
+    """Per server, receivers, users and offered load: the chat's and the seed stack's medians over
+    their interleaved rounds (p50, p99), the ratios chat/seed and what each lost in all rounds."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for row in steps:
+        key = (row["server"], row["receivers"], row.get("users", "distinct"), row["offered_deliveries_per_s"])
+        groups.setdefault(key, {}).setdefault(row.get("stack", "chat"), []).append(row)
+    out = []
+    for (server, receivers, users, offered), stacks in groups.items():
+        row = {"server": server, "receivers": receivers, "users": users, "offered_deliveries_per_s": offered}
+        for stack, rows in stacks.items():
+            row[f"{stack}_rounds"] = len(rows)
+            row[f"{stack}_p50_ms"] = round(median([r["p50_ms"] for r in rows]), 2)
+            row[f"{stack}_p99_ms"] = round(median([r["p99_ms"] for r in rows]), 2)
+            row[f"{stack}_lost"] = sum(r["lost"] for r in rows)
+        if "seed" in stacks:
+            for q in ("p50", "p99"):
+                seed_ms = row[f"seed_{q}_ms"]
+                row[f"ratio_{q}"] = round(row[f"chat_{q}_ms"] / seed_ms, 2) if seed_ms else float("nan")
+        out.append(row)
+    return out
+
+
 def print_report(result: dict) -> None:
     rows = result["rows"]
-    columns = ["server", "receivers", "offered_deliveries_per_s", "delivered_per_s", "lost", "p50_ms", "p90_ms",
-               "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "ack_p50_ms", "ack_p99_ms", "sender_behind",
-               "sender_cpu_pct", "speed_ms"]
+    columns = ["server", "receivers", "users", "stack", "round", "offered_deliveries_per_s", "delivered_per_s",
+               "lost", "p50_ms", "p90_ms", "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "ack_p50_ms", "ack_p99_ms",
+               "sender_behind", "sender_cpu_pct", "speed_ms"]
     print_table(rows, columns)
-    print(f"\nCores used per step (of {os.cpu_count()}): web instances, worker, services, load generator, "
-          "the sum of those, the whole machine (with anything else that ran) and steal (time the hypervisor "
-          "gave these cores to other guests: a step with much of it ran on a disturbed machine)")
-    parts = sorted(c for c in rows[0] if c.startswith("cores_")
-                   and c not in ("cores_total", "cores_machine", "cores_steal"))
-    print_table(rows, ["server", "receivers", "offered_deliveries_per_s", *parts, "cores_total", "cores_machine",
-                          "cores_steal"])
+    print(f"\nCores used per step (of {os.cpu_count()}): web instances (or the seed stack's servers), worker, "
+          "services, load generator, the sum of those, the whole machine (with anything else that ran) and steal "
+          "(time the hypervisor gave these cores to other guests: a step with much of it ran on a disturbed machine)")
+    parts = sorted({c for r in rows for c in r if c.startswith("cores_")
+                    and c not in ("cores_total", "cores_machine", "cores_steal")})
+    print_table(rows, ["server", "receivers", "users", "stack", "round", "offered_deliveries_per_s", *parts,
+                       "cores_total", "cores_machine", "cores_steal"])
+    race = race_rows(rows)
+    if any("seed_p99_ms" in r for r in race):
+        print("\nAgainst the seed stack: medians over the interleaved rounds, ratio chat/seed (below 1: the chat "
+              "is faster), frames lost in all rounds")
+        print_table(race, ["server", "receivers", "users", "offered_deliveries_per_s", "chat_p50_ms", "seed_p50_ms",
+                           "ratio_p50", "chat_p99_ms", "seed_p99_ms", "ratio_p99", "chat_lost", "seed_lost",
+                           "chat_rounds"])
 
 
 def plot(rows: list[dict], path: Path) -> bool:
+    """p50 and p99 (medians over rounds) against offered load, a panel per server, the chat in solid
+    lines and the seed stack dashed."""
     try:
         import matplotlib
 
@@ -360,18 +449,29 @@ def plot(rows: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for server, receivers in sorted({(r["server"], r["receivers"]) for r in rows}):
-        mine = [r for r in rows if (r["server"], r["receivers"]) == (server, receivers)]
-        x = [r["offered_deliveries_per_s"] for r in mine]
-        ax.plot(x, [r["p50_ms"] for r in mine], marker="o", label=f"{server}, {receivers} receivers, p50")
-        ax.plot(x, [r["p99_ms"] for r in mine], marker="s", label=f"{server}, {receivers} receivers, p99")
-    ax.set_xlabel("offered deliveries/s")
-    ax.set_ylabel("send→receive latency (ms)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title("Fan-out across two instances")
+    race = race_rows(rows)
+    servers = sorted({r["server"] for r in race})
+    fig, axes = plt.subplots(1, len(servers), figsize=(7 * len(servers), 5.5), sharey=True, squeeze=False)
+    for ax, server in zip(axes[0], servers, strict=True):
+        for receivers, users in sorted({(r["receivers"], r["users"]) for r in race if r["server"] == server}):
+            mine = sorted((r for r in race if (r["server"], r["receivers"], r["users"]) == (server, receivers, users)),
+                          key=lambda r: r["offered_deliveries_per_s"])
+            x = [r["offered_deliveries_per_s"] for r in mine]
+            label = f"{receivers} receivers{', one user' if users == 'one' else ''}"
+            for stack, style in (("chat", "-"), ("seed", "--")):
+                if f"{stack}_p99_ms" not in mine[0]:
+                    continue
+                line, = ax.plot(x, [r[f"{stack}_p99_ms"] for r in mine], style, marker="s",
+                                label=f"{stack}, {label}, p99")
+                ax.plot(x, [r[f"{stack}_p50_ms"] for r in mine], style, marker="o", color=line.get_color(),
+                        alpha=0.5, label=f"{stack}, {label}, p50")
+        ax.set_xlabel("offered deliveries/s")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"{server} vs the seed stack (dashed), two instances each")
+    axes[0][0].set_ylabel("send→receive latency (ms), median over rounds")
     fig.tight_layout()
     fig.savefig(path)
     return True
@@ -387,24 +487,38 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--senders", type=int, default=20,
                         help="sender sockets sharing each step's rate, spread over both instances")
+    parser.add_argument("--one-user", default="500", metavar="RECEIVERS",
+                        help="receiver counts of the one-user runs: every receiver and sender socket is one "
+                             "user's ('' for none)")
+    parser.add_argument("--one-user-senders", type=int, default=4, help="sender sockets in the one-user runs")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (chat, seed) per step")
+    parser.add_argument("--no-seed", action="store_true", help="the chat alone, one round per step")
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
     rows, meta = [], {}
+    runs = [(receivers, False, args.senders) for receivers in (int(n) for n in args.receivers.split(",") if n)]
+    runs += [(receivers, True, args.one_user_senders) for receivers in (int(n) for n in args.one_user.split(",") if n)]
     for server in args.servers.split(","):
-        for receivers in (int(n) for n in args.receivers.split(",")):
+        for receivers, one_user, senders in runs:
             rates = args.rates or ",".join(str(max(1, round(int(o) / receivers))) for o in args.offered.split(","))
-            print(f"== {server}: {receivers} receivers over two instances, rates {rates} msg/s", flush=True)
+            who = "sockets of one user" if one_user else "distinct users"
+            print(f"== {server}: {receivers} receivers ({who}) over two instances, {senders} senders, rates {rates} "
+                  f"msg/s{'' if args.no_seed else f', {args.rounds} rounds against the seed stack'}", flush=True)
             # Each run is a fresh process, so Django and the stack start clean.
-            result_path = out / f"fanout-{server}-{receivers}.json"
-            subprocess.run([sys.executable, "-m", "bench.fanout_one", server, str(receivers), rates,
-                            str(args.seconds), str(args.senders), str(result_path)], check=True, cwd=ROOT)
+            name = f"{server}-{receivers}{'-one-user' if one_user else ''}"
+            result_path = out / f"fanout-{name}.json"
+            options = {"server": server, "receivers": receivers, "rates": [int(r) for r in rates.split(",")],
+                       "seconds": args.seconds, "senders": senders, "one_user": one_user,
+                       "race": not args.no_seed, "rounds": args.rounds}
+            subprocess.run([sys.executable, "-m", "bench.fanout_one", json.dumps(options), str(result_path)],
+                           check=True, cwd=ROOT)
             result = json.loads(result_path.read_text())
             rows += result["steps"]
-            meta[f"{server}-{receivers}"] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"]}
-    summary = {**env, "settings": vars(args), "rows": rows, "meta": meta}
+            meta[name] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"], "senders": senders}
+    summary = {**env, "settings": vars(args), "rows": rows, "race": race_rows(rows), "meta": meta}
     print()
     print_report(summary)
     (out / "fanout.json").write_text(json.dumps(summary, indent=2))

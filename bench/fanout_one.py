@@ -1,4 +1,4 @@
-"""One server's run of bench.fanout, in a process of its own."""
+"""One server's run of bench.fanout, in a process of its own: its options as JSON, then the result's path."""
 
 import json
 import sys
@@ -6,6 +6,6 @@ from pathlib import Path
 
 from bench.fanout import run
 
-server, receivers, rates, seconds, senders, out = sys.argv[1:7]
-result = run(server, int(receivers), [int(r) for r in rates.split(",")], float(seconds), int(senders))
+options, out = sys.argv[1:3]
+result = run(**json.loads(options))
 Path(out).write_text(json.dumps(result))
