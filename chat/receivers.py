@@ -60,6 +60,12 @@ def end_sessions_of_old_password(sender, instance, **kwargs) -> None:
         accounts.user_password_changed(user=instance)
 
 
+@receiver(post_save, sender=get_user_model())
+def give_new_user_a_chat_profile(sender, instance, created, raw=False, **kwargs) -> None:
+    if created and not raw:
+        accounts.chat_profile_create(user=instance)
+
+
 @receiver(user_login_failed)
 def count_failed_login(sender, credentials, request=None, **kwargs) -> None:
     accounts.login_failure_record(username=str(credentials.get("username", "")),

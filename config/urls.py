@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chat import api, health, views
+from chat.admin import desk
 from chat.forms import AdminLoginForm
 from chat.password_reset import PasswordResetView
 
@@ -14,6 +15,7 @@ urlpatterns = [
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/chat/desk/", admin.site.admin_view(desk.desk), name="chat_desk"),
     path("admin/", admin.site.urls),
     path("api/rooms/", api.rooms),
     path("api/rooms/<slug:slug>/", api.room_detail),

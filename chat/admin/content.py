@@ -1,45 +1,22 @@
-"""The staff's moderation desk. Every moderation action goes through a service, which records it
-and makes it take effect live on every instance; nothing here changes chat state by hand. Actions
-need Django's change permission on their model; bodies of conversations the user cannot read are
-shown only when reported, to staff who may act on reports (permissions.moderation_messages)."""
+"""Messages and reports in the admin. The message list shows the messages of rooms the staff member
+may read, plus reported ones for staff who may act on reports; a reported body from a room they
+cannot read is logged as a `view` each time it is shown. Acting on a message's author or a
+report's message goes through the moderation services."""
 
 from datetime import timedelta
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from chat import permissions
-from chat.models import ChatProfile, Membership, Message, ModerationAction, Report, Room
+from chat.admin.confirm import USER_ACTIONS, UserModerationActions, confirmation
+from chat.models import Message, Report
 from chat.services import moderation
-
-
-class MembershipInline(admin.TabularInline):
-    """A room's members. A DM's are its pair (as in services.rooms): staff cannot join it from here."""
-
-    model = Membership
-    extra = 0
-    raw_id_fields = ["user"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return not (obj is not None and obj.direct_key) and super().has_add_permission(request, obj)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return not (obj is not None and obj.direct_key) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return not (obj is not None and obj.direct_key) and super().has_delete_permission(request, obj)
-
-
-@admin.register(Room)
-class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "private", "owner", "created_at"]
-    search_fields = ["name", "slug"]
-    list_filter = ["private"]
-    raw_id_fields = ["owner"]
-    inlines = [MembershipInline]
 
 
 class MessageStateFilter(admin.SimpleListFilter):
@@ -58,7 +35,7 @@ class MessageStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(UserModerationActions, admin.ModelAdmin):
     list_display = ["room", "seq", "author", "short_body", "created_at", "hidden", "deleted"]
     list_filter = ["room", MessageStateFilter, "created_at"]
     search_fields = ["body", "author__username"]
@@ -66,10 +43,27 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ["room", "author"]
     readonly_fields = ["id", "room", "seq", "author", "body", "created_at", "edited_at", "client_id", "hidden",
                        "deleted"]
-    actions = ["hide_messages", "unhide_messages"]
+    actions = ["hide_messages", "unhide_messages", *UserModerationActions.user_actions]
 
     def get_queryset(self, request):
         return super().get_queryset(request) & permissions.moderation_messages(request.user)
+
+    def moderation_users(self, queryset) -> list:
+        return list({message.author_id: message.author for message in queryset.select_related("author")}.values())
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            moderation.reported_messages_viewed(actor=request.user, messages=list(changelist.result_list),
+                                                where="the admin's message list")
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        message = self.get_object(request, unquote(object_id))
+        if request.method == "GET" and message is not None:
+            moderation.reported_messages_viewed(actor=request.user, messages=[message], where="the message's page")
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="body")
     def short_body(self, message: Message) -> str:
@@ -94,6 +88,32 @@ class MessageAdmin(admin.ModelAdmin):
         return False  # hide instead: a deleted row would leave clients and Kafka out of step
 
 
+def _in_hours(hours: int):
+    return timezone.now() + timedelta(hours=hours)
+
+
+# What a report's page offers: (button, what happens, permission needed, the service call).
+REPORT_ACTIONS = {
+    "hide": ("Hide the message", "The message disappears from every connected client and from history; "
+             "the report is resolved.", "hide",
+             lambda actor, report, reason: moderation.report_resolve(actor=actor, report=report, hide=True,
+                                                                     reason=reason)),
+    "ban": ("Ban the author", USER_ACTIONS["ban"].effect + " The report is resolved.", "moderate",
+            lambda actor, report, reason: moderation.report_author_ban(actor=actor, report=report, reason=reason)),
+    "mute_hour": ("Mute the author for 1 hour", USER_ACTIONS["mute_hour"].effect + " The report is resolved.",
+                  "moderate", lambda actor, report, reason: moderation.report_author_mute(
+                      actor=actor, report=report, until=_in_hours(1), reason=reason)),
+    "mute_day": ("Mute the author for 24 hours", USER_ACTIONS["mute_day"].effect + " The report is resolved.",
+                 "moderate", lambda actor, report, reason: moderation.report_author_mute(
+                     actor=actor, report=report, until=_in_hours(24), reason=reason)),
+    "mute": ("Mute the author until lifted", USER_ACTIONS["mute"].effect + " The report is resolved.", "moderate",
+             lambda actor, report, reason: moderation.report_author_mute(actor=actor, report=report, reason=reason)),
+    "dismiss": ("Dismiss", "The report is resolved and the message stays as it is.", "change",
+                lambda actor, report, reason: moderation.report_resolve(actor=actor, report=report, hide=False,
+                                                                        reason=reason)),
+}
+
+
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
     list_display = ["created_at", "message_link", "message_author", "reporter", "reason", "resolved"]
@@ -101,21 +121,60 @@ class ReportAdmin(admin.ModelAdmin):
     search_fields = ["reason", "message__body", "reporter__username"]
     list_select_related = ["message__author", "reporter"]
     readonly_fields = ["message", "reporter", "reason", "created_at", "resolved"]
-    actions = ["hide_and_resolve", "resolve"]
+    actions = ["hide_and_resolve", "ban_authors", "mute_authors_day", "resolve"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(message__in=permissions.moderation_messages(request.user))
 
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        return lookup == "message__room__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    def get_urls(self):
+        return [path("<path:object_id>/act/<str:kind>/", self.admin_site.admin_view(self.act_view),
+                     name="chat_report_act"), *super().get_urls()]
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        """The report's page shows the conversation around the message to who may act on it (logged)."""
+        """The report's page shows the conversation around the message to who may act on it (logged),
+        and the buttons for what they may do about it."""
         report = self.get_object(request, unquote(object_id))
+        extra_context = dict(extra_context or {})
         if request.method == "GET" and report is not None and permissions.can_read_reported(request.user):
-            extra_context = {**(extra_context or {}),
-                             "conversation": moderation.report_view(actor=request.user, report=report)}
+            extra_context["conversation"] = moderation.report_view(actor=request.user, report=report)
+        if report is not None and not report.resolved:
+            extra_context["report_actions"] = self.report_actions(request, report)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def report_actions(self, request, report: Report) -> list[tuple[str, str]]:
+        """(label, url) of each action on `report` the staff member may take."""
+        return [(label, reverse("admin:chat_report_act", args=[report.pk, kind]))
+                for kind, (label, _, permission, _) in REPORT_ACTIONS.items()
+                if getattr(self, f"has_{permission}_permission")(request)]
+
+    def act_view(self, request, object_id: str, kind: str):
+        """Asks, then takes one of REPORT_ACTIONS on the report, and goes back to the report list."""
+        if kind not in REPORT_ACTIONS:
+            raise Http404("No such action.")
+        label, effect, permission, act = REPORT_ACTIONS[kind]
+        if not getattr(self, f"has_{permission}_permission")(request):
+            raise PermissionDenied
+        report = self.get_object(request, unquote(object_id))
+        if report is None:
+            raise Http404("No such report.")
+        if report.resolved:
+            self.message_user(request, "This report is already resolved.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:chat_report_changelist"))
+        author = report.message.author.get_username()
+        response = confirmation(self, request, title=label, effect=effect,
+                                targets=[f"report #{report.pk} on a message by {author}: {report.reason}"],
+                                apply=lambda reason: act(request.user, report, reason),
+                                done=f"{label}: done (report #{report.pk}).")
+        return response or HttpResponseRedirect(reverse("admin:chat_report_changelist"))
 
     def has_hide_permission(self, request) -> bool:
         return self.has_change_permission(request) and request.user.has_perm("chat.change_message")
+
+    def has_moderate_permission(self, request) -> bool:
+        return self.has_change_permission(request) and request.user.has_perm("chat.change_chatprofile")
 
     @admin.display(description="message")
     def message_link(self, report: Report) -> str:
@@ -133,96 +192,32 @@ class ReportAdmin(admin.ModelAdmin):
             moderation.report_resolve(actor=request.user, report=report, hide=True)
         self.message_user(request, "Messages hidden and reports resolved.", messages.SUCCESS)
 
-    @admin.action(description="Resolve (keep the message)", permissions=["change"])
+    @admin.action(description="Ban the authors and resolve", permissions=["moderate"])
+    def ban_authors(self, request, queryset):
+        return self._on_authors(request, queryset, "ban", "ban_authors")
+
+    @admin.action(description="Mute the authors for 24 hours and resolve", permissions=["moderate"])
+    def mute_authors_day(self, request, queryset):
+        return self._on_authors(request, queryset, "mute_day", "mute_authors_day")
+
+    def _on_authors(self, request, queryset, kind: str, name: str):
+        reports = list(queryset.select_related("message__author", "reporter").filter(resolved=False))
+        label, effect, _, act = REPORT_ACTIONS[kind]
+
+        def apply(reason: str) -> None:
+            for report in reports:
+                act(request.user, report, reason)
+
+        return confirmation(self, request, title=label.replace("the author", "the authors"), effect=effect,
+                            targets=sorted({r.message.author.get_username() for r in reports}), apply=apply,
+                            done=f"{label}: done for {len(reports)} report(s).",
+                            carry={"action": name, "_selected_action": [str(r.pk) for r in reports]})
+
+    @admin.action(description="Dismiss (resolve, keep the message)", permissions=["change"])
     def resolve(self, request, queryset):
         for report in queryset.select_related("message", "reporter").filter(resolved=False):
             moderation.report_resolve(actor=request.user, report=report, hide=False)
         self.message_user(request, "Reports resolved.", messages.SUCCESS)
 
     def has_add_permission(self, request) -> bool:
-        return False
-
-
-class ChatProfileForm(forms.ModelForm):
-    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
-                             help_text="Why: kept in the moderation log.")
-
-    class Meta:
-        model = ChatProfile
-        fields = ["user", "banned", "muted_until"]
-
-
-@admin.register(ChatProfile)
-class ChatProfileAdmin(admin.ModelAdmin):
-    form = ChatProfileForm
-    list_display = ["user", "banned", "muted_until"]
-    list_filter = ["banned"]
-    search_fields = ["user__username"]
-    raw_id_fields = ["user"]
-    actions = ["ban", "unban", "mute_hour", "mute_day", "mute_indefinitely", "unmute"]
-
-    def save_model(self, request, obj, form, change):
-        """Edits of the form go through the services too, so they act live and are logged."""
-        reason = form.cleaned_data.get("reason", "")
-        previous = ChatProfile.objects.filter(pk=obj.pk).first() if change else None
-        banned_before = previous.banned if previous else False
-        muted_before = previous.muted_until if previous else None
-        if not change:
-            super().save_model(request, obj, form, change)
-        if obj.banned != banned_before:
-            (moderation.user_ban if obj.banned else moderation.user_unban)(actor=request.user, user=obj.user,
-                                                                       reason=reason)
-        if obj.muted_until != muted_before:
-            if obj.muted_until:
-                moderation.user_mute(actor=request.user, user=obj.user, until=obj.muted_until, reason=reason)
-            else:
-                moderation.user_unmute(actor=request.user, user=obj.user, reason=reason)
-
-    def _each(self, request, queryset, action, done: str, **kwargs):
-        for profile in queryset.select_related("user"):
-            action(actor=request.user, user=profile.user, reason=f"{done} from the profile list", **kwargs)
-        self.message_user(request, f"{done.capitalize()}: {queryset.count()} user(s).", messages.SUCCESS)
-
-    @admin.action(description="Ban (their sockets close now, everywhere)", permissions=["change"])
-    def ban(self, request, queryset):
-        self._each(request, queryset, moderation.user_ban, "banned")
-
-    @admin.action(description="Unban", permissions=["change"])
-    def unban(self, request, queryset):
-        self._each(request, queryset, moderation.user_unban, "unbanned")
-
-    @admin.action(description="Mute for 1 hour", permissions=["change"])
-    def mute_hour(self, request, queryset):
-        until = timezone.now() + timedelta(hours=1)
-        self._each(request, queryset, moderation.user_mute, "muted for an hour", until=until)
-
-    @admin.action(description="Mute for 24 hours", permissions=["change"])
-    def mute_day(self, request, queryset):
-        until = timezone.now() + timedelta(days=1)
-        self._each(request, queryset, moderation.user_mute, "muted for a day", until=until)
-
-    @admin.action(description="Mute indefinitely", permissions=["change"])
-    def mute_indefinitely(self, request, queryset):
-        self._each(request, queryset, moderation.user_mute, "muted indefinitely")
-
-    @admin.action(description="Unmute", permissions=["change"])
-    def unmute(self, request, queryset):
-        self._each(request, queryset, moderation.user_unmute, "unmuted")
-
-
-@admin.register(ModerationAction)
-class ModerationActionAdmin(admin.ModelAdmin):
-    """The moderation log: read-only, newest first."""
-
-    list_display = ["created_at", "actor", "action", "target_user", "target_message", "reason"]
-    list_filter = ["action", "created_at"]
-    search_fields = ["actor__username", "target_user__username", "reason"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
         return False

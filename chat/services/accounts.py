@@ -125,3 +125,10 @@ def _safely(call, *args, default):
     except Exception as exc:  # noqa: BLE001 - any Redis error
         logger.warning("login/signup throttle unavailable (%s); letting the attempt through", exc)
         return default
+
+
+def chat_profile_create(*, user) -> None:
+    """Every user has a chat profile from signup on, so moderation never has to create one first."""
+    from chat.models import ChatProfile
+
+    ChatProfile.objects.get_or_create(user=user)

@@ -85,13 +85,41 @@ def report_view(*, actor, report: Report) -> list[Message]:
     return selectors.message_context(message)
 
 
-def report_resolve(*, actor, report: Report, hide: bool) -> None:
+def reported_messages_viewed(*, actor, messages, where: str) -> None:
+    """Bodies of messages `actor` could not read but for a report, shown to them (the admin's message
+    list or a message's page): each goes in the moderation log as a `view message`."""
+    readable = set(permissions.readable_rooms(actor).filter(pk__in={m.room_id for m in messages})
+                   .values_list("pk", flat=True))
+    for message in messages:
+        if message.room_id not in readable:
+            _moderation_record(actor=actor, action="view message", reason=where, user=message.author, message=message)
+
+
+def report_resolve(*, actor, report: Report, hide: bool, reason: str = "") -> None:
+    """Resolve a report: with `hide`, the message is hidden too; without, it is dismissed."""
+    why = f"report #{report.pk}" + (f": {reason}" if reason else "")
     with transaction.atomic():
         if hide:
-            message_hide(actor=actor, message=report.message, reason=f"report #{report.pk}: {report.reason}")
+            message_hide(actor=actor, message=report.message,
+                         reason=f"report #{report.pk}: {reason or report.reason}")
         Report.objects.filter(pk=report.pk).update(resolved=True)
-        _moderation_record(actor=actor, action="resolve report", reason=f"report #{report.pk}", user=report.reporter,
+        _moderation_record(actor=actor, action="resolve report", reason=why, user=report.reporter,
                            message=report.message)
+
+
+def report_author_ban(*, actor, report: Report, reason: str = "") -> None:
+    """Ban the reported message's author and resolve the report."""
+    with transaction.atomic():
+        user_ban(actor=actor, user=report.message.author, reason=f"report #{report.pk}: {reason or report.reason}")
+        report_resolve(actor=actor, report=report, hide=False, reason="author banned")
+
+
+def report_author_mute(*, actor, report: Report, until: datetime | None = None, reason: str = "") -> None:
+    """Mute the reported message's author until `until` (or until lifted) and resolve the report."""
+    with transaction.atomic():
+        user_mute(actor=actor, user=report.message.author, until=until,
+                  reason=f"report #{report.pk}: {reason or report.reason}")
+        report_resolve(actor=actor, report=report, hide=False, reason="author muted")
 
 
 async def user_standing_update(*, user_id: int, muted_until: datetime | None) -> None:

@@ -1,0 +1,23 @@
+"""The moderation log in the admin."""
+
+from django.contrib import admin
+
+from chat.models import ModerationAction
+
+
+@admin.register(ModerationAction)
+class ModerationActionAdmin(admin.ModelAdmin):
+    """The moderation log: read-only, newest first."""
+
+    list_display = ["created_at", "actor", "action", "target_user", "target_message", "reason"]
+    list_filter = ["action", "created_at"]
+    search_fields = ["actor__username", "target_user__username", "reason"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
