@@ -252,18 +252,30 @@ def rooms_per_shard(room_ids: list[int], shards: int) -> list[int]:
     return counts
 
 
+def make_rooms(count: int, label: str) -> list:
+    """`count` new public rooms. Each run has rooms of its own: a room that handed out seqs before
+    starts a new epoch on another Redis (above the clock), which every instance takes as a gap and
+    closes the room's sockets to resume, and the load generator's sockets do not reconnect."""
+    from django.contrib.auth import get_user_model
+
+    from chat.services.rooms import room_create
+
+    owner, _ = get_user_model().objects.get_or_create(username=f"rooms-owner-{RUN}")
+    return [room_create(owner=owner, name=f"rooms {RUN} {label} {n}", private=False) for n in range(count)]
+
+
 def run(topology: str, rooms: list, cookies: list[str], members: int, rates: list[int], seconds: float,
         round_: int) -> list[dict]:
     """Two daphne instances and a worker on `topology`'s Redis; every room's members connected, half
     on each instance; the steps; then the stack stopped. One report row per step (warm-up left out)."""
     from tests.support import Process, WebServer
 
-    env = child_env(**TOPOLOGIES[topology], **LIMITS)
+    # One consumer group for every run, the web instances' too (a resume waits on it): each
+    # worker goes on where the run before it stopped.
+    env = child_env(**TOPOLOGIES[topology], **LIMITS, KAFKA_CONSUMER_GROUP=f"bench-rooms-{RUN}")
     label = f"{topology} #{round_}"
     web = [WebServer(f"bench-rooms-{topology}-{i}-{RUN}", env, server="daphne").start() for i in range(2)]
-    # One consumer group for every run: each worker goes on where the run before it stopped.
-    worker = Process(f"bench-rooms-worker-{RUN}", [PYTHON, "manage.py", "consume_messages", "--group",
-                                                   f"bench-rooms-{RUN}"], env).start()
+    worker = Process(f"bench-rooms-worker-{RUN}", [PYTHON, "manage.py", "consume_messages"], env).start()
     ctx = mp.get_context("fork")
     ready, results = ctx.Queue(), ctx.Queue()
     procs, controls = [], []
@@ -364,7 +376,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 def print_report(result: dict) -> None:
     rows = result["rows"]
     print(f"{result['settings']['rooms']} rooms of {result['settings']['members']} over two daphne instances; "
-          f"rooms per shard {result['rooms_per_shard']}; Redis columns are cores (1.0 = one core busy)")
+          f"rooms per shard by round {result['rooms_per_shard']}; Redis columns are cores (1.0 = one core busy)")
     print_table(rows, ["topology", "round", "rate_msgs", "offered_deliveries_per_s", "delivered_per_s", "lost",
                        "errors", "p50_ms", "p99_ms", "max_ms", "ack_p99_ms", "sender_behind", "speed_ms"])
     print()
@@ -438,21 +450,17 @@ def main() -> None:
         subprocess.run([ROOT / "scripts" / "services.sh", "up", "redis-shards"], check=True, stdout=subprocess.DEVNULL)
     env = environment()
     setup_django(DATABASE)
-    from django.contrib.auth import get_user_model
-
-    from chat.services.rooms import room_create
-
-    owner = get_user_model().objects.create_user(username=f"rooms-owner-{RUN}")
-    rooms = [room_create(owner=owner, name=f"rooms {RUN} {n}", private=False) for n in range(args.rooms)]
     print(f"== {args.rooms} rooms of {args.members}: {args.rooms * args.members} users with sessions", flush=True)
     cookies = [c for _, c in users_with_cookies(args.rooms * args.members, "rooms")]
     rates = [int(r) for r in args.rates.split(",")]
-    spread = rooms_per_shard([room.id for room in rooms], len(SHARD_PORTS))
-    rows = []
+    rows, spread = [], {}
     try:
         for round_ in range(1, args.repeat + 1):
             for topology in topologies:
                 print(f"== round {round_}: {topology}, rates {args.rates} msg/s", flush=True)
+                rooms = make_rooms(args.rooms, f"{topology}-{round_}")
+                if topology == "shards":
+                    spread[round_] = rooms_per_shard([room.id for room in rooms], len(SHARD_PORTS))
                 rows += run(topology, rooms, cookies, args.members, rates, args.seconds, round_)
     finally:
         forget_keys([*SHARD_PORTS, SINGLE_PORT])
