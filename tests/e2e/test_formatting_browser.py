@@ -90,7 +90,8 @@ ALLOWED_TAGS = {"P", "BR", "STRONG", "EM", "CODE", "PRE", "BLOCKQUOTE", "UL", "O
 
 def starting(page: Page, prefix: str):
     """The message whose body starts with `prefix`."""
-    return log(page).locator("li.message").filter(has=page.locator(".body", has_text=re.compile("^" + re.escape(prefix))))
+    body = page.locator(".body", has_text=re.compile("^" + re.escape(prefix)))
+    return log(page).locator("li.message").filter(has=body)
 
 
 def collect_dialogs(page: Page) -> list[str]:
@@ -181,7 +182,9 @@ def test_xss_payloads_stay_inert_and_inside_their_message_box(browser, web_a, we
             }
             for (const li of list.querySelectorAll("li.message")) {
                 const outer = li.getBoundingClientRect();
-                if (outer.left < box.left - 1 || outer.right > box.right + 1) out.escaped.push("message " + li.dataset.seq);
+                if (outer.left < box.left - 1 || outer.right > box.right + 1) {
+                    out.escaped.push("message " + li.dataset.seq);
+                }
                 // What is inside a code block scrolls within it: the block itself must fit.
                 for (const node of li.querySelectorAll(".body, .body :not(pre *)")) {
                     const r = node.getBoundingClientRect();
