@@ -48,7 +48,9 @@ def open_reports(request) -> list[dict]:
 
 
 def recent_actions() -> list[dict]:
-    actions = ModerationAction.objects.select_related("actor", "target_user").order_by("-created_at")[:RECENT_ACTIONS]
+    """The latest actions taken; views of reported conversations are in the log, not here."""
+    actions = (ModerationAction.objects.exclude(action__in=["view", "view message"])
+               .select_related("actor", "target_user").order_by("-created_at")[:RECENT_ACTIONS])
     return [{"action": action,
              "user_url": reverse("admin:auth_user_change", args=[action.target_user_id])
              if action.target_user_id else None}
