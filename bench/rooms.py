@@ -217,6 +217,11 @@ async def send_steps(targets: list[tuple[str, str, str]], rates: list[int], seco
 
     steps = []
     try:
+        # Each Redis process's CPU with the sockets held and nothing sent (heartbeats, Sentinel's and
+        # the replica's pings, its own timers): subtracted from a step's to get the cost per message.
+        idle0, idle_began = redis_cpu(pids), time.perf_counter()
+        await asyncio.sleep(seconds)
+        idle = {port: (cpu - idle0[port]) / (time.perf_counter() - idle_began) for port, cpu in redis_cpu(pids).items()}
         for step, rate in enumerate(rates):
             current = step
             total = max(len(sockets), round(rate * seconds)) if step == 0 else round(rate * seconds)
@@ -233,6 +238,7 @@ async def send_steps(targets: list[tuple[str, str, str]], rates: list[int], seco
             steps.append({"rate": rate, "sent": total, "send_seconds": elapsed, "sender_cpu": own_cpu() - cpu0,
                           "ack_ms": acks.get(step, []), "errors": errors.get(step, 0), "cores": cores,
                           "redis_cpu_s": {port: redis1[port] - redis0[port] for port in pids},
+                          "redis_idle_cores": idle,
                           "speed_ms": speed_ms})
         await drained(arrivals)
     finally:
@@ -343,6 +349,11 @@ def run(topology: str, rooms: list, cookies: list[str], members: int, rates: lis
                for port in (*SHARD_PORTS, SINGLE_PORT)},
             "redis_replicas": round(sum(redis_s.get(port, 0.0) for port in REPLICA_PORTS) / send_s, 3),
             "redis_us_per_msg": round(1e6 * primaries / max(entry["sent"], 1), 1),
+            # The same less what the primaries use idle: the cost of a message alone.
+            "redis_net_us_per_msg": round(1e6 * (primaries - send_s * sum(entry["redis_idle_cores"].get(port, 0.0)
+                                                                          for port in shard_ports))
+                                          / max(entry["sent"], 1), 1),
+            "redis_idle": round(sum(entry["redis_idle_cores"].get(port, 0.0) for port in shard_ports), 3),
             "speed_ms": entry["speed_ms"],
             **{f"cores_{part}": value for part, value in entry["cores"].items()},
             "cores_total": round(sum(v for k, v in entry["cores"].items() if k not in ("machine", "steal")), 2),
@@ -368,7 +379,8 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "delivered_per_s": round(med("delivered_per_s")), "lost": max(r["lost"] for r in mine),
                     "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "ack_p99_ms": med("ack_p99_ms"),
                     **{f"redis_{port}": med(f"redis_{port}") for port in ports},
-                    "redis_us_per_msg": med("redis_us_per_msg"), "cores_web": med("cores_web"),
+                    "redis_us_per_msg": med("redis_us_per_msg"), "redis_net_us_per_msg": med("redis_net_us_per_msg"),
+                    "cores_web": med("cores_web"), "speed_ms": med("speed_ms"),
                     "cores_machine": med("cores_machine")})
     return out
 
@@ -381,13 +393,13 @@ def print_report(result: dict) -> None:
                        "errors", "p50_ms", "p99_ms", "max_ms", "ack_p99_ms", "sender_behind", "speed_ms"])
     print()
     print_table(rows, ["topology", "round", "rate_msgs", *(f"redis_{p}" for p in (*SHARD_PORTS, SINGLE_PORT)),
-                       "redis_replicas", "redis_us_per_msg", "cores_web", "cores_worker", "cores_receivers",
-                       "cores_senders", "cores_machine", "cores_steal"])
+                       "redis_replicas", "redis_idle", "redis_us_per_msg", "redis_net_us_per_msg", "cores_web",
+                       "cores_worker", "cores_receivers", "cores_senders", "cores_machine", "cores_steal"])
     print("\nMedian over rounds")
     print_table(result["summary"], ["topology", "rate_msgs", "rounds", "offered_deliveries_per_s", "delivered_per_s",
                                     "lost", "p50_ms", "p99_ms", "ack_p99_ms",
                                     *(f"redis_{p}" for p in (*SHARD_PORTS, SINGLE_PORT)), "redis_us_per_msg",
-                                    "cores_web", "cores_machine"])
+                                    "redis_net_us_per_msg", "cores_web", "cores_machine", "speed_ms"])
 
 
 def plot(result: dict, path: Path) -> bool:

@@ -1,43 +1,41 @@
 """Send-path micro-benchmark: what the shard identity check costs each send. The room's send script
-(chat/roomscripts.py) first calls `INFO replication` to read the shard's master_replid and
-compares it and the deployment with the shard's identity key. This runs the script as built and a
-copy whose `INFO replication` is replaced by the same line passed in as an argument (everything
-else equal), alternating the two in rounds, straight against a Redis (no web instance), with two
-subscribers draining the room's channel as two instances would. Per variant: the Redis CPU per call
-(the process's utime + stime from /proc), the script's own time per call (INFO commandstats), and
-the client's round-trip p50/p99; and `INFO replication` alone in a script. Writes
-results/sendpath.json.
+(chat/roomscripts.py) first calls `INFO replication` to read the shard's master_replid and compares
+it and the deployment with the shard's identity key. This runs the room's send step as the app
+does (`RedisRoomState.send`, one room, a new client_id each call, sequentially) with the script as
+built and with a copy whose `INFO replication` is replaced by the same replid line as a constant
+(everything else equal), alternating the two in rounds, straight against a Redis (no web
+instance), with two subscribers draining the room's channel as two instances would. Per variant:
+the Redis process's CPU per send (utime + stime from /proc), the script's own time per call (INFO
+commandstats), and the send's latency p50/p99 as the app sees it; and `INFO replication` alone in
+a script. Writes results/sendpath.json.
 
     .venv/bin/python -m bench.sendpath                 # shard0's primary (6380, with a replica) and 6379
     .venv/bin/python -m bench.sendpath --ports 6379 --calls 20000 --rounds 3
 """
 
 import argparse
+import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import redis
 
-from bench.common import ROOT, RUN, cpu_speed_ms, environment, print_table, process_cpu
+from bench.common import ENV, ROOT, RUN, cpu_speed_ms, environment, print_table, process_cpu
 from bench.rooms import SHARD_PORTS, SINGLE_PORT, redis_pid
-from chat.roomscripts import IDENTITY_SCRIPT, SEND_SCRIPT
 
 INFO_CALL = "redis.call('INFO', 'replication')"
-# The same script with the replid line passed in as ARGV[9] instead of read with INFO each call.
-WITHOUT_INFO = SEND_SCRIPT.replace(INFO_CALL, "ARGV[9]")
-assert SEND_SCRIPT.count(INFO_CALL) == 1, "the send script no longer reads INFO once: this benchmark measures nothing"
 INFO_ALONE = f"return #{INFO_CALL}"
 DEPLOYMENT = f"bench-sendpath-{RUN}"
 PREFIX = f"bench-sendpath-{RUN}"
-# A message frame of a usual size around its seq, as chat.roomstate.split_message_frame makes it.
-HEAD = ('{"type":"message","id":"0193a8f2-7c1e-7d3a-9b2e-5f1c2d3e4f50","room":"bench-sendpath","seq":')
-TAIL = (',"author":{"id":1234,"username":"bench-user"},"body":"' + "x" * 80
-        + '","created_at":"2026-11-30T23:00:00.000000+00:00","edited_at":null,"client_id":"c-1"}')
+ROOM_ID, USER_ID = 1, 7
+VARIANTS = ("as built", "without INFO", "INFO alone")
 
 
 class Drain(threading.Thread):
@@ -65,35 +63,50 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q / 100 * len(values)))]
 
 
-def measure(port: int, calls: int, rounds: int) -> list[dict]:
+def message(n: int) -> dict:
+    """A message of a usual size, as chat.services.messages builds it."""
+    return {"id": str(uuid.uuid4()), "room": "bench-sendpath", "author": {"id": USER_ID, "username": "bench-user"},
+            "body": "x" * 80, "created_at": "2026-11-30T23:00:00.000000+00:00", "edited_at": None,
+            "client_id": f"c-{n}"}
+
+
+async def measure(port: int, calls: int, rounds: int) -> list[dict]:
+    from chat.roomscripts import SEND_SCRIPT
+    from chat.roomstate import RedisRoomState
+
+    if SEND_SCRIPT.count(INFO_CALL) != 1:
+        raise SystemExit("the send script no longer reads INFO replication once: this benchmark measures nothing")
     client = redis.Redis(host="127.0.0.1", port=port)
     pid = redis_pid(port)
-    identity_key = f"{PREFIX}:{{p1}}:shard:identity"
-    room = f"{PREFIX}:{{p1}}:room:1"
-    channel = f"{PREFIX}__group__room.{{p1}}.1"
-    replid_line = "master_replid:" + client.info("replication")["master_replid"]
-    client.register_script(IDENTITY_SCRIPT)(keys=[identity_key], args=[DEPLOYMENT, "gen-1"])
-    scripts = {"as built": client.register_script(SEND_SCRIPT), "without INFO": client.register_script(WITHOUT_INFO)}
+    state = RedisRoomState([{"url": f"redis://127.0.0.1:{port}/0"}], PREFIX, f"{PREFIX}-layer")
+    state._deployment = (DEPLOYMENT, time.monotonic() + 1e9)  # no Postgres: the identity is this run's
+    shard = state.shards[0]
+    replid = client.info("replication")["master_replid"]
+    scripts = {"as built": shard.send,
+               "without INFO": shard.redis.register_script(SEND_SCRIPT.replace(INFO_CALL, f"'master_replid:{replid}'"))}
     info_alone = client.register_script(INFO_ALONE)
-    drains = [Drain(port, channel) for _ in range(2)]
+    drains = [Drain(port, state.room_channel(ROOM_ID)) for _ in range(2)]
     for drain in drains:
         drain.start()
-    sequence = iter(range(10**9))
+    counter = iter(range(10**9))
 
-    def send(variant: str, seed: str = "") -> list:
-        n = next(sequence)
-        return scripts[variant](keys=[f"{room}:meta", f"{room}:cid:7:c{n}", f"{room}:recent", channel, f"{room}:ids",
-                                      identity_key],
-                                args=[HEAD, TAIL, f"id-{n}", 120, seed, 1000, 1, DEPLOYMENT, replid_line])
+    async def send(seed: int | None = None) -> None:
+        n = next(counter)
+        outcome = await state.send(room_id=ROOM_ID, user_id=USER_ID, client_id=f"c-{n}", message=message(n), seed=seed)
+        if outcome.status != "ok":
+            raise RuntimeError(f"send: {outcome}")
 
-    assert send("as built", seed="1000")[0] == b"ok"
-    for _ in range(2000):  # a full recent buffer, as a busy room has, and warm caches
-        send("as built")
-        send("without INFO")
     samples: dict[str, dict[str, list[float]]] = {}
     try:
+        await send(seed=1000)  # the identity, the room's first epoch
+        for variant in ("as built", "without INFO"):  # a full recent buffer, as a busy room has
+            shard.send = scripts[variant]
+            for _ in range(1500):
+                await send()
         for _ in range(rounds):
-            for variant in (*scripts, "INFO alone"):
+            for variant in VARIANTS:
+                if variant in scripts:
+                    shard.send = scripts[variant]
                 stats0 = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
                 cpu0, began = process_cpu(pid) if pid else 0.0, time.perf_counter()
                 latencies = []
@@ -102,7 +115,7 @@ def measure(port: int, calls: int, rounds: int) -> list[dict]:
                     if variant == "INFO alone":
                         info_alone()
                     else:
-                        send(variant)
+                        await send()
                     latencies.append((time.perf_counter_ns() - t0) / 1000)
                 elapsed = time.perf_counter() - began
                 cpu = (process_cpu(pid) - cpu0) if pid else float("nan")
@@ -117,7 +130,7 @@ def measure(port: int, calls: int, rounds: int) -> list[dict]:
     finally:
         for drain in drains:
             drain.close()
-        for key in client.scan_iter(match=f"{PREFIX}:*", count=1000):
+        for key in client.scan_iter(match=f"{PREFIX}*", count=1000):
             client.unlink(key)
     role = client.info("replication")
     rows = []
@@ -131,13 +144,15 @@ def measure(port: int, calls: int, rounds: int) -> list[dict]:
 
 
 def print_report(result: dict) -> None:
-    print(f"{result['settings']['calls']} calls a variant a round, median of {result['settings']['rounds']} rounds; "
-          "redis_cpu_us: the Redis process's CPU per call; script_us: the script's own time (INFO commandstats)")
+    print(f"{result['settings']['calls']} sends a variant a round, median of {result['settings']['rounds']} rounds; "
+          "redis_cpu_us: the Redis process's CPU per call; script_us: the script's own time (INFO commandstats); "
+          "p50/p99: the send step's latency in the app")
     print_table(result["rows"], ["port", "role", "variant", "redis_cpu_us", "script_us", "p50_us", "p99_us",
                                  "calls_per_s"])
     for port, cost in result["info_cost"].items():
         print(f"{port}: INFO replication costs {cost['redis_cpu_us']} us of Redis CPU a send "
-              f"({cost['share_pct']} % of the send script's), {cost['p50_us']} us of round trip at p50")
+              f"({cost['share_pct']} % of the send's), {cost['script_us']} us of script time, "
+              f"{cost['p50_us']} us of send latency at p50")
 
 
 def main() -> None:
@@ -154,12 +169,18 @@ def main() -> None:
     if any(p in SHARD_PORTS for p in ports):
         subprocess.run([ROOT / "scripts" / "services.sh", "up", "redis-shards"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([ROOT / "scripts" / "services.sh", "up", "redis"], check=True, stdout=subprocess.DEVNULL)
+    # The app's settings (the send step reads its buffer size and windows there); no database is used.
+    os.environ.update({**ENV, "REDIS_URL": f"redis://127.0.0.1:{SINGLE_PORT}/0"})
+    import django
+
+    django.setup()
     env = environment()
     speed_ms = cpu_speed_ms()
-    rows = [row for port in ports for row in measure(port, args.calls, args.rounds)]
+    rows = [row for port in ports for row in asyncio.run(measure(port, args.calls, args.rounds))]
     info_cost = {}
     for port in ports:
-        built, without = ({r["variant"]: r for r in rows if r["port"] == port}[v] for v in ("as built", "without INFO"))
+        mine = {r["variant"]: r for r in rows if r["port"] == port}
+        built, without = mine["as built"], mine["without INFO"]
         delta = round(built["redis_cpu_us"] - without["redis_cpu_us"], 2)
         info_cost[port] = {"redis_cpu_us": delta, "share_pct": round(100 * delta / built["redis_cpu_us"], 1),
                            "script_us": round(built["script_us"] - without["script_us"], 2),
