@@ -184,3 +184,44 @@ async def admitted_within(server, slug: str, cookie: str, timeout: float):
         assert first["type"] == "hello"
         return context, sock
     raise AssertionError(f"no socket admitted within {timeout} s")
+
+
+async def test_a_fast_bucket_lends_each_process_a_lease_and_the_user_stays_within_the_rate_over_all():
+    """A bucket of over 10 tokens/s: a process takes LEASE_SECONDS of refill from Redis at once and
+    spends it locally; two processes together still get no more than the bucket holds."""
+    from redis.asyncio import Redis
+
+    from chat.limits import LEASE_SECONDS, RedisLimits, lease_size
+
+    redis = Redis.from_url(SERVICES["REDIS_URL"])
+    prefix = unique("lease")
+    route = lambda user_id: (redis, f"{prefix}:user:{user_id}")  # noqa: E731
+    a, b = RedisLimits(route), RedisLimits(route)  # two instances
+    fast, slow = parse_rate("50/0.5s"), parse_rate(SEND_RATE)
+    try:
+        assert lease_size(fast) == 10 and lease_size(slow) == 1
+        began = time.monotonic()
+        assert await a.take(1, "send", fast) == 0
+        stamp = await redis.hget(f"{prefix}:user:1:rate:send", "ts")
+        for _ in range(9):
+            assert await a.take(1, "send", fast) == 0
+        assert await redis.hget(f"{prefix}:user:1:rate:send", "ts") == stamp  # spent here, no round trip
+        granted, refused = 10, []
+        for n in range(300):
+            wait = await (a if n % 2 else b).take(1, "send", fast)
+            granted += wait == 0
+            if wait:
+                refused.append(wait)
+        burst, per_second = fast
+        assert granted <= burst + per_second * (time.monotonic() - began) + 1  # over both instances
+        assert refused and all(wait > 0 for wait in refused)
+        await asyncio.sleep(LEASE_SECONDS * 1.5)  # a lease runs out: the next frame asks Redis again
+        assert await a.take(1, "send", fast) == 0
+        assert await redis.hget(f"{prefix}:user:1:rate:send", "ts") != stamp
+
+        for _ in range(20):  # the default rate: every frame checked in Redis, as before leases
+            assert await a.take(2, "send", slow) == 0
+        assert await b.take(2, "send", slow) > 0
+    finally:
+        await redis.delete(*[key async for key in redis.scan_iter(f"{prefix}:*")] or [f"{prefix}:none"])
+        await redis.aclose()
