@@ -292,16 +292,30 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
     (chat, seed, chat, seed, ...) on the same load generator; `one_user`: every receiver and sender
     socket is one user's (distinct users otherwise)."""
     setup_django()
+    web, seeds, workers, procs = [], [], [], []
+    try:
+        return _run(server, receivers, rates, seconds, senders, one_user, race, rounds, web, seeds, workers, procs)
+    finally:  # whatever was started, also when a step failed
+        for proc in procs:
+            proc.join(10)
+        for srv in [*web, *seeds, *workers]:
+            srv.stop()
+
+
+def _run(server: str, receivers: int, rates: list[int], seconds: float, senders: int, one_user: bool, race: bool,
+         rounds: int, web: list, seeds: list, workers: list, procs: list) -> dict:
     from bench import seed
     from tests.support import Process, WebServer
 
-    web = [WebServer(f"bench-{server}-{i}-{RUN}", child_env(), server=server).start() for i in range(2)]
-    worker = Process(f"bench-worker-{RUN}", [PYTHON, "manage.py", "consume_messages",
-                                                   "--group", f"bench-{RUN}"], child_env()).start()
-    seeds = []
+    for i in range(2):
+        web.append(WebServer(f"bench-{server}-{i}-{RUN}", child_env(), server=server).start())
+    workers.append(Process(f"bench-worker-{RUN}", [PYTHON, "manage.py", "consume_messages",
+                                                    "--group", f"bench-{RUN}"], child_env()).start())
+    worker = workers[0]
     if race:
         seed.install()
-        seeds = [seed.start(f"bench-seed-{i}-{RUN}", child_env()["REDIS_URL"]) for i in range(2)]
+        for i in range(2):
+            seeds.append(seed.start(f"bench-seed-{i}-{RUN}", child_env()["REDIS_URL"]))
     from django.contrib.auth import get_user_model
 
     from chat.services.rooms import room_create
@@ -315,42 +329,36 @@ def run(server: str, receivers: int, rates: list[int], seconds: float, senders: 
     sender_cookies, cookies = cookies[:senders], cookies[senders:]
     ctx = mp.get_context("fork")
     ready, results = ctx.Queue(), ctx.Queue()
-    procs, controls = [], []
+    controls = []
     half = len(cookies) // 2
     receiver_sets = [("chat", f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url, part)
                      for srv, part in zip(web, (cookies[:half], cookies[half:]), strict=True)]
-    receiver_sets += [("seed", srv.port, seed.ORIGIN, part)
-                      for srv, part in zip(seeds, (cookies[:half], cookies[half:]), strict=True)]
-    try:
-        for stack, url, origin, part in receiver_sets:
-            control = ctx.Queue()
-            proc = ctx.Process(target=receiver_process, args=(url, origin, part, ready, control, results, stack),
-                               daemon=True)  # never outlive a failed run
-            proc.start()
-            procs.append(proc)
-            controls.append(control)
-        for _ in range(sum(len(part) for *_, part in receiver_sets)):
-            ready.get(timeout=120)
-        endpoints = {"chat": [(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url) for srv in web]}
-        if race:
-            endpoints["seed"] = [(srv.port,) for srv in seeds]
-        stacks = list(endpoints)
-        # Steps 0 (one per stack) warm up (producer bootstrap, the room's first seq) and are left out.
-        schedule = [(stack, 10) for stack in stacks]
-        schedule += [(stack, rate) for rate in rates for _ in range(rounds if race else 1) for stack in stacks]
-        stack_cpu = StackCpu({"web": [srv.proc.pid for srv in web], "worker": [worker.proc.pid],
-                              "seed": [srv.proc.pid for srv in seeds],
-                              "receivers": [proc.pid for proc in procs], "senders": [os.getpid()]})
-        steps = run_lean(send_steps(endpoints, sender_cookies, schedule, seconds, stack_cpu))
-        for control in controls:
-            control.put("stop")
-        parts = [results.get(timeout=120) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(10)
-        for srv in [*web, *seeds]:
-            srv.stop()
-        worker.stop()
+    if race:
+        receiver_sets += [("seed", srv.port, seed.ORIGIN, part)
+                          for srv, part in zip(seeds, (cookies[:half], cookies[half:]), strict=True)]
+    for stack, url, origin, part in receiver_sets:
+        control = ctx.Queue()
+        proc = ctx.Process(target=receiver_process, args=(url, origin, part, ready, control, results, stack),
+                           daemon=True)  # never outlive a failed run
+        proc.start()
+        procs.append(proc)
+        controls.append(control)
+    for _ in range(sum(len(part) for *_, part in receiver_sets)):
+        ready.get(timeout=120)
+    endpoints = {"chat": [(f"ws://127.0.0.1:{srv.port}/ws/chat/{room.slug}/", srv.url) for srv in web]}
+    if race:
+        endpoints["seed"] = [(srv.port,) for srv in seeds]
+    stacks = list(endpoints)
+    # Steps 0 (one per stack) warm up (producer bootstrap, the room's first seq) and are left out.
+    schedule = [(stack, 10) for stack in stacks]
+    schedule += [(stack, rate) for rate in rates for _ in range(rounds if race else 1) for stack in stacks]
+    stack_cpu = StackCpu({"web": [srv.proc.pid for srv in web], "worker": [worker.proc.pid],
+                          "seed": [srv.proc.pid for srv in seeds],
+                          "receivers": [proc.pid for proc in procs], "senders": [os.getpid()]})
+    steps = run_lean(send_steps(endpoints, sender_cookies, schedule, seconds, stack_cpu))
+    for control in controls:
+        control.put("stop")
+    parts = [results.get(timeout=120) for _ in procs]
     report, seen = [], {}
     for step, entry in enumerate(steps):
         if step < len(stacks):
