@@ -88,6 +88,44 @@ XSS_PAYLOADS = [
 ALLOWED_TAGS = {"P", "BR", "STRONG", "EM", "CODE", "PRE", "BLOCKQUOTE", "UL", "OL", "LI", "A", "SPAN"}
 
 
+# What a page's message list holds and where it stands, for the checks below.
+INSPECT_LIST = """() => {
+    const list = document.getElementById("messages");
+    const box = list.getBoundingClientRect();
+    const out = {tags: [], handlers: [], styles: [], hrefs: [], links: [], escaped: [], listScroll: 0};
+    for (const node of list.querySelectorAll("*")) {
+        for (const attr of node.attributes) {
+            if (attr.name.toLowerCase().startsWith("on")) out.handlers.push(node.tagName + " " + attr.name);
+        }
+    }
+    for (const node of list.querySelectorAll(".body *")) {
+        out.tags.push(node.tagName);
+        if (node.hasAttribute("style")) out.styles.push(node.tagName);
+    }
+    for (const a of list.querySelectorAll(".body a")) {
+        if (a.hasAttribute("href")) out.hrefs.push(new URL(a.href).protocol);
+        out.links.push([a.getAttribute("rel"), a.getAttribute("target")]);
+    }
+    for (const li of list.querySelectorAll("li.message")) {
+        const outer = li.getBoundingClientRect();
+        if (outer.left < box.left - 1 || outer.right > box.right + 1) {
+            out.escaped.push("message " + li.dataset.seq);
+        }
+        // What is inside a code block scrolls within it: the block itself must fit.
+        for (const node of li.querySelectorAll(".body, .body :not(pre *)")) {
+            const r = node.getBoundingClientRect();
+            if (r.width && (r.left < outer.left - 1 || r.right > outer.right + 1)) {
+                out.escaped.push(li.dataset.seq + " " + node.tagName + " " + r.right + ">" + outer.right);
+            }
+        }
+    }
+    out.listScroll = list.scrollWidth - list.clientWidth;
+    out.pageScroll = document.documentElement.scrollWidth - document.documentElement.clientWidth;
+    out.listRight = box.right - document.documentElement.clientWidth;
+    return out;
+}"""
+
+
 def starting(page: Page, prefix: str):
     """The message whose body starts with `prefix`."""
     body = page.locator(".body", has_text=re.compile("^" + re.escape(prefix)))
@@ -163,41 +201,7 @@ def test_xss_payloads_stay_inert_and_inside_their_message_box(browser, web_a, we
     for page, dialogs_seen in ((page_a, dialogs_a), (page_b, dialogs_b)):
         assert dialogs_seen == []
         assert page.evaluate("window.__xss") is None
-        report = page.evaluate("""() => {
-            const list = document.getElementById("messages");
-            const box = list.getBoundingClientRect();
-            const out = {tags: [], handlers: [], styles: [], hrefs: [], links: [], escaped: [], listScroll: 0};
-            for (const node of list.querySelectorAll("*")) {
-                for (const attr of node.attributes) {
-                    if (attr.name.toLowerCase().startsWith("on")) out.handlers.push(node.tagName + " " + attr.name);
-                }
-            }
-            for (const node of list.querySelectorAll(".body *")) {
-                out.tags.push(node.tagName);
-                if (node.hasAttribute("style")) out.styles.push(node.tagName);
-            }
-            for (const a of list.querySelectorAll(".body a")) {
-                if (a.hasAttribute("href")) out.hrefs.push(new URL(a.href).protocol);
-                out.links.push([a.getAttribute("rel"), a.getAttribute("target")]);
-            }
-            for (const li of list.querySelectorAll("li.message")) {
-                const outer = li.getBoundingClientRect();
-                if (outer.left < box.left - 1 || outer.right > box.right + 1) {
-                    out.escaped.push("message " + li.dataset.seq);
-                }
-                // What is inside a code block scrolls within it: the block itself must fit.
-                for (const node of li.querySelectorAll(".body, .body :not(pre *)")) {
-                    const r = node.getBoundingClientRect();
-                    if (r.width && (r.left < outer.left - 1 || r.right > outer.right + 1)) {
-                        out.escaped.push(li.dataset.seq + " " + node.tagName + " " + r.right + ">" + outer.right);
-                    }
-                }
-            }
-            out.listScroll = list.scrollWidth - list.clientWidth;
-            out.pageScroll = document.documentElement.scrollWidth - document.documentElement.clientWidth;
-            out.listRight = box.right - document.documentElement.clientWidth;
-            return out;
-        }""")
+        report = page.evaluate(INSPECT_LIST)
         assert not set(report["tags"]) - ALLOWED_TAGS, report["tags"]
         assert report["handlers"] == [], report["handlers"]
         assert report["styles"] == []
@@ -209,6 +213,12 @@ def test_xss_payloads_stay_inert_and_inside_their_message_box(browser, web_a, we
         for tag in ("script", "iframe", "img", "svg", "object", "embed", "style", "form", "math", "details"):
             assert log(page).locator(tag).count() == 0, tag
     page_b.screenshot(path=str(ARTIFACTS / "xss.png"))
+    # On a phone-sized screen too, nothing leaves its box or widens the page.
+    page_b.set_viewport_size({"width": 390, "height": 844})
+    report = page_b.evaluate(INSPECT_LIST)
+    assert report["escaped"] == [] and report["listScroll"] <= 1, report["escaped"]
+    assert report["pageScroll"] <= 1 and report["listRight"] <= 0, "a body widened the phone's page"
+    page_b.screenshot(path=str(ARTIFACTS / "xss-phone.png"))
     # HTML in a body is shown as text (so is the entity-encoded one, decoded as Markdown does).
     expect(bubble(page_b, "<script>window.__xss=1</script>")).to_have_count(2)
     expect(bubble(page_b, "<img src=x onerror=alert(1)>")).to_have_count(1)
