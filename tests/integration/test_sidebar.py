@@ -3,7 +3,7 @@ message in another room of the user's sidebar, `sidebar.changed` when the set ch
 socket /ws/user/, and which rooms are in a user's sidebar."""
 
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import websockets
 
@@ -155,3 +155,19 @@ async def test_reading_a_room_drops_its_counts_in_the_users_other_sidebars(web_a
             await a.send({"type": "ping"})
             await a.recv_type("pong")
             assert not [f for f in a.frames if f["type"] == "sidebar.read"], "its own room's socket gets `read`"
+
+
+async def test_user_sockets_count_toward_the_socket_cap(web_a, web_b, alice, bob):
+    room = make_room(alice)
+    async with AsyncExitStack() as stack:
+        for n in range(19):  # CHAT_MAX_SOCKETS_PER_USER's default is 20, across instances and kinds
+            await stack.enter_async_context(chat_socket(web_a if n % 2 else web_b, room.slug, alice.cookie))
+        async with user_socket(web_a, alice.cookie) as twentieth:
+            async with user_socket(web_b, alice.cookie, hello=False) as extra:
+                assert await extra.close_code() == 4429
+            async with chat_socket(web_b, room.slug, alice.cookie, hello=False) as extra:
+                assert await extra.close_code() == 4429
+            await twentieth.send({"type": "ping"})
+            await twentieth.recv_type("pong")
+        async with user_socket(web_b, bob.cookie):  # another user is not counted
+            pass
