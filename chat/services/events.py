@@ -1,6 +1,7 @@
 """The live side of actions: frames to a room, events to a user's sockets on every instance, live
 effects that wait for a commit, and changes handed to the durability signal."""
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
@@ -47,12 +48,27 @@ async def sockets_close(*, user_id: int, code: int, room_id: int | None = None, 
     await hub_event(event)
 
 
+_effects: set[asyncio.Task] = set()  # live effects scheduled on a running loop, kept until done
+
+
 def after_commit(coroutine_function, **kwargs) -> None:
     """Run a live effect once the database change is committed (at once outside a transaction).
 
-    async_to_sync from the admin's worker thread runs it on the server's own event loop, where the
-    channel layer's connections live."""
-    transaction.on_commit(lambda: async_to_sync(coroutine_function)(**kwargs))
+    async_to_sync from a view's or the admin's worker thread runs it on the server's own event
+    loop, where the channel layer's connections live; an action called straight from a coroutine
+    (its thread runs the loop) schedules it there instead."""
+
+    def run() -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            async_to_sync(coroutine_function)(**kwargs)
+            return
+        task = loop.create_task(coroutine_function(**kwargs))
+        _effects.add(task)
+        task.add_done_callback(_effects.discard)
+
+    transaction.on_commit(run)
 
 
 async def change_persist(record: dict) -> None:
