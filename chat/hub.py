@@ -50,6 +50,8 @@ class LocalConnection(Protocol):
 
     def sidebar_refresh(self) -> None: ...
 
+    blocked: frozenset[int]  # users whose mentions do not count for this socket's user
+
 
 class RoomHub:
     def __init__(self) -> None:
@@ -168,7 +170,8 @@ class RoomHub:
                 if conn.room_id == room_id or conn.user_id == author:  # its own room, its own message
                     continue
                 try:
-                    conn.deliver((frames[direct or conn.username in names],), (None,))
+                    mentioned = (direct or conn.username in names) and author not in conn.blocked
+                    conn.deliver((frames[mentioned],), (None,))
                 except Exception:  # one broken socket must not cost the others their frames
                     logger.exception("could not hand a sidebar frame to %s", conn.conn_id)
 

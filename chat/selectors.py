@@ -8,7 +8,7 @@ from django.db.models.functions import Coalesce
 
 from chat import permissions, protocol
 from chat.errors import Forbidden, NotFound
-from chat.models import ChatProfile, Membership, Mention, Message, ReadState, Room
+from chat.models import Block, ChatProfile, Membership, Mention, Message, ReadState, Room
 
 
 def room_object(room: Room, last_seq: int | None = None) -> dict:
@@ -32,6 +32,7 @@ def rooms_for_user(user) -> list[dict]:
     mentions = (
         Mention.objects.filter(user=user, room=OuterRef("pk"), seq__gt=read_to, message__hidden=False,
                                message__deleted=False)
+        .exclude(message__author__in=_blocked(user))
         .order_by().values("room").annotate(count=Count("id")).values("count")
     )
     memberships = Membership.objects.filter(room=OuterRef("pk"), user=user)
@@ -53,6 +54,11 @@ def rooms_for_user(user) -> list[dict]:
              "last_activity": protocol.isoformat(room.last_activity),
              "joined": room.member or (room.opened and not room.private),
              "direct": room.direct_key is not None, "dm_with": dm_with.get(room.pk)} for room in rooms]
+
+
+def _blocked(user):
+    """The users `user` blocked, as a subquery: their mentions of `user` do not count (chat.services.blocks)."""
+    return Block.objects.filter(blocker=user).values("blocked_id")
 
 
 def _dm_partners(user, room_ids: list[int]) -> dict[int, str]:
@@ -79,6 +85,7 @@ def mentions_for_user(user, *, limit: int) -> list[dict]:
     rows = (Message.objects.filter(pk__in=Mention.objects.filter(user=user).values("message_id"),
                                    room__in=permissions.readable_rooms(user).values("pk"),
                                    hidden=False, deleted=False)
+            .exclude(author__in=_blocked(user))
             .select_related("author", "room").order_by("-created_at", "-seq")[:limit])
     return [message_to_object(m, m.room.slug) for m in rows]
 

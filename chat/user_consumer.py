@@ -18,6 +18,7 @@ from django.conf import settings
 from chat import drain, metrics, protocol, selectors
 from chat.hub import get_hub
 from chat.services import accounts, limits, presence
+from chat.services.blocks import blocked_user_ids
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class SidebarWatcher:
     _sidebar_lock: asyncio.Lock | None = None
     _sidebar_task: asyncio.Task | None = None
     _sidebar_gone = False
+    blocked: frozenset[int] = frozenset()
 
     async def sidebar_watch(self, *, visit: presence.Participant | None = None) -> None:
         """Watch the user's sidebar rooms (the socket's own public room joins them first, when
@@ -38,6 +40,8 @@ class SidebarWatcher:
         async with self._sidebar_lock:  # refreshes apply in order, never an older set last
             try:
                 rooms = await presence.sidebar_rooms(user_id=self.user_id, visit=visit)
+                # Read by the hub: these users' mentions do not light up this sidebar.
+                self.blocked = frozenset(await database_sync_to_async(blocked_user_ids)(self.user_id))
                 if self._sidebar_gone:  # closed meanwhile: a watch now would outlive the socket
                     return
                 await get_hub().watch(self, rooms)

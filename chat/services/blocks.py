@@ -10,7 +10,7 @@ from django.db import transaction
 from chat import protocol
 from chat.errors import ChatError, NotFound
 from chat.models import Block, Room
-from chat.services.events import after_commit, hub_event
+from chat.services.events import after_commit, hub_event, sidebar_changed
 from chat.services.text import without_nul
 
 
@@ -25,6 +25,7 @@ def block_create(*, blocker, username: str) -> tuple[Block, bool]:
         block, created = Block.objects.get_or_create(blocker=blocker, blocked=blocked)
         if created:
             _dm_state_announce(blocker_id=blocker.pk, blocked_id=blocked.pk, blocked=True)
+            after_commit(sidebar_changed, user_ids=[blocker.pk])  # mention counts change
     return block, created
 
 
@@ -36,6 +37,7 @@ def block_delete(*, blocker, username: str) -> None:
             raise NotFound(f"You have not blocked '{username}'.")
         block.delete()
         _dm_state_announce(blocker_id=blocker.pk, blocked_id=block.blocked_id, blocked=False)
+        after_commit(sidebar_changed, user_ids=[blocker.pk])
 
 
 def blocks_list(*, user) -> list[dict]:

@@ -125,3 +125,33 @@ def test_mentions_limit_and_login(web_a, alice):
             response = c.get(f"/api/mentions/?limit={bad}")
             assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
         assert c.get("/api/mentions/?limit=100").json() == {"messages": []}
+
+
+async def test_a_blocked_users_mentions_do_not_count(web_a, web_b, worker, alice, bob):
+    room = make_room(alice)
+    with client_for(web_a, alice) as c:
+        assert post(c, "/api/blocks/", {"username": bob.username}).status_code == 201
+    other = make_room(alice)
+    async with chat_socket(web_a, other.slug, alice.cookie) as watching, \
+            chat_socket(web_b, room.slug, bob.cookie) as b:
+        # alice's socket in another room watches this one once she has opened it: its second
+        # sidebar.changed (the first comes with its own watch).
+        async with chat_socket(web_a, room.slug, alice.cookie):
+            pass
+        while sum(frame["type"] == "sidebar.changed" for frame in watching.frames) < 2:
+            await watching.recv(10)
+        blocked = await say(b, f"@{alice.username} are you there?")
+        live = await watching.recv_type("sidebar.activity")
+        assert (live["room"], live["seq"], live["mention"]) == (room.slug, blocked["seq"], False)
+    stored(blocked["id"])
+    wait_until(lambda: Mention.objects.filter(message_id=blocked["id"]).exists(), 20, message="the mention row")
+    # Stored as a mention (an unblock brings it back), counted nowhere while the block stands.
+    assert mentions_of(web_a, alice) == []
+    entry = room_entry(web_b, alice, room.slug)
+    assert (entry["unread"], entry["mentions"]) == (1, 0)
+    with client_for(web_a, alice) as c:
+        gone = c.delete(f"/api/blocks/{bob.username}/",
+                        headers={"X-CSRFToken": c.cookies["csrftoken"], "Referer": str(c.base_url)})
+        assert gone.status_code == 204, gone.text
+    assert [m["id"] for m in mentions_of(web_a, alice)] == [blocked["id"]]
+    assert room_entry(web_b, alice, room.slug)["mentions"] == 1
