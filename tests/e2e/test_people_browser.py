@@ -58,6 +58,10 @@ def test_the_owner_renames_archives_and_blocks_and_a_member_leaves(browser, web_
     expect(page_a.get_by_role("textbox", name="Message")).to_be_disabled()
     room.refresh_from_db()
     assert room.name == "Renamed room" and room.archived
+    # The member's page on the other instance shows both at once (room.updated), no reload.
+    expect(page_b.locator("#room-name")).to_contain_text("Renamed room", timeout=WAIT_MS)
+    expect(page_b.locator("#archived-note")).to_be_visible(timeout=WAIT_MS)
+    expect(page_b.get_by_role("textbox", name="Message")).to_be_disabled()
 
     block = members(page_a).get_by_role("button", name=f"Block {bob.username}", exact=True)
     unblock = members(page_a).get_by_role("button", name=f"Unblock {bob.username}", exact=True)

@@ -33,6 +33,7 @@ connection.on("presence", (frame) => store.setOnline(frame.online));
 connection.on("message", ({ type, ...message }) => store.addMessage(message));
 connection.on("message.edited", (frame) => store.editMessage(frame));
 connection.on("message.deleted", (frame) => store.deleteMessage(frame));
+connection.on("room.updated", ({ room }) => store.emit("room.updated", room)); // views/members.js shows it
 connection.on("typing", (frame) => {
   if (frame.user !== config.username) store.setTyping(frame.user, frame.active);
 });

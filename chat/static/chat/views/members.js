@@ -95,18 +95,28 @@ export function mountLeave({ button, note, room, config }) {
   });
 }
 
+/** Shows the room's name and whether it is archived (read-only: the composer off), for everyone
+ * in the room when a room.updated frame comes. */
+export function showRoomState({ heading, archivedNote, composer }) {
+  return ({ name, archived }) => {
+    heading.firstChild.textContent = name;
+    document.title = document.title.replace(/^((?:\(\d+\) )?)[^·]*·/, `$1${name} ·`);
+    archivedNote.hidden = !archived;
+    for (const control of composer) control.disabled = archived;
+  };
+}
+
 /** Rename and archive (owner or staff). `apply(room)` shows a change, ours or one a room.updated frame brought. */
 export function mountRoomSettings({ form, archiveButton, heading, archivedNote, composer }) {
   const note = form.querySelector(".form-status");
   const room = form.dataset.room;
 
-  function apply({ name, archived }) {
-    heading.firstChild.textContent = name;
-    document.title = document.title.replace(/^[^·]*·/, `${name} ·`);
-    archivedNote.hidden = !archived;
-    archiveButton.textContent = archived ? "Unarchive" : "Archive";
-    archiveButton.dataset.archived = String(archived);
-    for (const control of composer) control.disabled = archived;
+  const show = showRoomState({ heading, archivedNote, composer });
+
+  function apply(room) {
+    show(room);
+    archiveButton.textContent = room.archived ? "Unarchive" : "Archive";
+    archiveButton.dataset.archived = String(room.archived);
   }
 
   async function update(body, done) {
