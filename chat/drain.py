@@ -50,10 +50,10 @@ async def _drain(previous) -> None:
     logger.info("SIGTERM: failing /readyz for %.1f s, then closing sockets with 1012",
                 settings.CHAT_DRAIN_GRACE_SECONDS)
     await asyncio.sleep(settings.CHAT_DRAIN_GRACE_SECONDS)
-    logger.info("closing %d socket(s) with 1012", sum(1 for _ in hub.connections()))
+    logger.info("closing %d socket(s) with 1012", sum(1 for _ in hub.sockets()))
     hub.close_all(protocol.CLOSE_SERVICE_RESTART)
     deadline = time.monotonic() + settings.CHAT_DRAIN_SECONDS
-    while any(True for _ in hub.connections()) and time.monotonic() < deadline:
+    while any(True for _ in hub.sockets()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     logger.info("drained; shutting down")
     # Hand the signal back to the server's own handler (or the default: exit).

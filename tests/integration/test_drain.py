@@ -9,6 +9,7 @@ import uuid
 import httpx
 
 from tests.conftest import RUN, child_env
+from tests.integration.test_sidebar import user_socket
 from tests.support import FailoverProxy, WebServer, chat_socket, wait_until
 
 
@@ -25,7 +26,8 @@ async def test_sigterm_fails_readiness_closes_sockets_with_1012_and_clients_resu
     balanced.port, balanced.url = balancer.port, balancer.url
     try:
         assert httpx.get(f"{leaving.url}/readyz").status_code == 200
-        async with chat_socket(balanced, room.slug, alice.cookie) as a, chat_socket(web_b, room.slug, bob.cookie) as b:
+        async with chat_socket(balanced, room.slug, alice.cookie) as a, \
+                chat_socket(web_b, room.slug, bob.cookie) as b, user_socket(leaving, alice.cookie) as home:
             before = [await send_and_ack(b, f"before {n}") for n in range(3)]
             seen = [(await a.recv_type("message"))["seq"] for _ in before]
             assert seen == [ack["seq"] for ack in before]
@@ -37,6 +39,7 @@ async def test_sigterm_fails_readiness_closes_sockets_with_1012_and_clients_resu
                 2.0, 0.02, "/readyz to fail")
             assert ready.json()["failed"] == ["draining"] and time.monotonic() - started < 1.0
             assert await a.close_code(timeout=10) == 1012
+            assert await home.close_code(timeout=10) == 1012  # the home page's socket too
             during = [await send_and_ack(b, f"during {n}") for n in range(3)]
             assert await asyncio.to_thread(leaving.proc.wait, 20) == 0, leaving.log()[-2000:]
 
