@@ -64,6 +64,7 @@ bench: venv services
 	$(PY) -m bench.all
 
 # Fan-out benchmark alone (daphne and uvicorn side by side): results/fanout.{json,png}.
+# Every step also races two seed-stack servers (../shared/peers/seed-stack; npm installs them into .cache/seed-stack).
 bench-fanout: venv services
 	$(PY) -m bench.fanout
 

@@ -23,7 +23,7 @@ SCENARIOS = ("fanout", "connections", "persistence", "rooms", "sendpath")
 def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
     args = ["--out", str(out)]
     if quick:
-        args += {"fanout": ["--receivers", "100", "--offered", "5000,10000", "--seconds", "3"],
+        args += {"fanout": ["--receivers", "100", "--offered", "5000,10000", "--seconds", "3", "--one-user", "100"],
                  "connections": ["--steps", "200,500,1000"],
                  "persistence": ["--records", "20000"],
                  "rooms": ["--quick"],
