@@ -200,20 +200,24 @@ async def send_steps(targets: list[tuple[str, str, str]], rates: list[int], seco
     opened = await open_many(RoomSender, targets, arrivals, on_reply)
     sockets = [sock for _, sock in opened]
 
-    async def send_share(sock: RoomSender, index: int, step: int, count: int, began: float, progress) -> None:
+    async def send_share(sock: RoomSender, index: int, step: int, count: int, began: float, progress) -> int:
+        """Sends `count` messages over the step; returns how many went (a socket the server closed sends no more)."""
         if not count:
-            return
+            return 0
         interval = seconds / count
         phase = index * interval / len(sockets)
         for n in range(count):
             delay = began + phase + n * interval - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if sock.transport.is_closing():
+                return n
             cid = f"{step}-{index}-{n}"
             sent_at[cid] = time.time_ns()
             sock.send_text(orjson.dumps({"type": "message.send", "client_id": cid,
                                          "body": f"{step}:{sent_at[cid]}:x"}).decode())
             progress.update()
+        return count
 
     steps = []
     try:
@@ -229,13 +233,15 @@ async def send_steps(targets: list[tuple[str, str, str]], rates: list[int], seco
             speed_ms = cpu_speed_ms()  # the machine's speed as the step starts (the stack is quiet)
             with Progress(f"rooms: {label} at {rate} msg/s", total=total, unit="messages") as progress:
                 redis0, cpu0, machine0, began = redis_cpu(pids), own_cpu(), stack_cpu.sample(), time.perf_counter()
-                await asyncio.gather(*(send_share(sock, i, step, counts[i], began, progress)
-                                       for i, sock in enumerate(sockets)))
+                went = await asyncio.gather(*(send_share(sock, i, step, counts[i], began, progress)
+                                              for i, sock in enumerate(sockets)))
                 elapsed = time.perf_counter() - began
                 cores = StackCpu.cores(machine0, stack_cpu.sample(), elapsed)
                 redis1 = redis_cpu(pids)
             await asyncio.sleep(2.0)  # stragglers and acks arrive before the next step
-            steps.append({"rate": rate, "sent": total, "send_seconds": elapsed, "sender_cpu": own_cpu() - cpu0,
+            closed = sum(1 for sock in sockets if sock.transport.is_closing())
+            steps.append({"rate": rate, "sent": sum(went), "unsent": total - sum(went), "closed": closed,
+                          "send_seconds": elapsed, "sender_cpu": own_cpu() - cpu0,
                           "ack_ms": acks.get(step, []), "errors": errors.get(step, 0), "cores": cores,
                           "redis_cpu_s": {port: redis1[port] - redis0[port] for port in pids},
                           "redis_idle_cores": idle,
@@ -338,6 +344,8 @@ def run(topology: str, rooms: list, cookies: list[str], members: int, rates: lis
             "rate_msgs": entry["rate"], "offered_deliveries_per_s": entry["rate"] * members,
             "delivered_per_s": round(delivered / send_s), "expected": expected, "delivered": delivered,
             "lost": expected - delivered, "errors": entry["errors"],
+            # Sender sockets the server had closed by the step's end, and the messages they could not send.
+            "closed_senders": entry["closed"], "unsent": entry["unsent"],
             "p50_ms": round(percentile(lat, 50), 2), "p99_ms": round(percentile(lat, 99), 2),
             "max_ms": round(max(lat, default=float("nan")), 2),
             "ack_p50_ms": round(percentile(entry["ack_ms"], 50), 2),
@@ -390,12 +398,15 @@ def print_report(result: dict) -> None:
     print(f"{result['settings']['rooms']} rooms of {result['settings']['members']} over two daphne instances; "
           f"rooms per shard by round {result['rooms_per_shard']}; Redis columns are cores (1.0 = one core busy)")
     print_table(rows, ["topology", "round", "rate_msgs", "offered_deliveries_per_s", "delivered_per_s", "lost",
-                       "errors", "p50_ms", "p99_ms", "max_ms", "ack_p99_ms", "sender_behind", "speed_ms"])
+                       "errors", "closed_senders", "unsent", "p50_ms", "p99_ms", "max_ms", "ack_p99_ms",
+                       "sender_behind", "speed_ms"])
     print()
     print_table(rows, ["topology", "round", "rate_msgs", *(f"redis_{p}" for p in (*SHARD_PORTS, SINGLE_PORT)),
                        "redis_replicas", "redis_idle", "redis_us_per_msg", "redis_net_us_per_msg", "cores_web",
                        "cores_worker", "cores_receivers", "cores_senders", "cores_machine", "cores_steal"])
     print("\nMedian over rounds")
+    for failure in result.get("failed", []):
+        print(f"round {failure['round']}, {failure['topology']}: FAILED: {failure['error']}")
     print_table(result["summary"], ["topology", "rate_msgs", "rounds", "offered_deliveries_per_s", "delivered_per_s",
                                     "lost", "p50_ms", "p99_ms", "ack_p99_ms",
                                     *(f"redis_{p}" for p in (*SHARD_PORTS, SINGLE_PORT)), "redis_us_per_msg",
@@ -425,9 +436,9 @@ def plot(result: dict, path: Path) -> bool:
     left.set_title(f"{result['settings']['rooms']} rooms of {result['settings']['members']}, two instances")
     shards = [r for r in summary if r["topology"] == "shards"]
     single = [r for r in summary if r["topology"] == "single"]
-    for port, marker in zip(SHARD_PORTS, "o^v", strict=True):
+    for port, marker, colour in zip(SHARD_PORTS, "o^v", ("tab:blue", "tab:cyan", "tab:purple"), strict=True):
         right.plot([r["rate_msgs"] for r in shards], [r[f"redis_{port}"] for r in shards], marker=marker,
-                   label=f"shard on {port}")
+                   color=colour, label=f"shard on {port}")
     right.plot([r["rate_msgs"] for r in shards], [sum(r[f"redis_{p}"] for p in SHARD_PORTS) for r in shards],
                linestyle=":", color="tab:blue", label="three shards together")
     right.plot([r["rate_msgs"] for r in single], [r[f"redis_{SINGLE_PORT}"] for r in single], marker="s",
@@ -465,7 +476,7 @@ def main() -> None:
     print(f"== {args.rooms} rooms of {args.members}: {args.rooms * args.members} users with sessions", flush=True)
     cookies = [c for _, c in users_with_cookies(args.rooms * args.members, "rooms")]
     rates = [int(r) for r in args.rates.split(",")]
-    rows, spread = [], {}
+    rows, spread, failed = [], {}, []
     try:
         for round_ in range(1, args.repeat + 1):
             for topology in topologies:
@@ -473,10 +484,15 @@ def main() -> None:
                 rooms = make_rooms(args.rooms, f"{topology}-{round_}")
                 if topology == "shards":
                     spread[round_] = rooms_per_shard([room.id for room in rooms], len(SHARD_PORTS))
-                rows += run(topology, rooms, cookies, args.members, rates, args.seconds, round_)
+                try:
+                    rows += run(topology, rooms, cookies, args.members, rates, args.seconds, round_)
+                except Exception as exc:  # the other runs' figures stand; the failure is reported with them
+                    print(f"== round {round_}: {topology} FAILED: {exc!r}", flush=True)
+                    failed.append({"topology": topology, "round": round_, "error": repr(exc)})
     finally:
         forget_keys([*SHARD_PORTS, SINGLE_PORT])
-    result = {**env, "settings": vars(args), "rooms_per_shard": spread, "rows": rows, "summary": summarize(rows)}
+    result = {**env, "settings": vars(args), "rooms_per_shard": spread, "rows": rows, "failed": failed,
+              "summary": summarize(rows)}
     print()
     print_report(result)
     (out / "rooms.json").write_text(json.dumps(result, indent=2))
