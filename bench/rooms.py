@@ -373,7 +373,11 @@ def run(topology: str, rooms: list, cookies: list[str], members: int, rates: lis
 # --- report ---------------------------------------------------------------------------------------
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per topology and rate, the median over rounds (and the worst loss)."""
+    """Per topology and rate, the median over rounds (and the worst loss). A run in which the server
+    closed sender sockets (a new epoch on its Redis, e.g. after a FLUSHALL by someone else on a shared
+    one; the load generator does not reconnect) is left out: its steps measure a broken run."""
+    broken = {(r["topology"], r["round"]) for r in rows if r.get("closed_senders")}
+    rows = [r for r in rows if (r["topology"], r["round"]) not in broken]
     out = []
     for topology, rate in sorted({(r["topology"], r["rate_msgs"]) for r in rows}, key=lambda k: (k[1], k[0])):
         mine = [r for r in rows if (r["topology"], r["rate_msgs"]) == (topology, rate)]
