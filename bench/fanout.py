@@ -185,6 +185,7 @@ async def _receive(url: str, origin: str, cookies: list[str], ready, control, re
     while arrivals.times and time.time_ns() - arrivals.times[-1] < 1e9 and time.monotonic() < drained_by:
         await asyncio.sleep(0.2)
     cpu = own_cpu() - start_cpu
+    closed = sum(transport.is_closing() for transport in transports)  # by the server, during the run
     for transport in transports:
         transport.close()
     latencies: dict[int, list[float]] = {}
@@ -203,7 +204,7 @@ async def _receive(url: str, origin: str, cookies: list[str], ready, control, re
         if frame is not None:
             created_ns = datetime.fromisoformat(frame["created_at"]).timestamp() * 1e9
             inbound.setdefault(step, []).append((created_ns - int(sent_ns)) / 1e6)
-    results.put({"stack": stack, "receivers": len(cookies), "counts": counts, "latencies": latencies,
+    results.put({"stack": stack, "receivers": len(cookies), "closed": closed, "counts": counts, "latencies": latencies,
                  "inbound": inbound, "cpu": cpu})
 
 
@@ -391,7 +392,9 @@ def _run(server: str, receivers: int, rates: list[int], seconds: float, senders:
             "cores_total": round(sum(v for k, v in entry["cores"].items() if k not in ("machine", "steal")), 2),
         })
     receiver_cpu = sum(part["cpu"] for part in parts)
-    return {"steps": report, "loadgen_receiver_cpu_s": round(receiver_cpu, 1), "senders": senders}
+    closed = {stack: sum(part["closed"] for part in parts if part["stack"] == stack) for stack in stacks}
+    return {"steps": report, "loadgen_receiver_cpu_s": round(receiver_cpu, 1), "senders": senders,
+            "receivers_closed_by_server": closed}
 
 
 def median(values: list[float]) -> float:
@@ -525,7 +528,10 @@ def main() -> None:
                            check=True, cwd=ROOT)
             result = json.loads(result_path.read_text())
             rows += result["steps"]
-            meta[name] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"], "senders": senders}
+            meta[name] = {"loadgen_receiver_cpu_s": result["loadgen_receiver_cpu_s"], "senders": senders,
+                          "receivers_closed_by_server": result["receivers_closed_by_server"]}
+            if any(result["receivers_closed_by_server"].values()):
+                print(f"receivers closed by the servers: {result['receivers_closed_by_server']}", flush=True)
     summary = {**env, "settings": vars(args), "rows": rows, "race": race_rows(rows), "meta": meta}
     print()
     print_report(summary)
