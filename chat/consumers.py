@@ -20,6 +20,8 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from chat import drain, logcontext, metrics, protocol
 from chat.errors import ChatError
@@ -137,7 +139,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             return await self.close(code=protocol.CLOSE_UNSUPPORTED)
         if len(text_data) > protocol.MAX_FRAME_BYTES or len(text_data.encode()) > protocol.MAX_FRAME_BYTES:
             return await self.close(code=protocol.CLOSE_TOO_BIG)
-        client_id = None
+        client_id, frame = None, None
         try:
             frame = protocol.parse(text_data)
             metrics.FRAMES_IN.labels(type=frame.type).inc()
@@ -151,6 +153,14 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
                 metrics.RATE_LIMITED.inc()
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail, retry_after=exc.retry_after,
                                            client_id=client_id))
+        except (RedisError, DatabaseError, OSError, TimeoutError) as exc:
+            # A store failed this frame (a Redis pool exhausted, a shard or Postgres away): the
+            # socket stays, and the client hears it and may retry (a send keeps its client_id).
+            logger.warning("%s frame of %s not served: %s: %s", frame.type if frame else "a", self.conn_id,
+                           type(exc).__name__, exc)
+            self.push(protocol.error_frame(code=protocol.ERROR_UNAVAILABLE, client_id=client_id,
+                                           detail="The chat could not do this just now; try again in a moment.",
+                                           retry_after=protocol.UNAVAILABLE_RETRY_AFTER))
 
     async def on_message_send(self, body: str, client_id: str):
         if len(self._confirming) >= MAX_UNCONFIRMED:

@@ -26,6 +26,9 @@ CLOSE_SERVICE_RESTART = 1012
 
 # Error codes of refusals that depend on the room's or the pair's state (docs/protocol.md).
 ERROR_ROOM_ARCHIVED = "room_archived"  # the room is archived: read-only
+# A frame the instance could not serve because Redis or Postgres failed it for now; try again.
+ERROR_UNAVAILABLE = "unavailable"
+UNAVAILABLE_RETRY_AFTER = 1.0
 ERROR_BLOCKED = "blocked"  # the other member of this DM blocked the sender
 
 # Server frames that change a socket's cached room state; the socket reads them as they pass.
