@@ -1,5 +1,6 @@
 """Every benchmark scenario in sequence: fan-out, idle connections, persistence, many rooms over
-Redis shards (rooms) and the send script's identity check (sendpath). Each runs in a process of its
+Redis shards (rooms), the send script's identity check (sendpath), Redis memory per room and
+message (redis_memory) and the sidebar's per-user stream (sidebar). Each runs in a process of its
 own (each sets Django up on a database of its own) and prints its progress; at the end all tables
 are printed again and results/all.json sums them up (with each scenario's JSON and PNG beside it).
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from bench.common import ROOT, environment
 
-SCENARIOS = ("fanout", "connections", "persistence", "rooms", "sendpath")
+SCENARIOS = ("fanout", "connections", "persistence", "rooms", "sendpath", "redis_memory", "sidebar")
 
 
 def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
@@ -27,7 +28,9 @@ def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
                  "connections": ["--steps", "200,500,1000"],
                  "persistence": ["--records", "20000"],
                  "rooms": ["--quick"],
-                 "sendpath": ["--quick"]}[name]
+                 "sendpath": ["--quick"],
+                 "redis_memory": ["--quick"],
+                 "sidebar": ["--quick"]}[name]
     return args
 
 

@@ -87,6 +87,10 @@ async def measure(messages: int, rooms: int, body_size: int) -> dict:
     }
 
 
+def print_report(saved: dict) -> None:
+    print_table([{"figure": name, "value": value} for name, value in saved["result"].items()], ["figure", "value"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a check that it runs")
@@ -102,8 +106,7 @@ def main() -> None:
     os.environ["CHAT_ROOM_IDLE_SECONDS"] = str(IDLE_SECONDS)
     setup_django("chat_bench_redis_memory")
     result = asyncio.run(measure(args.messages, args.rooms, args.body))
-    rows = [{"figure": name, "value": value} for name, value in result.items()]
-    print_table(rows, ["figure", "value"])
+    print_report({"result": result})
     total = (10_000 * result["active_room_bytes"] + 1_000_000 * result["quiet_room_bytes_counter_only"]
              + 1_000 * result["bytes_per_message_per_second"])
     print(f"\nRedis for 10,000 active rooms, 1,000,000 quiet ones and 1,000 messages/s: {total / 2**30:.1f} GiB")

@@ -126,6 +126,13 @@ def scenario(members: int, rate: int, seconds: float) -> list[dict]:
             srv.stop()
 
 
+COLUMNS = ["frames", "sockets", "messages", "deliveries", "lost", "p50_ms", "p99_ms", "web_cpu_us_per_delivery"]
+
+
+def print_report(saved: dict) -> None:
+    print_table(saved["rows"], COLUMNS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a check that it runs")
@@ -138,8 +145,7 @@ def main() -> None:
         args.members, args.seconds = 40, 4
     setup_django("chat_bench_sidebar")
     rows = scenario(args.members, args.rate, args.seconds)
-    print_table(rows, ["frames", "sockets", "messages", "deliveries", "lost", "p50_ms", "p99_ms",
-                       "web_cpu_us_per_delivery"])
+    print_report({"rows": rows})
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     (out / "sidebar.json").write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
