@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from chat import drain, logcontext, metrics, protocol
+from chat import drain, logcontext, metrics, permissions, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
 from chat.services import accounts, limits, messages, presence, rooms
@@ -77,6 +77,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self._writer = None
         self._closing = False
         self._confirming: set[asyncio.Task] = set()
+        self._greeted = False  # hello sent: the user's standing changes go as `standing` frames
         await self.accept()
         self._send_frame = _frame_sender(self.base_send)
         self._write_now = extensions.get("chat.send_texts")
@@ -105,7 +106,10 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         await get_hub().join(self)
         await rooms.room_gate_load(gate=self.gate, user_id=self.user_id, room_id=self.room_id)  # once subscribed
         await presence.presence_enter(self.who)  # first, so hello's online list includes this user
-        self.push(await presence.hello_for(self.who))
+        hello = await presence.hello_for(self.who)
+        hello.update(protocol.standing_fields(muted_until=self._muted_until()))  # a mute that holds now
+        self.push(hello)
+        self._greeted = True
         after = _query_int(self.scope, "after")
         if after is not None:
             self._start_replay(after)
@@ -228,8 +232,16 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             self._close_task = asyncio.ensure_future(self.close(code=code))
 
     def set_muted_until(self, until) -> None:
+        """Staff muted or unmuted the user (the hub's `user.standing`): sends check it, the client
+        hears it (unless hello, still to come, says it)."""
         if self.who is not None:
             self.who.muted_until = until
+            if getattr(self, "_greeted", False):
+                self.push(protocol.standing_frame(muted_until=self._muted_until()))
+
+    def _muted_until(self):
+        until = self.who.muted_until
+        return until if permissions.is_muted(until) else None
 
     def push(self, frame: dict) -> None:
         metrics.FRAMES_OUT.labels(type=frame["type"]).inc()

@@ -134,8 +134,21 @@ def message_frame(message: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", **message}
 
 
-def hello_frame(*, room: dict, user: dict, last_seq: int, online: list[str]) -> dict[str, Any]:
-    return {"type": "hello", "room": room, "user": user, "last_seq": last_seq, "online": online}
+def hello_frame(*, room: dict, user: dict, last_seq: int, online: list[str],
+                muted_until: datetime | None = None) -> dict[str, Any]:
+    return {"type": "hello", "room": room, "user": user, "last_seq": last_seq, "online": online,
+            **standing_fields(muted_until=muted_until)}
+
+
+def standing_fields(*, muted_until: datetime | None) -> dict[str, Any]:
+    """The user's standing, in `hello` and `standing`: `muted_until` while a mute holds, else null
+    (a mute until lifted says year 9999, chat.services.moderation.MUTED_INDEFINITELY)."""
+    return {"muted_until": isoformat(muted_until)}
+
+
+def standing_frame(*, muted_until: datetime | None) -> dict[str, Any]:
+    """To the user's sockets when staff mute or unmute them."""
+    return {"type": "standing", **standing_fields(muted_until=muted_until)}
 
 
 def ack_frame(*, client_id: str, id: str, seq: int) -> dict[str, Any]:

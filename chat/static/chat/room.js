@@ -1,6 +1,6 @@
 // The room page: builds the store, the connection and the views, and routes each server frame
 // to the state it changes. A new frame type is one more `connection.on(...)` here.
-import { toLogin } from "./api.js";
+import { request, toLogin } from "./api.js";
 import { Connection, Outbox } from "./connection.js";
 import { $ } from "./dom.js";
 import { RoomStore } from "./store.js";
@@ -24,11 +24,16 @@ const { showError } = status;
 
 connection.onState((next) => {
   store.setConnection(next.state);
-  status.showConnection(next);
+  status.showConnection(store.banned ? { state: "banned" } : next);
   if (!connection.connected) store.clearTyping(); // nobody's typing reaches a closed socket
   if (next.code === 4401) toLogin();
+  if (next.code === 4403) checkBanned();
 });
-connection.on("hello", (frame) => store.setOnline(frame.online));
+connection.on("hello", (frame) => {
+  store.setOnline(frame.online);
+  store.setStanding(frame.muted_until ?? null);
+});
+connection.on("standing", (frame) => store.setStanding(frame.muted_until));
 connection.on("presence", (frame) => store.setOnline(frame.online));
 connection.on("message", ({ type, ...message }) => store.addMessage(message));
 connection.on("message.edited", (frame) => store.editMessage(frame));
@@ -54,6 +59,7 @@ mountComposer({
   form: $("composer"), input: $("message-input"), counter: $("char-count"), maxLength: config.maxLength,
   connection, status, onSend: (body) => outbox.send(body),
   store, config, // the @mention autocomplete: the room's members, who is online, who wrote
+  standingNote: $("composer-standing"), sendButton: $("send"),
 });
 if ($("add-member")) mountMembers({ form: $("add-member"), room: config.room });
 
@@ -65,6 +71,16 @@ store.on("message.added", ({ message }) => {
     notifyMention({ title: `${message.author.username} mentioned you`, body: message.body, slug: config.room });
   }
 });
+
+// 4403 is a ban or no access to this room: the API tells a banned user so (docs/protocol.md "Your standing").
+async function checkBanned() {
+  const result = await request("GET", `/api/rooms/${encodeURIComponent(config.room)}/`).catch(() => null);
+  if (result?.status === 403 && result.data.error?.code === "banned") {
+    store.setBanned();
+    showError("");
+    status.showConnection({ state: "banned" });
+  }
+}
 
 // From a search result (?at=<seq>): open at that message.
 const jumpTo = Number(new URLSearchParams(location.search).get("at")) || null;

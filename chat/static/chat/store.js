@@ -2,7 +2,7 @@
 // typing, how far the user has read. It announces each change; the views render from it.
 //
 // The entry module exposes it as `window.chat` for tests and debugging: `connected`, `state`,
-// `lastSeq`, `online`, `historyLoaded`, `hasOlder`, `readSeq`.
+// `lastSeq`, `online`, `historyLoaded`, `hasOlder`, `readSeq`, `mutedUntil`, `banned`.
 import { Emitter } from "./events.js";
 
 const TYPING_SHOW_MS = 6000;
@@ -22,6 +22,23 @@ export class RoomStore extends Emitter {
     this.seqById = new Map(); // id -> seq
     this.pending = new Map(); // client_id -> {clientId, body, status: "pending" | "sent" | "failed", seq?}
     this.typing = new Map(); // username -> expiry timer
+    this.mutedUntil = null; // a Date while staff muted the user (hello, standing), else null
+    this.banned = false;
+  }
+
+  /** The user's standing from `hello` or `standing`: `muted_until` an ISO time or null. */
+  setStanding(mutedUntil) {
+    this.mutedUntil = mutedUntil ? new Date(mutedUntil) : null;
+    this.emit("standing", this.standing());
+  }
+
+  setBanned() {
+    this.banned = true;
+    this.emit("standing", this.standing());
+  }
+
+  standing() {
+    return { mutedUntil: this.mutedUntil, banned: this.banned };
   }
 
   setConnection(state) {

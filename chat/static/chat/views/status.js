@@ -22,6 +22,7 @@ export function mountStatus({ line, alert, maxLength }) {
 
   function connectionText({ state, code, delay }) {
     if (state === "connected") return "Connected";
+    if (state === "banned") return "Your account is banned from this chat.";
     if (state === "reconnecting") {
       const wait = `${Math.max(1, Math.round(delay / 1000))} s`;
       // 4429: the user has CHAT_MAX_SOCKETS_PER_USER sockets open elsewhere; one closing lets this in.
