@@ -271,6 +271,7 @@ async def send_steps(endpoints: dict[str, list[tuple]], cookies: list[str], sche
         for step, (stack, rate) in enumerate(schedule):
             sockets, chat = senders[stack], stack == "chat"
             speed_ms = cpu_speed_ms()  # the machine's speed as the step starts (the stack is quiet)
+            load = os.getloadavg()[0]  # others' work on the shared cores shows here too
             cpu0, machine0, began = own_cpu(), stack_cpu.sample(), time.perf_counter()
             counts = await asyncio.gather(*(send_share(sock, i, step, rate / len(sockets), began, sockets)
                                             for i, sock in enumerate(sockets)))
@@ -279,7 +280,7 @@ async def send_steps(endpoints: dict[str, list[tuple]], cookies: list[str], sche
             await asyncio.sleep(2.0)  # let stragglers and acks arrive before the next step
             steps.append({"stack": stack, "rate": rate, "sent": sum(counts), "send_seconds": elapsed,
                           "sender_cpu": own_cpu() - cpu0, "ack_ms": acks.get(step, []), "cores": cores,
-                          "speed_ms": speed_ms})
+                          "speed_ms": speed_ms, "loadavg_1m": round(load, 2)})
         steps[-1]["send_errors"] = errors
     finally:
         for transport in transports:
@@ -387,6 +388,7 @@ def _run(server: str, receivers: int, rates: list[int], seconds: float, senders:
             "sender_behind": round(entry["send_seconds"] - seconds, 2),
             "sender_cpu_pct": round(100 * entry["sender_cpu"] / max(entry["send_seconds"], 1e-9)),
             "speed_ms": entry["speed_ms"],  # bench.common.cpu_speed_ms before the step: lower is a faster machine
+            "loadavg_1m": entry["loadavg_1m"],
             # Cores each part used during the step (the machine has os.cpu_count()).
             **{f"cores_{part}": value for part, value in entry["cores"].items()},  # cores_machine: everything
             "cores_total": round(sum(v for k, v in entry["cores"].items() if k not in ("machine", "steal")), 2),
@@ -432,7 +434,7 @@ def print_report(result: dict) -> None:
     rows = result["rows"]
     columns = ["server", "receivers", "users", "stack", "round", "offered_deliveries_per_s", "delivered_per_s",
                "lost", "p50_ms", "p90_ms", "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "ack_p50_ms", "ack_p99_ms",
-               "sender_behind", "sender_cpu_pct", "speed_ms"]
+               "sender_behind", "sender_cpu_pct", "speed_ms", "loadavg_1m"]
     print_table(rows, columns)
     print(f"\nCores used per step (of {os.cpu_count()}): web instances (or the seed stack's servers), worker, "
           "services, load generator, the sum of those, the whole machine (with anything else that ran) and steal "
