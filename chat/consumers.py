@@ -115,7 +115,9 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             self._start_replay(after)
         else:
             self._release_held()
-        await self.sidebar_watch(visit=self.who)  # the user's other rooms, live (chat/user_consumer.py)
+        # The room joins the user's sidebar; the sidebar's own frames come once the client asks
+        # (sidebar.watch), so a client that speaks only contract §4 gets only its frames.
+        await presence.room_visit(self.who)
 
     async def disconnect(self, code):
         if getattr(self, "_counted", False):
@@ -183,6 +185,11 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             metrics.SEND_ACK_SECONDS.observe(time.monotonic() - received)
         except ChatError as exc:
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail, client_id=sent.client_id))
+
+    async def on_sidebar_watch(self):
+        if not self._sidebar_asked:  # once a socket: a repeat costs nothing
+            self._sidebar_asked = True
+            await self.sidebar_watch()
 
     async def on_message_edit(self, id: str, body: str):
         await messages.message_edit(who=self.who, message_id=id, body=body, gate=self.gate)

@@ -62,6 +62,7 @@ CLIENT_FRAMES: dict[str, dict[str, type]] = {
     "resume": {"after": int},
     "read": {"seq": int},
     "ping": {},
+    "sidebar.watch": {},  # a room socket also carries its user's sidebar frames from now on
 }
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 

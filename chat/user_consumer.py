@@ -30,16 +30,17 @@ class SidebarWatcher:
     _sidebar_lock: asyncio.Lock | None = None
     _sidebar_task: asyncio.Task | None = None
     _sidebar_gone = False
+    _sidebar_asked = False  # a room socket watches once its client sent sidebar.watch
     blocked: frozenset[int] = frozenset()
 
-    async def sidebar_watch(self, *, visit: presence.Participant | None = None) -> None:
-        """Watch the user's sidebar rooms (the socket's own public room joins them first, when
-        `visit`), then tell the client to fetch its sidebar: frames before the watch are not sent."""
+    async def sidebar_watch(self) -> None:
+        """Watch the user's sidebar rooms, then tell the client to fetch its sidebar: frames before
+        the watch are not sent."""
         if self._sidebar_lock is None:
             self._sidebar_lock = asyncio.Lock()
         async with self._sidebar_lock:  # refreshes apply in order, never an older set last
             try:
-                rooms = await presence.sidebar_rooms(user_id=self.user_id, visit=visit)
+                rooms = await presence.sidebar_rooms(user_id=self.user_id)
                 # Read by the hub: these users' mentions do not light up this sidebar.
                 self.blocked = frozenset(await database_sync_to_async(blocked_user_ids)(self.user_id))
                 if self._sidebar_gone:  # closed meanwhile: a watch now would outlive the socket

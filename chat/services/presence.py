@@ -106,18 +106,20 @@ def read_state_advance(*, user_id: int, room_id: int, seq: int) -> bool:
     return ReadState.objects.filter(pk=state.pk, seq__lt=seq).update(seq=seq) > 0
 
 
-async def sidebar_rooms(*, user_id: int, visit: Participant | None = None) -> dict[int, bool]:
-    """The rooms of the user's sidebar (room id -> is a DM), for the hub's watch. `visit`: a socket
-    opening its room, which joins the user's sidebar the first time when public (a read state at
-    0: the room is opened, nothing read yet)."""
-    return await database_sync_to_async(_sidebar_rooms)(user_id, visit.room_id if visit and not
-                                                        visit.room_private else None)
+async def sidebar_rooms(*, user_id: int) -> dict[int, bool]:
+    """The rooms of the user's sidebar (room id -> is a DM), for the hub's watch."""
+    return await database_sync_to_async(selectors.sidebar_rooms)(user_id)
 
 
-def _sidebar_rooms(user_id: int, public_room_id: int | None) -> dict[int, bool]:
-    if public_room_id is not None:
-        # Not a Membership: that would make the user a member should the room be made private.
-        _, created = ReadState.objects.get_or_create(room_id=public_room_id, user_id=user_id, defaults={"seq": 0})
-        if created:  # the user's other sockets show it too
-            after_commit(sidebar_changed, user_ids=[user_id])
-    return selectors.sidebar_rooms(user_id)
+async def room_visit(who: Participant) -> None:
+    """A socket opened its room: a public room joins the user's sidebar the first time (a read
+    state at 0: opened, nothing read yet), and the user's other sockets show it too."""
+    if not who.room_private:
+        await database_sync_to_async(_room_visit)(who.user_id, who.room_id)
+
+
+def _room_visit(user_id: int, room_id: int) -> None:
+    # Not a Membership: that would make the user a member should the room be made private.
+    _, created = ReadState.objects.get_or_create(room_id=room_id, user_id=user_id, defaults={"seq": 0})
+    if created:
+        after_commit(sidebar_changed, user_ids=[user_id])

@@ -16,7 +16,9 @@ ERROR_CODES = {"invalid_json", "invalid_frame", "empty_body", "too_long", "rate_
                "not_found", "not_persisted"}
 CLOSE_CODES = {protocol.CLOSE_TOO_BIG, protocol.CLOSE_UNSUPPORTED}
 SERVER_TYPES = {"hello", "message", "ack", "message.edited", "message.deleted", "typing", "presence", "resumed",
-                "pong", "error", "read"}
+                "pong", "error", "read",
+                # once the socket asked with sidebar.watch (docs/protocol.md, the sidebar)
+                "sidebar.changed", "sidebar.activity", "sidebar.read"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)

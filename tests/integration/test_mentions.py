@@ -134,8 +134,9 @@ async def test_a_blocked_users_mentions_do_not_count(web_a, web_b, worker, alice
     other = make_room(alice)
     async with chat_socket(web_a, other.slug, alice.cookie) as watching, \
             chat_socket(web_b, room.slug, bob.cookie) as b:
+        await watching.send({"type": "sidebar.watch"})  # as the room page does
         # alice's socket in another room watches this one once she has opened it: its second
-        # sidebar.changed (the first comes with its own watch).
+        # sidebar.changed (the first answers its own watch).
         async with chat_socket(web_a, room.slug, alice.cookie):
             pass
         while sum(frame["type"] == "sidebar.changed" for frame in watching.frames) < 2:

@@ -36,6 +36,12 @@ async def say(sock, body: str) -> dict:
             return ack
 
 
+async def watch(sock) -> None:
+    """A room socket asks for its user's sidebar frames (the room page does), and waits until it has them."""
+    await sock.send({"type": "sidebar.watch"})
+    await sock.recv_type("sidebar.changed")
+
+
 def csrf_headers(c) -> dict:
     return {"X-CSRFToken": c.cookies["csrftoken"], "Referer": str(c.base_url)}
 
@@ -43,9 +49,9 @@ def csrf_headers(c) -> dict:
 async def test_a_message_in_room_b_reaches_a_member_in_room_c_on_the_other_instance(web_a, web_b, alice, bob):
     room_b, room_c = make_room(alice), make_room(alice)  # alice is a member of both
     async with chat_socket(web_a, room_c.slug, alice.cookie) as a_in_c:
-        await a_in_c.recv_type("sidebar.changed")  # watching her sidebar's rooms from here on
+        await watch(a_in_c)  # watching her sidebar's rooms from here on
         async with chat_socket(web_b, room_b.slug, bob.cookie) as b_in_b:
-            await b_in_b.recv_type("sidebar.changed")
+            await watch(b_in_b)
             plain = await say(b_in_b, "news in B")
             frame = await a_in_c.recv_type("sidebar.activity")
             assert frame == {"type": "sidebar.activity", "room": room_b.slug, "seq": plain["seq"], "mention": False}
@@ -127,9 +133,8 @@ async def test_a_new_dm_and_being_added_or_removed_change_the_sidebar_live(web_a
 async def test_opening_a_public_room_puts_it_in_the_sidebar_without_making_a_member(web_a, web_b, alice, bob):
     room, unopened = make_room(alice), make_room(alice)
     async with user_socket(web_b, bob.cookie) as b_home:
-        async with chat_socket(web_a, room.slug, bob.cookie) as b_in:
-            await b_in.recv_type("sidebar.changed")
-            await b_home.recv_type("sidebar.changed")  # his other sockets learn of it too
+        async with chat_socket(web_a, room.slug, bob.cookie):
+            await b_home.recv_type("sidebar.changed")  # his other sockets learn of it
         with client_for(web_a, bob) as c:
             rooms = {r["slug"]: r for r in c.get("/api/rooms/").json()["rooms"]}
         assert rooms[room.slug]["joined"] is True and rooms[unopened.slug]["joined"] is False
@@ -171,3 +176,17 @@ async def test_user_sockets_count_toward_the_socket_cap(web_a, web_b, alice, bob
             await twentieth.recv_type("pong")
         async with user_socket(web_b, bob.cookie):  # another user is not counted
             pass
+
+
+async def test_a_room_socket_that_does_not_ask_gets_only_the_rooms_frames(web_a, web_b, alice, bob):
+    """A client speaking contract §4 alone (no sidebar.watch) gets no sidebar frames."""
+    room_b, room_c = make_room(alice), make_room(alice)
+    async with chat_socket(web_a, room_c.slug, alice.cookie) as a_in_c, \
+            chat_socket(web_b, room_c.slug, alice.cookie) as watching:
+        await watch(watching)
+        async with chat_socket(web_b, room_b.slug, bob.cookie) as b_in_b:
+            sent = await say(b_in_b, f"news for @{alice.username}")
+        assert (await watching.recv_type("sidebar.activity"))["seq"] == sent["seq"]
+        await a_in_c.send({"type": "ping"})
+        await a_in_c.recv_type("pong")
+        assert not [f for f in a_in_c.frames if f["type"].startswith("sidebar.")], a_in_c.frames

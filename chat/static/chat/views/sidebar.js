@@ -116,6 +116,12 @@ export function startSidebar({ nav, connection, current = null }) {
     return fetching;
   }
 
+  // A room socket carries the sidebar once asked, on each new socket (the user socket always does).
+  if (current) {
+    connection.onState(({ state }) => {
+      if (state === "connected") connection.send({ type: "sidebar.watch" });
+    });
+  }
   connection.on("sidebar.changed", refresh); // sent once the socket watches the rooms, and on every change
   connection.on("sidebar.activity", (frame) => {
     if (!store.activity(frame)) refresh(); // a room we do not list yet
