@@ -1,8 +1,9 @@
 """The login forms (the site's and the admin's): each refuses, before any password is checked, while
 the account or the client's address has had too many failed logins (services.accounts)."""
 
+from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.exceptions import ValidationError
 
 from chat.services import accounts
@@ -25,3 +26,12 @@ class LoginForm(ThrottledLoginMixin, AuthenticationForm):
 
 class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
     pass
+
+
+class SignupForm(UserCreationForm):
+    """Django's signup with an optional email address: where a password reset link goes."""
+
+    email = forms.EmailField(required=False, label="Email (optional: for resetting your password)")
+
+    class Meta(UserCreationForm.Meta):
+        fields = ("username", "email")

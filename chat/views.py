@@ -5,13 +5,12 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from chat import selectors
 from chat.errors import NotFound
-from chat.forms import LoginForm
+from chat.forms import LoginForm, SignupForm
 from chat.services import accounts
 
 
@@ -56,10 +55,10 @@ class LoginView(auth_views.LoginView):
 
 
 def signup(request: HttpRequest) -> HttpResponse:
-    form = UserCreationForm(request.POST or None)
+    form = SignupForm(request.POST or None)
     if request.method == "POST" and (wait := accounts.signup_attempt(address=accounts.client_address(request))):
         return render(request, "registration/signup.html",
-                      {"form": UserCreationForm(initial={"username": request.POST.get("username", "")}),
+                      {"form": SignupForm(initial={"username": request.POST.get("username", "")}),
                        "throttle_message": accounts.throttle_message(wait)}, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()

@@ -38,6 +38,20 @@ def test_signup_logs_in_and_redirects_home_then_logout_and_login(web_a):
         assert username in client.get("/").text
 
 
+def test_signup_takes_an_optional_email_for_password_resets(web_a):
+    from django.contrib.auth import get_user_model
+
+    username, password = unique("erin"), "a-long-passphrase-" + unique("pw")
+    with httpx.Client(base_url=web_a.url) as client:
+        form = client.get("/accounts/signup/")
+        assert 'name="email"' in form.text
+        created = client.post("/accounts/signup/", data={"username": username, "email": f"{username}@example.com",
+                                                         "password1": password, "password2": password,
+                                                         "csrfmiddlewaretoken": csrf_from(form.text)})
+        assert created.status_code == 302
+    assert get_user_model().objects.get(username=username).email == f"{username}@example.com"
+
+
 def test_signup_errors_are_shown_on_the_form(web_a):
     with httpx.Client(base_url=web_a.url) as client:
         form = client.get("/accounts/signup/")
