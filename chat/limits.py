@@ -1,7 +1,6 @@
 """Per-user limits shared by every instance: a token bucket per kind of frame that costs the server,
 and the count of a user's open sockets. `RedisLimits` keeps them in Redis (buckets on Redis's
-clock, so every socket of a user on every instance draws on the same one; a fast bucket lends each
-process a short lease of tokens, so not every frame waits for Redis); `MemoryLimits` in this
+clock, so every socket of a user on every instance draws on the same one); `MemoryLimits` in this
 process, for the embedded default. Each room state holds one (`room_state().limits`); a user's
 state lives on the user's shard, so it is checked in a step of its own before a room's script.
 """
@@ -12,29 +11,26 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-# The token bucket: refill at `rate` tokens a second up to `cap`, take up to `want` whole tokens;
-# {tokens taken, 0}, or {0, the seconds until one is there} (on Redis's clock, shared by every
-# instance).
-TAKE_SCRIPT = """
-local cap, rate, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(bucket[1]) or cap
-local ts = tonumber(bucket[2]) or now
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-if tokens < 1 then return {0, tostring((1 - tokens) / rate)} end
-local taken = math.min(want, math.floor(tokens))
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - taken), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 1)
-return {taken, '0'}
+# The token bucket: refill at `rate` tokens a second up to `cap`, take one; 0, or the seconds
+# until one is there (on Redis's clock, shared by every instance).
+BUCKET_LUA = """
+local function bucket_take(key, cap, rate)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(bucket[1]) or cap
+  local ts = tonumber(bucket[2]) or now
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+  if tokens < 1 then return (1 - tokens) / rate end
+  redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(cap / rate) + 1)
+  return 0
+end
 """
 
-# A process takes this many seconds of a bucket's refill at once (at least one token) and spends
-# them without asking Redis again, for at most as long: with the default 20/10s that is one token,
-# so every frame is checked as before; only a bucket of over 10 tokens/s saves round trips.
-LEASE_SECONDS = 0.1
-LEASES_KEPT = 4096  # leases of this many users and kinds before the run-out ones are dropped
+TAKE_SCRIPT = BUCKET_LUA + """
+return tostring(bucket_take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])))
+"""
 
 # KEYS: the user's sockets (conn_id scored by expiry). ARGV: conn_id, now, expiry, cap, ttl.
 SOCKET_OPEN_SCRIPT = """
@@ -51,12 +47,6 @@ def retry_after(wait: float) -> float:
     return max(0.01, round(wait, 2)) if wait > 0 else 0.0
 
 
-def lease_size(rate: tuple[int, float]) -> int:
-    """Tokens of a bucket of `rate` that one process takes from Redis at once."""
-    burst, per_second = rate
-    return max(1, min(burst, int(per_second * LEASE_SECONDS)))
-
-
 @functools.lru_cache(maxsize=16)
 def parse_rate(spec: str) -> tuple[int, float]:
     """'20/10s' -> (burst 20, 2.0 tokens per second)."""
@@ -71,16 +61,11 @@ def parse_rate(spec: str) -> tuple[int, float]:
 
 class RedisLimits:
     """A user's buckets and sockets on the user's shard (`route`: user id -> its shard's client and
-    the start of its keys), each in a step of its own before any room's script. A bucket of over
-    10 tokens/s lends this process a lease (`lease_size`): tokens taken from the user's bucket in
-    Redis at once, spent here within LEASE_SECONDS, so a user sending fast costs a round trip to
-    Redis every LEASE_SECONDS instead of one per frame, and the user's rate over all instances
-    still never exceeds the bucket's (what a lease does not spend is lost, never given twice)."""
+    the start of its keys), each in a step of its own before any room's script."""
 
     def __init__(self, route: Callable[[int], tuple[object, str]]) -> None:
         self._route = route
         self._scripts: dict[int, tuple] = {}
-        self._leases: dict[tuple[int, str], tuple[int, float]] = {}  # (user, kind) -> (tokens, until)
 
     def _user(self, user_id: int):
         redis, base = self._route(user_id)
@@ -92,24 +77,9 @@ class RedisLimits:
 
     async def take(self, user_id: int, kind: str, rate: tuple[int, float]) -> float:
         """Take a token from the user's bucket for `kind`: 0, or the seconds until there is one."""
-        key = (user_id, kind)
-        lease = self._leases.pop(key, None)
-        if lease is not None and lease[1] > time.monotonic():
-            if lease[0] > 1:
-                self._leases[key] = (lease[0] - 1, lease[1])
-            return 0.0
         _, base, (take, _) = self._user(user_id)
-        taken, wait = await take(keys=[f"{base}:rate:{kind}"], args=[rate[0], rate[1], lease_size(rate)])
-        if int(taken) > 1:
-            self._lend(key, int(taken) - 1)
-        return 0.0 if int(taken) else retry_after(float(wait))
-
-    def _lend(self, key: tuple[int, str], tokens: int) -> None:
-        now = time.monotonic()
-        if len(self._leases) >= LEASES_KEPT:
-            self._leases = {k: v for k, v in self._leases.items() if v[1] > now}
-        held = self._leases.get(key)  # another frame's lease, taken while this one waited for Redis
-        self._leases[key] = (tokens + (held[0] if held and held[1] > now else 0), now + LEASE_SECONDS)
+        wait = await take(keys=[f"{base}:rate:{kind}"], args=[rate[0], rate[1]])
+        return retry_after(float(wait))
 
     async def socket_open(self, user_id: int, conn_id: str, cap: int, ttl: int) -> bool:
         """Count the socket among the user's open ones, unless `cap` are open already."""
