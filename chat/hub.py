@@ -9,9 +9,10 @@ one system call and one wake-up of the client for all of them, so a loaded insta
 per message instead of falling behind. It also keeps this process's presence entries alive in
 Redis, so a crashed instance's users expire on their own.
 
-The sidebar's per-user stream rides on the same subscriptions: each socket (a room's, or a user
-socket of /ws/user/) registers its user's sidebar rooms as a watcher (`watch`); a room watched or
-joined is subscribed once per process, and each message of a watched room becomes one small
+The sidebar's per-user stream rides on the same subscriptions: a socket (a user socket of
+/ws/user/, or a room's once its client sent sidebar.watch) registers its user's sidebar rooms as a
+watcher (`watch`); a room watched or joined is subscribed once per process, and each message of a
+watched room becomes one small
 `sidebar.activity` frame per watcher (its own room's sockets aside), its mentions read once per
 message. Sidebar changes that are not messages come as `user.sidebar` events through HUB_GROUP.
 """
