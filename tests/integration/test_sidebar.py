@@ -10,6 +10,7 @@ import websockets
 from chat.models import Membership
 from tests.conftest import make_room, make_user, session_cookie
 from tests.integration.test_api import client_for, post
+from tests.integration.test_mentions import say
 from tests.support import ChatSocket, chat_socket
 
 
@@ -25,15 +26,6 @@ async def user_socket(server, cookie: str | None, *, hello: bool = True):
             assert first["type"] == "sidebar.hello", first
             await client.recv_type("sidebar.changed")
         yield client
-
-
-async def say(sock, body: str) -> dict:
-    client_id = uuid.uuid4().hex
-    await sock.send({"type": "message.send", "body": body, "client_id": client_id})
-    while True:
-        ack = await sock.recv_type("ack")
-        if ack["client_id"] == client_id:
-            return ack
 
 
 async def watch(sock) -> None:
