@@ -14,6 +14,7 @@ import time
 
 import pytest
 import redis
+from django.db import connections
 
 from chat.models import Message
 from chat.shards import hash_tag, partition_of, shard_of
@@ -70,6 +71,7 @@ def rooms_on_every_shard(owner, per_shard: int = 2) -> list:
 
 
 async def test_rooms_spread_over_three_shards_and_cross_instances_in_order(sharded, worker):
+    connections.close_all()  # this async context's connection may predate earlier tests' Postgres restarts
     prefix, (web_a, web_b) = sharded
     alice, bob = make_user("alice"), make_user("bob")
     alice.cookie, bob.cookie = session_cookie(alice), session_cookie(bob)
@@ -134,6 +136,7 @@ async def chat_through_a_kill(name: str, before_kill) -> float:
     """A sender and a reader in a room on each shard through Sentinel URLs and two instances; once
     each room has traffic, `before_kill()` runs and shard1's primary is killed with SIGKILL. Checks
     what must hold whatever the replica had; returns how long shard1's room took to deliver again."""
+    connections.close_all()  # this async context's connection may predate earlier tests' Postgres restarts
     env = child_env(REDIS_URLS=SENTINEL_URLS, CHAT_REDIS_PREFIX=f"chat-test-{name}-{RUN}")
     servers = [WebServer(f"web-{name}-{letter}-{RUN}", env).start() for letter in ("a", "b")]
     balancer = FailoverProxy([server.port for server in servers], rotate=True).start()
