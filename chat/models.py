@@ -82,6 +82,15 @@ class Message(models.Model):
     hidden = models.BooleanField(default=False, help_text="Hidden by a moderator.")
     deleted = models.BooleanField(default=False, help_text="Deleted by its author.")
     client_id = models.CharField(max_length=64, null=True, blank=True)
+    # The message's revision (contract §8): 1 on create, +1 per change. The worker applies a record
+    # only when its rev is newer, so a late or re-driven record never overwrites newer state.
+    rev = models.PositiveIntegerField(default=1)
+    # The message this one answers, in the same room. No foreign key: the worker writes rows in bulk
+    # and a parent may be pruned before its replies.
+    reply_to = models.UUIDField(null=True, blank=True)
+    # Full state as the records carry it: [{"emoji", "count", "users"}] and the attachments' metadata.
+    reactions = models.JSONField(default=list, blank=True)
+    attachments = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["room", "seq"]
@@ -89,6 +98,7 @@ class Message(models.Model):
             models.UniqueConstraint(fields=["room", "seq"], name="message_unique_room_seq"),
             models.UniqueConstraint(fields=["author", "room", "client_id"], name="message_unique_client_id"),
         ]
+        indexes = [models.Index(fields=["reply_to"], condition=Q(reply_to__isnull=False), name="message_reply_to")]
 
     def __str__(self) -> str:
         return f"{self.room.slug}#{self.seq}"
@@ -202,3 +212,36 @@ class Block(models.Model):
 
     def __str__(self) -> str:
         return f"{self.blocker} blocked {self.blocked}"
+
+
+def attachment_path(attachment: "Attachment", filename: str) -> str:
+    """Where an upload is stored: by id, never by the name the user gave it."""
+    return f"attachments/{attachment.created_at:%Y/%m}/{attachment.id}/{filename}"
+
+
+class Attachment(models.Model):
+    """An uploaded file (contract §8). Uploaded into a room by a user; claimed by one message of
+    theirs when sent (`message_id`); served only through the app's own URL (chat/files.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="attachments")
+    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    name = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    content_type = models.CharField(max_length=127, help_text="As sniffed from the content, not the name.")
+    file = models.FileField(upload_to=attachment_path, max_length=500)
+    thumbnail = models.FileField(upload_to=attachment_path, max_length=500, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    # Set when a message claims it; with its client_id, so a retried send finds its own claim.
+    message_id = models.UUIDField(null=True, blank=True, db_index=True)
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+    removed = models.BooleanField(default=False, help_text="Removed by staff: the file is gone.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["uploader", "created_at"], name="attachment_uploader_created")]
+
+    def __str__(self) -> str:
+        return self.name

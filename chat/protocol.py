@@ -54,7 +54,7 @@ class ClientFrame:
 
 # type -> {field: expected python type}
 CLIENT_FRAMES: dict[str, dict[str, type]] = {
-    "message.send": {"body": str, "client_id": str},
+    "message.send": {"body": str, "client_id": str},  # optional: reply_to, attachments (OPTIONAL_FIELDS)
     "message.edit": {"id": str, "body": str},
     "message.delete": {"id": str},
     "message.report": {"id": str, "reason": str},
@@ -63,8 +63,15 @@ CLIENT_FRAMES: dict[str, dict[str, type]] = {
     "read": {"seq": int},
     "ping": {},
     "sidebar.watch": {},  # a room socket also carries its user's sidebar frames from now on
+    "reaction.add": {"id": str, "emoji": str},
+    "reaction.remove": {"id": str, "emoji": str},
 }
-TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
+# type -> {field: (expected python type, its default when absent or null)}
+OPTIONAL_FIELDS: dict[str, dict[str, tuple[type, Any]]] = {
+    "message.send": {"reply_to": (str, None), "attachments": (list, ())},
+}
+TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", list: "a list"}
+MAX_ATTACHMENTS = 10  # attachments one message may carry
 
 
 def parse(text: str) -> ClientFrame:
@@ -87,6 +94,13 @@ def parse(text: str) -> ClientFrame:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ProtocolError("invalid_frame", f"'{frame_type}' needs '{name}' as {TYPE_NAMES[expected]}.")
         fields[name] = value
+    for name, (expected, default) in OPTIONAL_FIELDS.get(frame_type, {}).items():
+        value = data.get(name)
+        if value is not None and not isinstance(value, expected):
+            raise ProtocolError("invalid_frame", f"'{frame_type}' takes '{name}' as {TYPE_NAMES[expected]}.")
+        fields[name] = default if value is None else value
+    if frame_type == "message.send":
+        _check_attachment_ids(fields["attachments"])
     if frame_type == "message.send" and not 1 <= len(fields["client_id"]) <= 64:
         raise ProtocolError("invalid_frame", "'client_id' must be 1 to 64 characters.")
     if frame_type == "message.send" and "\x00" in fields["client_id"]:
@@ -94,6 +108,13 @@ def parse(text: str) -> ClientFrame:
     if frame_type in ("resume", "read") and not 0 <= next(iter(fields.values())) <= MAX_SEQ:
         raise ProtocolError("invalid_frame", f"'{frame_type}' needs a non-negative 64-bit integer.")
     return ClientFrame(frame_type, fields)
+
+
+def _check_attachment_ids(ids: list) -> None:
+    if len(ids) > MAX_ATTACHMENTS:
+        raise ProtocolError("invalid_frame", f"A message takes at most {MAX_ATTACHMENTS} attachments.")
+    if not all(isinstance(ident, str) and 0 < len(ident) <= 64 for ident in ids):
+        raise ProtocolError("invalid_frame", "'attachments' must list attachment ids (strings).")
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -117,8 +138,12 @@ def message_object(
     created_at: datetime | str,
     edited_at: datetime | str | None,
     client_id: str | None,
+    rev: int = 1,
+    reply_to: dict | None = None,
+    reactions: list | tuple = (),
+    attachments: list | tuple = (),
 ) -> dict[str, Any]:
-    """The message object, the same in HTTP and WebSocket."""
+    """The message object, the same in HTTP and WebSocket (contract §3 and §8; `rev` added)."""
     return {
         "id": str(id),
         "room": room,
@@ -128,7 +153,21 @@ def message_object(
         "created_at": created_at if isinstance(created_at, str) else isoformat(created_at),
         "edited_at": edited_at if edited_at is None or isinstance(edited_at, str) else isoformat(edited_at),
         "client_id": client_id,
+        "rev": rev,
+        "reply_to": reply_to,
+        "reactions": list(reactions),
+        "attachments": list(attachments),
     }
+
+
+EXCERPT_CHARS = 120  # of a parent's first line in a reply's quote
+
+
+def reply_to_object(parent: dict | None, *, state: str) -> dict:
+    """A reply's quote of its parent (contract §8): the excerpt is empty once the parent is gone."""
+    first_line = parent["body"].strip().split("\n", 1)[0] if state == "visible" else ""
+    return {"id": parent["id"], "seq": parent["seq"], "author": parent["author"],
+            "excerpt": first_line[:EXCERPT_CHARS], "state": state}
 
 
 def message_frame(message: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +201,22 @@ def edited_frame(*, id: str, seq: int, body: str, edited_at: str) -> dict[str, A
 
 def deleted_frame(*, id: str, seq: int) -> dict[str, Any]:
     return {"type": "message.deleted", "id": id, "seq": seq}
+
+
+def tombstone_frame(*, id: str, seq: int, rev: int, hidden: bool) -> dict[str, Any]:
+    """A deleted or hidden message as the room's state keeps it: the deleted frame and what a
+    later change needs (its rev; hidden by staff or deleted by its author). Never sent to clients."""
+    return {**deleted_frame(id=id, seq=seq), "rev": rev, "hidden": hidden}
+
+
+def reaction_frame(*, id: str, seq: int, reactions: list) -> dict[str, Any]:
+    """The message's full reaction list after a change (contract §8)."""
+    return {"type": "reaction", "id": id, "seq": seq, "reactions": reactions}
+
+
+def attachments_frame(*, id: str, seq: int, attachments: list) -> dict[str, Any]:
+    """The message's attachments after staff removed one."""
+    return {"type": "message.attachments", "id": id, "seq": seq, "attachments": attachments}
 
 
 def typing_frame(*, user: str, active: bool) -> dict[str, Any]:

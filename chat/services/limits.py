@@ -20,6 +20,7 @@ FRAME_RATES = {
     "read": ("CHAT_READ_RATE_LIMIT", "read marks"),
     "typing": ("CHAT_TYPING_RATE_LIMIT", "typing notices"),
     "resume": ("CHAT_RESUME_RATE_LIMIT", "resumes"),
+    "reaction": ("CHAT_REACTION_RATE_LIMIT", "reactions"),
 }
 
 

@@ -216,6 +216,10 @@ CHAT_REPORT_RATE_LIMIT = env.str("CHAT_REPORT_RATE_LIMIT", default="5/60s")
 CHAT_READ_RATE_LIMIT = env.str("CHAT_READ_RATE_LIMIT", default="20/10s")
 CHAT_TYPING_RATE_LIMIT = env.str("CHAT_TYPING_RATE_LIMIT", default="20/10s")
 CHAT_RESUME_RATE_LIMIT = env.str("CHAT_RESUME_RATE_LIMIT", default="10/60s")
+CHAT_REACTION_RATE_LIMIT = env.str("CHAT_REACTION_RATE_LIMIT", default="30/10s")  # reaction.add and .remove
+# Distinct emoji on one message, and reactions of one user on one message.
+CHAT_MAX_REACTIONS_PER_MESSAGE = env.int("CHAT_MAX_REACTIONS_PER_MESSAGE", default=40)
+CHAT_MAX_REACTIONS_PER_USER = env.int("CHAT_MAX_REACTIONS_PER_USER", default=12)
 # Open sockets one user may hold across all instances; past it a new one closes with 4429.
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=20)
 # Failed logins per account and per client address, and signups per address, in a window
