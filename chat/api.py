@@ -4,11 +4,13 @@ import functools
 import json
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.http import require_http_methods
 
 from chat import selectors
 from chat.errors import ChatError
 from chat.services import blocks
+from chat.services.attachments import UploadLimited, attachment_object, attachment_upload
 from chat.services.rooms import (
     dm_open,
     room_add_member,
@@ -120,6 +122,29 @@ def room_messages(request: HttpRequest, slug: str) -> JsonResponse:
     limit = _int_param(request, "limit", default=50, low=1, high=200)
     messages, has_more = selectors.history_page(room, after=after, before=before, limit=limit)
     return JsonResponse({"messages": messages, "has_more": has_more})
+
+
+@api_view("POST")
+def room_attachments(request: HttpRequest, slug: str) -> JsonResponse:
+    """Upload one file (multipart field `file`) into a room the user may read, for a message to claim."""
+    room = selectors.room_for_user(request.user, slug)
+    try:
+        upload = request.FILES.get("file")
+    except MultiPartParserError as exc:
+        raise ChatError(f"The body is not a valid multipart form ({exc}).", code="invalid") from None
+    if upload is None:
+        raise ChatError("Send the file as the multipart field 'file'.", code="invalid")
+    try:
+        attachment = attachment_upload(user=request.user, room=room, upload=upload)
+    except UploadLimited as exc:
+        body = {"error": {"code": exc.code, "detail": exc.detail}}
+        if exc.retry_after is not None:
+            body["error"]["retry_after"] = exc.retry_after
+        response = JsonResponse(body, status=exc.http_status)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
+    return JsonResponse(attachment_object(attachment), status=201)
 
 
 @api_view("POST")

@@ -21,6 +21,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from chat import drain, metrics  # noqa: E402
 from chat.checks import require_durability  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.upload_limit import UploadLimit  # noqa: E402
 
 # Servers run no system checks: refuse to serve a chat that would ack messages nobody stores.
 require_durability()
@@ -37,7 +38,8 @@ if SERVER == "uvicorn":
 
 router = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Too-large uploads are refused before Django reads (and spools) their bodies.
+        "http": UploadLimit(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from chat import api, health, views
+from chat import api, files, health, views
 from chat.admin import desk
 from chat.forms import AdminLoginForm
 from chat.password_reset import PasswordResetView
@@ -22,11 +22,15 @@ urlpatterns = [
     path("api/rooms/<slug:slug>/members/", api.room_members),
     path("api/rooms/<slug:slug>/members/<str:username>/", api.room_member),
     path("api/rooms/<slug:slug>/messages/", api.room_messages),
+    path("api/rooms/<slug:slug>/attachments/", api.room_attachments),
     path("api/dms/", api.dms),
     path("api/search/", api.search),
     path("api/mentions/", api.mentions),
     path("api/blocks/", api.blocks_view),
     path("api/blocks/<str:username>/", api.block),
+    # Any id: a malformed one gets the same JSON 404 as a file the user may not read.
+    path("files/<str:attachment_id>/thumb.webp", files.thumbnail),
+    path("files/<str:attachment_id>/<path:name>", files.download),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", health.metrics_view),

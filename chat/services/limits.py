@@ -21,6 +21,7 @@ FRAME_RATES = {
     "typing": ("CHAT_TYPING_RATE_LIMIT", "typing notices"),
     "resume": ("CHAT_RESUME_RATE_LIMIT", "resumes"),
     "reaction": ("CHAT_REACTION_RATE_LIMIT", "reactions"),
+    "upload": ("CHAT_UPLOAD_RATE_LIMIT", "uploads"),
 }
 
 

@@ -220,6 +220,55 @@ CHAT_REACTION_RATE_LIMIT = env.str("CHAT_REACTION_RATE_LIMIT", default="30/10s")
 # Distinct emoji on one message, and reactions of one user on one message.
 CHAT_MAX_REACTIONS_PER_MESSAGE = env.int("CHAT_MAX_REACTIONS_PER_MESSAGE", default=40)
 CHAT_MAX_REACTIONS_PER_USER = env.int("CHAT_MAX_REACTIONS_PER_USER", default=12)
+# Attachments (docs/files.md): the largest file, the types accepted (as sniffed from the content),
+# uploads per user (burst/window) and unsent uploads one user may hold (over the last 24 hours).
+CHAT_MAX_UPLOAD_BYTES = env.int("CHAT_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
+CHAT_UPLOAD_TYPES = env.list("CHAT_UPLOAD_TYPES", default=[
+    "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/vnd.oasis.opendocument.presentation",
+    "application/zip",
+])
+CHAT_UPLOAD_RATE_LIMIT = env.str("CHAT_UPLOAD_RATE_LIMIT", default="10/60s")
+CHAT_MAX_PENDING_UPLOADS = env.int("CHAT_MAX_PENDING_UPLOADS", default=20)
+# Set (e.g. "/_protected/") to let nginx send files: downloads answer with an empty body and
+# X-Accel-Redirect: <prefix><storage name>, for an `internal` location (docs/files.md).
+CHAT_FILES_ACCEL_REDIRECT = env.str("CHAT_FILES_ACCEL_REDIRECT", default="")
+# Uploads larger than this are spooled to a temporary file while the request is parsed, not held in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+# Where uploaded files are stored: the local filesystem (MEDIA_ROOT, shared by every web instance),
+# or with CHAT_FILE_STORAGE=s3 an S3 bucket through django-storages (requirements-s3.txt), configured
+# by its standard AWS_* variables. Files are always served through the app (chat/files.py), never
+# from a public or signed storage URL.
+MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
+MEDIA_URL = "/media/"  # not routed: nothing is served from here
+CHAT_FILE_STORAGE = env.str("CHAT_FILE_STORAGE", default="filesystem")
+if CHAT_FILE_STORAGE == "s3":
+    DEFAULT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("AWS_STORAGE_BUCKET_NAME"),
+            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default=None),
+            "region_name": env.str("AWS_S3_REGION_NAME", default=None),
+            "access_key": env.str("AWS_ACCESS_KEY_ID", default=None),
+            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default=None),
+            "default_acl": None,  # the bucket's own (private); nothing is public
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+elif CHAT_FILE_STORAGE == "filesystem":
+    DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+else:
+    raise ImproperlyConfigured(f"CHAT_FILE_STORAGE must be 'filesystem' or 's3', not {CHAT_FILE_STORAGE!r}.")
+STORAGES = {
+    "default": DEFAULT_STORAGE,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 # Open sockets one user may hold across all instances; past it a new one closes with 4429.
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=20)
 # Failed logins per account and per client address, and signups per address, in a window
