@@ -49,3 +49,34 @@ export const messageSearch = (q, limit) => request("GET", `/api/search/?${new UR
 export const roomsList = () => request("GET", "/api/rooms/");
 
 export const mentionsList = (limit = 50) => request("GET", `/api/mentions/?${new URLSearchParams({ limit: String(limit) })}`);
+
+/** Uploads one file to the room (POST .../attachments/, multipart field `file`), reporting
+ * progress as 0..1; XMLHttpRequest because fetch cannot tell upload progress. `done` resolves to
+ * {ok, status, data} like request(); `abort()` cancels (done then says `aborted`). */
+export function uploadAttachment(room, file, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise((resolve) => {
+    const finish = (extra) => {
+      let data = {};
+      try {
+        data = JSON.parse(xhr.responseText || "{}");
+      } catch {
+        data = {};
+      }
+      resolve({ ok: xhr.status >= 200 && xhr.status < 300, status: xhr.status, data, ...extra });
+    };
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) onProgress(event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => finish({}));
+    xhr.addEventListener("error", () => finish({ networkError: true }));
+    xhr.addEventListener("abort", () => finish({ aborted: true }));
+  });
+  xhr.open("POST", `/api/rooms/${encodeURIComponent(room)}/attachments/`);
+  xhr.setRequestHeader("Accept", "application/json");
+  xhr.setRequestHeader("X-CSRFToken", csrfToken());
+  const form = new FormData();
+  form.append("file", file, file.name || "file");
+  xhr.send(form);
+  return { done, abort: () => xhr.abort() };
+}

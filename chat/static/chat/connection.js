@@ -139,8 +139,11 @@ export class Outbox {
     });
   }
 
-  send(body) {
-    this.#transmit(this.store.addPending(newClientId(), body));
+  /** Sends a message (`extra`: optional `reply_to`, `attachments`); returns its client_id. */
+  send(body, extra = {}) {
+    const entry = this.store.addPending(newClientId(), body, extra);
+    this.#transmit(entry);
+    return entry.clientId;
   }
 
   retry(clientId) {
@@ -152,7 +155,10 @@ export class Outbox {
 
   #transmit(entry) {
     clearTimeout(this.#timers.get(entry.clientId));
-    this.connection.send({ type: "message.send", body: entry.body, client_id: entry.clientId });
+    const frame = { type: "message.send", body: entry.body, client_id: entry.clientId };
+    if (entry.replyTo) frame.reply_to = entry.replyTo;
+    if (entry.attachments.length) frame.attachments = entry.attachments;
+    this.connection.send(frame);
     // Not sent now (offline) still counts down: a reconnect re-sends it before the timeout.
     this.#timers.set(entry.clientId, setTimeout(() => {
       this.#timers.delete(entry.clientId);

@@ -11,7 +11,7 @@ const memberList = mountMemberList({ list: $("members"), note, room: config.room
 const added = $("add-member")?.querySelector(".form-status");
 if (added) new MutationObserver(() => memberList.refresh()).observe(added, { childList: true, characterData: true });
 if ($("leave-room")) mountLeave({ button: $("leave-room"), note, room: config.room, config });
-const shown = { heading: $("room-name"), archivedNote: $("archived-note"), composer: [$("message-input"), $("send")] };
+const shown = { heading: $("room-name"), archivedNote: $("archived-note"), composer: [$("message-input"), $("send"), $("attach-file")] };
 // A rename or archive by the owner or staff reaches every socket of the room as room.updated.
 const showRoom = manages
   ? mountRoomSettings({ form: $("room-settings"), archiveButton: $("room-archive"), ...shown }).apply

@@ -4,14 +4,18 @@ import { request, toLogin } from "./api.js";
 import { Connection, Outbox } from "./connection.js";
 import { $ } from "./dom.js";
 import { RoomStore } from "./store.js";
+import { mountAttachments } from "./views/attachments.js";
 import { mountComposer } from "./views/composer.js";
 import { mountMembers } from "./views/members.js";
 import { createMessageActions } from "./views/message_actions.js";
 import { mountMessages } from "./views/messages.js";
 import { mountPresence } from "./views/presence.js";
+import { mountReactions } from "./views/reactions.js";
+import { mountReplies, mountReplyBar } from "./views/replies.js";
 import { mentionsUser, notifyMention, startSidebar } from "./views/sidebar.js";
 import { trackRead } from "./views/read.js";
 import { mountStatus } from "./views/status.js";
+import { mountUploads } from "./views/uploads.js";
 
 const config = JSON.parse($("chat-config").textContent);
 const store = new RoomStore({ userId: config.userId, readSeq: config.readSeq ?? 0 });
@@ -38,6 +42,8 @@ connection.on("presence", (frame) => store.setOnline(frame.online));
 connection.on("message", ({ type, ...message }) => store.addMessage(message));
 connection.on("message.edited", (frame) => store.editMessage(frame));
 connection.on("message.deleted", (frame) => store.deleteMessage(frame));
+connection.on("reaction", (frame) => store.setReactions(frame));
+connection.on("message.attachments", (frame) => store.setAttachments(frame));
 connection.on("room.updated", ({ room }) => store.emit("room.updated", room)); // views/members.js shows it
 connection.on("typing", (frame) => {
   if (frame.user !== config.username) store.setTyping(frame.user, frame.active);
@@ -45,21 +51,32 @@ connection.on("typing", (frame) => {
 connection.on("resumed", () => showError(""));
 connection.on("error", (frame) => status.showErrorCode(frame.code, { detail: frame.detail, retryAfter: frame.retry_after }));
 
-const actions = createMessageActions({ store, connection, config, showError });
+const list = $("messages");
+const reactions = mountReactions({ list, store, connection, config, showError });
+const replies = mountReplies({ list, store, showError, loadOlder: () => messages.loadOlder() });
+const attachments = mountAttachments({ list, store });
+const actions = createMessageActions({ store, connection, config, showError, reactions });
 const messages = mountMessages({
-  list: $("messages"), olderButton: $("load-older"), store, config, actions, showError,
+  list, olderButton: $("load-older"), store, config, actions, showError,
+  parts: { quote: replies.quote, below: [attachments.render, reactions.row, replies.countLine] },
   onRetry: (clientId) => {
     showError("");
     outbox.retry(clientId);
   },
 });
-trackRead({ list: $("messages"), atBottom: messages.atBottom, store, connection });
+trackRead({ list, atBottom: messages.atBottom, store, connection });
 mountPresence({ onlineList: $("online"), typingLine: $("typing"), store, config, showError });
+const input = $("message-input");
+const uploads = mountUploads({
+  box: $("uploads"), button: $("attach-file"), picker: $("attach-input"), input, room: config.room, store, showError,
+  dropZones: [document.querySelector(".messages-pane"), $("composer")],
+});
 mountComposer({
-  form: $("composer"), input: $("message-input"), counter: $("char-count"), maxLength: config.maxLength,
-  connection, status, onSend: (body) => outbox.send(body),
+  form: $("composer"), input, counter: $("char-count"), maxLength: config.maxLength,
+  connection, status, onSend: (body, extra) => outbox.send(body, extra),
   store, config, // the @mention autocomplete: the room's members, who is online, who wrote
-  standingNote: $("composer-standing"), sendButton: $("send"),
+  standingNote: $("composer-standing"), sendButton: $("send"), extraControls: [$("attach-file")],
+  drafts: [mountReplyBar({ bar: $("reply-bar"), input, store }), uploads],
 });
 if ($("add-member")) mountMembers({ form: $("add-member"), room: config.room });
 

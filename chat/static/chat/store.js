@@ -2,7 +2,7 @@
 // typing, how far the user has read. It announces each change; the views render from it.
 //
 // The entry module exposes it as `window.chat` for tests and debugging: `connected`, `state`,
-// `lastSeq`, `online`, `historyLoaded`, `hasOlder`, `readSeq`, `mutedUntil`, `banned`.
+// `lastSeq`, `online`, `historyLoaded`, `hasOlder`, `readSeq`, `mutedUntil`, `banned`, `replyTarget`.
 import { Emitter } from "./events.js";
 
 const TYPING_SHOW_MS = 6000;
@@ -24,6 +24,8 @@ export class RoomStore extends Emitter {
     this.typing = new Map(); // username -> expiry timer
     this.mutedUntil = null; // a Date while staff muted the user (hello, standing), else null
     this.banned = false;
+    this.replies = new Map(); // parent id -> {base, horizon, seen: Map<reply id, seq>} (replyCount)
+    this.replyTarget = null; // the message the composer answers, or null
   }
 
   /** The user's standing from `hello` or `standing`: `muted_until` an ISO time or null. */
@@ -48,12 +50,14 @@ export class RoomStore extends Emitter {
 
   // --- messages ---
 
-  /** Adds a message unless its seq is already here (replays overlap); true when added. */
-  addMessage(message) {
+  /** Adds a message unless its seq is already here (replays overlap); true when added. `horizon`:
+   * for a history page, the newest seq its `reply_count`s may already include. */
+  addMessage(message, horizon = 0) {
     if (this.messages.has(message.seq)) return false;
     this.messages.set(message.seq, message);
     this.seqById.set(message.id, message.seq);
     this.lastSeq = Math.max(this.lastSeq, message.seq);
+    this.#noteReplies(message, horizon);
     const mine = message.client_id && message.author.id === this.userId ? this.pending.get(message.client_id) ?? null : null;
     if (mine) {
       mine.seq = message.seq;
@@ -71,10 +75,82 @@ export class RoomStore extends Emitter {
     this.emit("message.edited", message);
   }
 
+  /** A history page: its reply counts cover every reply up to the newest message known now. */
+  addPage(messages) {
+    const horizon = Math.max(this.lastSeq, ...messages.map((message) => message.seq));
+    for (const message of messages) this.addMessage(message, horizon);
+  }
+
   deleteMessage({ id, seq }) {
+    const message = this.messages.get(seq);
     this.messages.delete(seq);
     this.seqById.delete(id);
+    if (message?.reply_to) this.#forgetReply(message);
+    if (this.replyTarget?.id === id) this.setReplyTarget(null);
+    // Quotes of it say so now (a moderator's hide arrives as a delete too: we cannot tell them apart).
+    for (const reply of this.messages.values()) {
+      if (reply.reply_to?.id === id) reply.reply_to = { ...reply.reply_to, excerpt: "", state: "deleted" };
+    }
     this.emit("message.deleted", { id, seq });
+  }
+
+  // --- reactions, attachments, replies (contract §8) ---
+
+  /** A `reaction` frame: the message's full reaction list. */
+  setReactions({ seq, reactions }) {
+    const message = this.messages.get(seq);
+    if (!message) return;
+    message.reactions = reactions;
+    this.emit("message.reactions", message);
+  }
+
+  /** A `message.attachments` frame: what is left after staff removed one. */
+  setAttachments({ seq, attachments }) {
+    const message = this.messages.get(seq);
+    if (!message) return;
+    message.attachments = attachments;
+    this.emit("message.attachments", message);
+  }
+
+  /** Visible replies to message `id`: the history's count plus replies seen after it, each once. */
+  replyCount(id) {
+    const entry = this.replies.get(id);
+    if (!entry) return 0;
+    let count = entry.base;
+    for (const seq of entry.seen.values()) if (seq > entry.horizon) count += 1;
+    return count;
+  }
+
+  setReplyTarget(id) {
+    this.replyTarget = id ? this.messageById(id) ?? null : null;
+    this.emit("reply.target", this.replyTarget);
+  }
+
+  #replyEntry(id) {
+    if (!this.replies.has(id)) this.replies.set(id, { base: 0, horizon: 0, seen: new Map() });
+    return this.replies.get(id);
+  }
+
+  #noteReplies(message, horizon) {
+    if (typeof message.reply_count === "number") {
+      const entry = this.#replyEntry(message.id);
+      entry.base = message.reply_count;
+      entry.horizon = horizon;
+      this.emit("replies", message.id);
+    }
+    const parent = message.reply_to?.id;
+    if (!parent) return;
+    this.#replyEntry(parent).seen.set(message.id, message.seq);
+    this.emit("replies", parent);
+  }
+
+  #forgetReply(message) {
+    const entry = this.replies.get(message.reply_to.id);
+    const seq = entry?.seen.get(message.id);
+    if (seq === undefined) return;
+    entry.seen.delete(message.id);
+    if (seq <= entry.horizon) entry.base = Math.max(0, entry.base - 1); // the history had counted it
+    this.emit("replies", message.reply_to.id);
   }
 
   messageById(id) {
@@ -94,8 +170,9 @@ export class RoomStore extends Emitter {
 
   // --- our sends ---
 
-  addPending(clientId, body) {
-    const entry = { clientId, body, status: "pending" };
+  /** `extra`: the send's optional `reply_to` and `attachments` (ids). */
+  addPending(clientId, body, extra = {}) {
+    const entry = { clientId, body, status: "pending", replyTo: extra.reply_to ?? null, attachments: extra.attachments ?? [] };
     this.pending.set(clientId, entry);
     this.emit("pending.added", entry);
     return entry;

@@ -1,6 +1,8 @@
 // The composer: Enter sends, Shift+Enter adds a line, the character count, the typing notices
 // we send while the user writes, the @mention autocomplete (views/mention_picker.js), and the
 // user's standing: off, saying until when, while staff muted them; off for good once banned.
+// `drafts`: what else a send carries (the reply target, the uploaded files), each an object with
+// `collect()` -> {fields} or {error}, and optionally `sent(clientId)` and `escape()` -> handled.
 import { mountMentionPicker } from "./mention_picker.js";
 
 const TYPING_SEND_EVERY_MS = 3000;
@@ -18,9 +20,10 @@ export function muteEndText(until) {
 
 export function mountComposer({
   form, input, counter, maxLength, connection, onSend, status, store, config, standingNote, sendButton,
+  drafts = [], extraControls = [],
 }) {
   const picker = mountMentionPicker({ input, room: config.room, username: config.username, store });
-  mountStanding({ note: standingNote, controls: [input, sendButton], store });
+  mountStanding({ note: standingNote, controls: [input, sendButton, ...extraControls], store });
   let typingSentAt = 0;
   let typingIdleTimer = null;
 
@@ -49,13 +52,20 @@ export function mountComposer({
   function submit() {
     if (input.disabled) return; // muted, banned or archived
     const body = input.value;
-    if (!body.trim()) return;
+    const extra = {};
+    for (const draft of drafts) {
+      const part = draft.collect();
+      if (part.error) return status.showError(part.error);
+      Object.assign(extra, part.fields);
+    }
+    if (!body.trim() && !extra.attachments?.length) return; // files alone may go without a word
     if ([...body].length > maxLength) {
       status.showErrorCode("too_long");
       return;
     }
     status.showError("");
-    onSend(body);
+    const clientId = onSend(body, extra);
+    for (const draft of drafts) draft.sent?.(clientId);
     input.value = "";
     updateCounter();
     stopTyping();
@@ -68,6 +78,10 @@ export function mountComposer({
   });
   input.addEventListener("keydown", (event) => {
     if (picker.handleKey(event)) return; // Enter picks a name while the list is open
+    if (event.key === "Escape" && drafts.some((draft) => draft.escape?.())) {
+      event.preventDefault();
+      return;
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       submit();

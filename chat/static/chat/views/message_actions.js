@@ -1,7 +1,8 @@
-// Edit, delete and report: the buttons in a message's head and the inline forms they open.
+// Reply, react, edit, delete and report: the buttons in a message's head and the inline forms they
+// open (the reaction picker is views/reactions.js's; a reply is the composer's, via the store).
 import { actionButton, el } from "../dom.js";
 
-export function createMessageActions({ store, connection, config, showError }) {
+export function createMessageActions({ store, connection, config, showError, reactions = null }) {
   const notConnected = () => showError("Not connected; try again shortly.");
 
   function inlineForm(li, { label, value, submitLabel, onSubmit }) {
@@ -63,6 +64,8 @@ export function createMessageActions({ store, connection, config, showError }) {
     const actions = el("div", { class: "actions" });
     // The bubble at click time: an edit elsewhere may have re-rendered it since.
     const bubble = (event) => event.target.closest("li");
+    actions.append(actionButton("Reply", () => store.setReplyTarget(message.id)));
+    if (reactions) actions.append(reactions.addButton(message));
     if (own || config.isStaff) {
       if (own) actions.append(actionButton("Edit", (event) => startEdit(bubble(event), message.id)));
       actions.append(actionButton("Delete", () => deleteMessage(message.id)));

@@ -3,7 +3,8 @@
 // with its jump button, and ?at=<seq> jumps (the page around the message and the newest one, the
 // messages between loaded as they scroll into view). The day separators and author grouping are
 // views/reading.js's. History comes over HTTP a page at a time; the socket only resumes after the
-// newest message shown.
+// newest message shown. A message's rich parts (a reply's quote above the body; files, reactions
+// and reply count below) come from their own views, passed in as `parts`.
 import { roomMessages } from "../api.js";
 import { actionButton, el } from "../dom.js";
 import { mentionedNames, renderBody } from "../format.js";
@@ -12,8 +13,8 @@ import { createLayout, formatTime } from "./reading.js";
 const PAGE = 50;
 const UNREAD_PAGES = 4; // older pages loaded at most to reach the first unread message on opening
 
-export function mountMessages({ list, olderButton, store, config, actions, onRetry, showError }) {
-  let loadingOlder = false;
+export function mountMessages({ list, olderButton, store, config, actions, onRetry, showError, parts = {} }) {
+  let olderLoad = null; // the older page on its way, if any
   let gap = null; // after a jump: {li, from, to}, messages with from < seq < to not loaded yet
   let loadingNewer = false;
 
@@ -46,7 +47,11 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
         "(edited)"));
     }
     head.append(actions.forMessage(message, own));
-    li.append(head, bodyOf(message.body));
+    li.append(head);
+    const quote = parts.quote?.(message);
+    if (quote) li.append(quote);
+    li.append(bodyOf(message.body));
+    for (const part of parts.below ?? []) li.append(part(message));
     return li;
   }
 
@@ -108,7 +113,8 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     li.dataset.clientId = entry.clientId;
     const head = el("div", { class: "message-head" });
     head.append(el("span", { class: "author" }, config.username));
-    li.append(head, bodyOf(entry.body));
+    const files = entry.attachments.length;
+    li.append(head, bodyOf(entry.body || `(${files === 1 ? "1 file" : `${files} files`})`));
     list.append(li);
     list.scrollTop = list.scrollHeight;
     showSendState(li, entry);
@@ -146,7 +152,7 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
   }
 
   function showPage(page) {
-    for (const message of page.messages) store.addMessage(message);
+    store.addPage(page.messages);
     store.hasOlder = page.has_more;
     olderButton.hidden = !page.has_more;
     store.historyLoaded = true;
@@ -178,7 +184,7 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
         const around = await roomMessages(config.room, { limit: String(PAGE), before: String(jumpTo + Math.floor(PAGE / 2)) });
         const newest = await roomMessages(config.room, { limit: String(PAGE) });
         showPage(around);
-        for (const message of newest.messages) store.addMessage(message);
+        store.addPage(newest.messages);
         const last = around.messages.at(-1)?.seq ?? jumpTo;
         if (newest.has_more && newest.messages.length) placeGap(last, newest.messages[0].seq);
       }
@@ -211,19 +217,18 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     if (anchor?.isConnected) list.scrollTop += anchor.getBoundingClientRect().top - top() - offset;
   }
 
-  async function loadOlder() {
-    if (loadingOlder || !store.hasOlder) return;
+  /** The next older page; one at a time (a second call gets the one on its way). */
+  function loadOlder() {
+    if (olderLoad || !store.hasOlder) return olderLoad ?? Promise.resolve();
     const oldest = store.oldestSeq();
     const params = { limit: String(PAGE) };
     if (Number.isFinite(oldest)) params.before = String(oldest); // else the newest page: none loaded yet
-    loadingOlder = true;
-    try {
-      await keepingPlace(async () => showPage(await roomMessages(config.room, params)));
-    } catch (err) {
-      showError("Could not load older messages. Scroll up to try again.");
-    } finally {
-      loadingOlder = false;
-    }
+    olderLoad = keepingPlace(async () => showPage(await roomMessages(config.room, params)))
+      .catch(() => showError("Could not load older messages. Scroll up to try again."))
+      .finally(() => {
+        olderLoad = null;
+      });
+    return olderLoad;
   }
 
   /** The next page of a jump's gap, oldest first. */
@@ -232,7 +237,7 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     loadingNewer = true;
     try {
       const page = await roomMessages(config.room, { limit: String(PAGE), after: String(gap.from) });
-      for (const message of page.messages) store.addMessage(message);
+      store.addPage(page.messages);
       layout.now();
       const reached = page.messages.at(-1)?.seq ?? gap.to;
       placeGap(page.has_more ? reached : gap.to, gap.to);
@@ -249,12 +254,19 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     return box.bottom > view.top && box.top < view.bottom;
   }
 
+  // An image loading below grows the list: a reader at the bottom stays at the bottom.
+  let pinned = true;
+  list.addEventListener("load", () => {
+    if (pinned) list.scrollTop = list.scrollHeight;
+  }, true);
+
   list.addEventListener("scroll", () => {
+    pinned = atBottom();
     if (list.scrollTop < 60) loadOlder();
     if (gap && inView(gap.li)) loadNewer();
     updateJump();
   });
   olderButton.addEventListener("click", loadOlder);
 
-  return { atBottom, loadHistory };
+  return { atBottom, loadHistory, loadOlder };
 }

@@ -18,6 +18,8 @@ export function mountStatus({ line, alert, maxLength }) {
     forbidden: "You are not allowed to do that.",
     not_found: "That message no longer exists.",
     not_persisted: "The message could not be saved. Try again.",
+    room_archived: "This room is archived: it is read-only.",
+    // too_many_reactions and invalid_attachment: the server's detail says which limit or file.
   };
 
   function connectionText({ state, code, delay }) {
