@@ -245,3 +245,32 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class DeadLetterRedrive(models.Model):
+    """The ledger of `manage.py deadletters redrive` (chat/services/deadletters.py): one row per
+    dead letter tried, by its place in the dead-letter topic. An applied one is never re-driven
+    again; a failed one is tried again by the next run."""
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied"
+        FAILED = "failed"
+
+    topic = models.CharField(max_length=255, help_text="The dead-letter topic (<topic>.dead).")
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    # Where the record came from (topic:partition:offset, the dead letter's `source` header): a
+    # ledger row whose source differs belongs to an earlier topic of the same name, not this record.
+    source = models.CharField(max_length=300, blank=True)
+    outcome = models.CharField(max_length=7, choices=Outcome.choices)
+    detail = models.TextField(blank=True, help_text="New rows when applied; why, when failed.")
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["topic", "partition", "offset"],
+                                               name="deadletterredrive_unique_place")]
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset} {self.outcome}"
