@@ -4,8 +4,8 @@ need Django's permissions (change on the model, `chat.change_chatprofile` to ban
 of conversations the user cannot read are shown only when reported, to staff who may act on
 reports (permissions.moderation_messages), and each such showing is logged.
 
-rooms: rooms and members; content: messages and reports; users: users and their chat profiles;
-log: the moderation log; desk: the page that gathers what needs attention; confirm: the
-ask-first pages the actions share."""
+rooms: rooms and members; content: messages and reports; attachments: uploads and their removal;
+users: users and their chat profiles; log: the moderation log; desk: the page that gathers what
+needs attention; confirm: the ask-first pages the actions share."""
 
-from chat.admin import content, desk, log, rooms, users  # noqa: F401  (registers the model admins)
+from chat.admin import attachments, content, desk, log, rooms, users  # noqa: F401  (registers the model admins)

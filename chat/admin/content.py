@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from chat import permissions
+from chat.admin.attachments import message_attachments, message_reactions
 from chat.admin.confirm import USER_ACTIONS, UserModerationActions, confirmation
 from chat.models import Message, Report
 from chat.services import moderation
@@ -63,6 +64,8 @@ class MessageAdmin(UserModerationActions, admin.ModelAdmin):
         message = self.get_object(request, unquote(object_id))
         if request.method == "GET" and message is not None:
             moderation.reported_messages_viewed(actor=request.user, messages=[message], where="the message's page")
+            extra_context = {**(extra_context or {}), "reactions": message_reactions(message),
+                             "attachments": message_attachments(request, message)}
         return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="body")
@@ -140,6 +143,8 @@ class ReportAdmin(admin.ModelAdmin):
         extra_context = dict(extra_context or {})
         if request.method == "GET" and report is not None and permissions.can_read_reported(request.user):
             extra_context["conversation"] = moderation.report_view(actor=request.user, report=report)
+            extra_context["reactions"] = message_reactions(report.message)
+            extra_context["attachments"] = message_attachments(request, report.message)
         if report is not None and not report.resolved:
             extra_context["report_actions"] = self.report_actions(request, report)
         return super().change_view(request, object_id, form_url, extra_context)

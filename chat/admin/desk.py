@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from chat import permissions
 from chat.admin.users import standing
-from chat.models import ChatProfile, Message, ModerationAction, Report, Room
+from chat.models import Attachment, ChatProfile, Message, ModerationAction, Report, Room
 
 OPEN_REPORTS = 50
 RECENT_ACTIONS = 20
@@ -34,12 +34,20 @@ def open_reports(request) -> list[dict]:
     readable = set(permissions.readable_rooms(request.user).values_list("pk", flat=True))
     reports = (report_admin.get_queryset(request).filter(resolved=False)
                .select_related("message__room", "message__author", "reporter").order_by("created_at")[:OPEN_REPORTS])
+    reports = list(reports)
+    files = dict(Attachment.objects.filter(message_id__in=[r.message_id for r in reports], removed=False)
+                 .values("message_id").annotate(n=Count("pk")).values_list("message_id", "n"))
     rows = []
     for report in reports:
         message = report.message
+        readable_here = message.room_id in readable
         rows.append({
             "report": report, "room": message.room, "author": message.author,
-            "body": message.body if message.room_id in readable else None,
+            "body": message.body if readable_here else None,
+            # What else it carries, where the body is shown: attachments and reactions are on the report's page.
+            "files": files.get(message.pk, 0) if readable_here else 0,
+            "reactions": sum(r.get("count", 0) for r in message.reactions or [] if isinstance(r, dict))
+            if readable_here else 0,
             "url": reverse("admin:chat_report_change", args=[report.pk]),
             "author_url": reverse("admin:auth_user_change", args=[message.author_id]),
             "actions": report_admin.report_actions(request, report),

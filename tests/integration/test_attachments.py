@@ -13,7 +13,7 @@ import pytest
 from django.test import override_settings
 from PIL import Image
 
-from chat.models import Attachment, Message, ModerationAction
+from chat.models import Attachment, Message, ModerationAction, Report
 from chat.services import moderation
 from chat.services.attachments import attachment_remove, attachments_claim
 from tests.conftest import RUN, child_env, make_room, make_user, session_cookie
@@ -276,3 +276,39 @@ def test_unsent_uploads_and_the_upload_rate_are_capped(web):
     assert limited["code"] == "rate_limited" and limited["retry_after"] > 0
     assert int(codes[-1].headers["retry-after"]) >= 1
     assert re.fullmatch(r"\d+", codes[-1].headers["retry-after"])
+
+
+def test_staff_see_and_remove_a_reported_messages_attachments_in_the_admin(web, media):
+    alice, reporter = make_user("alice"), make_user("reporter")
+    staff = make_user("staff", is_staff=True, is_superuser=True)
+    room = make_room(alice)
+    with client_for(web, alice) as c:
+        body = upload(c, room.slug, "evidence.png", png(50, 50)).json()
+    message_id = str(uuid.uuid4())
+    attachments_claim(user_id=alice.id, room_id=room.id, ids=[body["id"]], message_id=message_id, client_id="r1")
+    message = Message.objects.create(id=message_id, room=room, seq=1, author=alice, body="look", client_id="r1",
+                                     attachments=[body], reactions=[{"emoji": "👍", "count": 1, "users": ["bob"]}])
+    report = Report.objects.create(message=message, reporter=reporter, reason="spam")
+    with httpx.Client(base_url=web.url, cookies={"sessionid": session_cookie(staff)}, timeout=30) as admin_client:
+        listed = admin_client.get("/admin/chat/attachment/")
+        assert listed.status_code == 200 and "evidence.png" in listed.text
+        page = admin_client.get(f"/admin/chat/report/{report.pk}/change/")
+        assert page.status_code == 200
+        assert body["url"] in page.text and body["thumbnail_url"] in page.text and "👍" in page.text
+        message_page = admin_client.get(f"/admin/chat/message/{message_id}/change/")
+        assert message_page.status_code == 200 and "evidence.png" in message_page.text and "👍" in message_page.text
+        remove = re.search(r'href="(/admin/chat/attachment/[^"]+/remove/[^"]*)"', page.text).group(1)
+        remove = remove.replace("&amp;", "&")
+        ask = admin_client.get(remove)
+        assert ask.status_code == 200 and "evidence.png" in ask.text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', ask.text).group(1)
+        done = admin_client.post(remove, data={"confirm": "yes", "reason": "not allowed here",
+                                               "csrfmiddlewaretoken": token})
+        assert done.status_code == 302 and done.headers["location"] == f"/admin/chat/report/{report.pk}/change/"
+        assert admin_client.get("/admin/chat/desk/").status_code == 200
+    row = Attachment.objects.get(pk=body["id"])
+    assert row.removed and not (media / row.file.name).exists()
+    assert ModerationAction.objects.filter(action="remove_attachment", target_message=message, actor=staff,
+                                           reason="not allowed here").exists()
+    with client_for(web, alice) as c:
+        assert c.get(body["url"]).status_code == 404
