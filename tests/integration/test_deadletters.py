@@ -16,6 +16,7 @@ from uuid6 import uuid7
 from chat import protocol
 from chat.bus import records
 from chat.bus.topics import dead_letter_topic, ensure_topics
+from chat.management.commands import deadletters as deadletters_command
 from chat.models import DeadLetterRedrive, Message, Room
 from tests.conftest import make_user
 from tests.integration.test_worker import produce, run_worker
@@ -131,6 +132,39 @@ def test_a_dead_letter_fails_until_its_room_exists_then_is_applied_once_and_neve
         out = deadletters("list", "--topic", topic)[1]
         assert "redrive=failed" in out.splitlines()[0] and "redrive=applied" in out.splitlines()[1]
         assert "ledger: applied after 2 attempt(s)" in deadletters("show", "--topic", topic, "0:1")[1]
+    finally:
+        DeadLetterRedrive.objects.filter(topic=dead_letter_topic(topic)).delete()
+
+
+def test_every_partition_is_read_and_re_driven_with_progress(monkeypatch):
+    topic = unique_topic("redrive-partitions")
+    ensure_topics(topic=topic, partitions=3)
+    author = make_user("author")
+    room_ids = random.sample(range(2**40, 2**40 + 2**20), 12)  # keys spread over the three partitions
+    batch = [message_created(room_id, author, 1) for room_id in room_ids]
+    produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
+    worker = run_worker(topic, unique("group"), unique("wredrive-parts"))
+    assert worker.proc.wait(60) == 0, worker.log()
+    try:
+        code, out, err = deadletters("list", "--topic", topic)
+        assert code == 0, err
+        lines = out.splitlines()[:12]
+        assert "12 dead letters of 12 in the topic" in out
+        # Each went to the partition of the dead-letter topic its record came from.
+        places = [(line.split(":", 1)[0], line.split("source=", 1)[1].split()[0].rsplit(":", 2)[1]) for line in lines]
+        assert all(dead == source for dead, source in places) and len({dead for dead, _ in places}) > 1
+        code, _, err = deadletters("show", "--topic", topic, "0")
+        assert code == 2 and "has 3 partitions: give PARTITION:OFFSET" in err
+
+        for room_id in room_ids:
+            Room.objects.create(id=room_id, slug=unique("restored"), name="restored", owner=author)
+        monkeypatch.setattr(deadletters_command, "PROGRESS_RECORDS", 5)
+        code, out, err = deadletters("redrive", "--topic", topic)
+        assert code == 0, out + err
+        assert "... 5 read so far, 0 failed" in out and "... 10 read so far, 0 failed" in out
+        assert "12 read: 12 applied (12 new rows), 0 already applied, 0 failed, 0 skipped by filter" in out
+        assert Message.objects.filter(room_id__in=room_ids).count() == 12
+        assert {outcome for outcome, _ in ledger(topic).values()} == {"applied"}
     finally:
         DeadLetterRedrive.objects.filter(topic=dead_letter_topic(topic)).delete()
 

@@ -48,6 +48,19 @@ def _ledger_word(ledger: dict | None, letter: DeadLetter) -> str:
     return entry.outcome if entry is not None and entry.source == letter.source else "-"
 
 
+def _at_least(least: float, kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least:g}, not {value:g}")
+        return value
+
+    return parse
+
+
 class Command(BaseCommand):
     help = ("Read and re-drive the records the worker dead-lettered (<topic>.dead, with their reason and source "
             "headers). Reading changes nothing in Kafka: no consumer group, no commits.")
@@ -57,7 +70,7 @@ class Command(BaseCommand):
         common = argparse.ArgumentParser(add_help=False)
         common.add_argument("--topic", default=None,
                             help="The message topic whose dead letters to read, <topic>.dead (default: KAFKA_TOPIC).")
-        common.add_argument("--timeout", type=float, default=TIMEOUT,
+        common.add_argument("--timeout", type=_at_least(0.5, float), default=TIMEOUT,
                             help=f"Seconds any Kafka call may take before the command gives up (default: {TIMEOUT:g}).")
         # Also after the subcommand (`redrive -v 2`); unset there, the command's own -v stands.
         common.add_argument("-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS,
@@ -75,7 +88,7 @@ class Command(BaseCommand):
                         "topic (partition:offset), where it came from (topic:partition:offset), its room and "
                         "event when its value says so, its age and the reason; then how many there are of each "
                         "reason, and whether each was re-driven.")
-        listing.add_argument("--limit", type=int, default=None,
+        listing.add_argument("--limit", type=_at_least(0), default=None,
                              help="Print at most this many lines (the counts still cover every match).")
         showing = actions.add_parser(
             "show", parents=[common], help="One dead letter in full: headers and value.",
