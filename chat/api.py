@@ -133,7 +133,9 @@ def room_attachments(request: HttpRequest, slug: str) -> JsonResponse:
     except MultiPartParserError as exc:
         raise ChatError(f"The body is not a valid multipart form ({exc}).", code="invalid") from None
     if upload is None:
-        raise ChatError("Send the file as the multipart field 'file'.", code="invalid")
+        # Django parses a multipart body only with a Content-Length: a chunked one reads as empty.
+        length = "" if request.META.get("CONTENT_LENGTH") else " with a Content-Length (a chunked body is not read)"
+        raise ChatError(f"Send the file as the multipart field 'file'{length}.", code="invalid")
     try:
         attachment = attachment_upload(user=request.user, room=room, upload=upload)
     except UploadLimited as exc:

@@ -210,8 +210,8 @@ def _upload_allowed(*, user, room: Room) -> None:
     pending = Attachment.objects.filter(uploader=user, message_id__isnull=True, removed=False,
                                         created_at__gte=timezone.now() - PENDING_WINDOW).count()
     if pending >= cap:
-        raise UploadLimited(f"You have {pending} uploads not sent in a message yet; the limit is {cap}. Send or "
-                            "wait for them to expire.")
+        raise UploadLimited(f"You have {pending} uploads from the last 24 hours not sent in a message yet; the "
+                            f"limit is {cap}. Send them first.")
 
 
 def attachment_upload(*, user, room: Room, upload: UploadedFile) -> Attachment:
