@@ -1,11 +1,13 @@
 """manage.py deadletters against the real broker and Postgres: a record the worker dead-lettered
 (its room missing) is listed and shown, fails to re-drive until the room exists, then is applied
 exactly once; a malformed one fails on every run without stopping the others; a dry run writes
-nothing; Kafka unreachable is a clear error, not a hang."""
+nothing; every partition is read; a late record never overwrites a newer message; Kafka
+unreachable is a clear error, not a hang."""
 
 import random
 import time
 from io import StringIO
+from types import SimpleNamespace
 
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -15,10 +17,12 @@ from uuid6 import uuid7
 
 from chat import protocol
 from chat.bus import records
+from chat.bus.deadletter import DeadLetters
 from chat.bus.topics import dead_letter_topic, ensure_topics
 from chat.management.commands import deadletters as deadletters_command
 from chat.models import DeadLetterRedrive, Message, Room
-from tests.conftest import make_user
+from chat.services.persistence import messages_persist
+from tests.conftest import make_room, make_user
 from tests.integration.test_worker import produce, run_worker
 from tests.support import free_port, unique, unique_topic
 
@@ -165,6 +169,38 @@ def test_every_partition_is_read_and_re_driven_with_progress(monkeypatch):
         assert "12 read: 12 applied (12 new rows), 0 already applied, 0 failed, 0 skipped by filter" in out
         assert Message.objects.filter(room_id__in=room_ids).count() == 12
         assert {outcome for outcome, _ in ledger(topic).values()} == {"applied"}
+    finally:
+        DeadLetterRedrive.objects.filter(topic=dead_letter_topic(topic)).delete()
+
+
+def test_a_re_driven_record_older_than_the_stored_message_changes_nothing():
+    """Contract §8: a record applies only when its rev is newer than the stored one, re-driven too."""
+    topic = unique_topic("redrive-late")
+    ensure_topics(topic=topic, partitions=1)
+    author = make_user("author")
+    room = make_room(author)
+    created = message_created(room.id, author, 1)
+    first_edit = {**created, "event": "message.edited", "body": "first edit", "rev": 2,
+                  "edited_at": timezone.now().isoformat()}
+    second_edit = {**created, "event": "message.edited", "body": "second edit", "rev": 3,
+                   "edited_at": timezone.now().isoformat()}
+    messages_persist([records.decode(records.encode(created))])
+    messages_persist([records.decode(records.encode(second_edit))])
+    # The first edit, dead-lettered late by the worker's own writer (a database refusal since mended).
+    letters = DeadLetters(topic)
+    try:
+        for offset, record in enumerate([created, first_edit]):
+            refused = SimpleNamespace(topic=topic, partition=0, offset=offset, key=records.record_key(record),
+                                      value=records.encode(record))
+            letters.send(refused, "refused by the database: (a test)", stopping=lambda: False)
+    finally:
+        letters.close()
+    try:
+        code, out, err = deadletters("redrive", "--topic", topic, "-v", "2")
+        assert code == 0, out + err
+        assert "2 read: 2 applied (0 new rows), 0 already applied, 0 failed, 0 skipped by filter" in out
+        stored = Message.objects.get(id=created["id"])
+        assert (stored.body, stored.rev) == ("second edit", 3)
     finally:
         DeadLetterRedrive.objects.filter(topic=dead_letter_topic(topic)).delete()
 
