@@ -114,6 +114,8 @@ def test_replies_quote_their_parent_and_jump_to_it_even_when_older_than_the_page
     expect(oldest).to_have_class(re.compile(r"\bflash\b"), timeout=WAIT_MS)
     expect(oldest).to_be_in_viewport()
     expect(oldest.locator(".reply-count")).to_have_text("1 reply")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_a.screenshot(path=str(ARTIFACTS / "replies.png"))
 
     # The parent deleted live: its quote says so on the other instance.
     page_a.once("dialog", lambda dialog: dialog.accept())

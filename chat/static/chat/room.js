@@ -58,7 +58,7 @@ const attachments = mountAttachments({ list, store });
 const actions = createMessageActions({ store, connection, config, showError, reactions });
 const messages = mountMessages({
   list, olderButton: $("load-older"), store, config, actions, showError,
-  parts: { quote: replies.quote, below: [attachments.render, reactions.row, replies.countLine] },
+  parts: { quote: replies.quote, pendingQuote: replies.pendingQuote, below: [attachments.render, reactions.row, replies.countLine] },
   onRetry: (clientId) => {
     showError("");
     outbox.retry(clientId);

@@ -113,8 +113,11 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     li.dataset.clientId = entry.clientId;
     const head = el("div", { class: "message-head" });
     head.append(el("span", { class: "author" }, config.username));
+    li.append(head);
+    const quote = parts.pendingQuote?.(entry.replyTo);
+    if (quote) li.append(quote);
     const files = entry.attachments.length;
-    li.append(head, bodyOf(entry.body || `(${files === 1 ? "1 file" : `${files} files`})`));
+    li.append(bodyOf(entry.body || `(${files === 1 ? "1 file" : `${files} files`})`));
     list.append(li);
     list.scrollTop = list.scrollHeight;
     showSendState(li, entry);

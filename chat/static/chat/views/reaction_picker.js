@@ -60,7 +60,7 @@ export function mountReactionPicker({ onPick }) {
       event.preventDefault();
       close();
     } else if (event.key === "Tab") {
-      close({ restoreFocus: false });
+      close(); // back on the button first: Tab then goes on from there
     }
   });
   document.addEventListener("pointerdown", (event) => {

@@ -33,6 +33,14 @@ export function mountReplies({ list, store, loadOlder, showError }) {
     return button;
   }
 
+  /** The quote of our own reply while it is on its way (its parent as this page shows it). */
+  function pendingQuote(parentId) {
+    const parent = parentId && store.messageById(parentId);
+    if (!parent) return null;
+    return quote({ reply_to: { id: parent.id, seq: parent.seq, author: parent.author, excerpt: excerptOf(parent.body),
+      state: "visible" } });
+  }
+
   function countLine(message) {
     const count = store.replyCount(message.id);
     return el("div", { class: "reply-count", hidden: count === 0 }, count === 1 ? "1 reply" : `${count} replies`);
@@ -69,7 +77,7 @@ export function mountReplies({ list, store, loadOlder, showError }) {
     }
   });
 
-  return { quote, countLine };
+  return { quote, pendingQuote, countLine };
 }
 
 /** The composer's "Replying to <author>: <excerpt>" with its cancel button; Escape cancels too.
