@@ -166,22 +166,25 @@ def _image_check(upload: UploadedFile, content_type: str) -> tuple[int, int, byt
                 expected = IMAGE_FORMATS.get(content_type)
                 if expected is not None and image.format != expected:
                     raise UnsupportedType(f"The file claims to be {content_type} but does not decode as one.")
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise UnsupportedType(f"The image has {image.width}x{image.height} pixels; at most "
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise UnsupportedType(f"The image has {width}x{height} pixels; at most "
                                           f"{MAX_IMAGE_PIXELS // 1_000_000} million are accepted.")
                 image.verify()  # the structure, all frames; the image is unusable after it
             upload.seek(0)
-            with Image.open(upload) as image:
-                image.draft("RGB", THUMBNAIL_BOX)  # JPEG: decode at a reduced scale
+            with Image.open(upload) as image:  # the first frame of an animation
                 orientation = image.getexif().get(ORIENTATION_TAG)
-                image.seek(0)  # animated: the first frame
-                thumb = image.convert("RGBA" if _has_alpha(image) else "RGB")
-                width, height = image.size
+                mode = "RGBA" if _has_alpha(image) else "RGB"
+                image.draft("RGB", THUMBNAIL_BOX)  # JPEG: decode at a reduced scale
+                # Palette and bilevel images would be resized by nearest pixel: convert them first;
+                # others are reduced first, so a large image is never copied at full size.
+                source = image.convert(mode) if image.mode in ("1", "P") else image
+                source.thumbnail(THUMBNAIL_BOX)
+                thumb = source.convert(mode)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise UnsupportedType("The image has too many pixels to be decoded safely.") from None
         except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
             raise UnsupportedType(f"The image could not be decoded ({exc}).") from None
-    thumb.thumbnail(THUMBNAIL_BOX)
     if orientation in TRANSPOSE_FOR_ORIENTATION:
         thumb = thumb.transpose(TRANSPOSE_FOR_ORIENTATION[orientation])
         if orientation >= 5:  # rotated a quarter turn: displayed the other way round

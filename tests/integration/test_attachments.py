@@ -6,6 +6,7 @@ import io
 import re
 import secrets
 import uuid
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from django.test import override_settings
 from PIL import Image
 
-from chat.models import Attachment, Message, ModerationAction, Report
+from chat.models import Attachment, Message, ModerationAction, Report, Room
 from chat.services import moderation
 from chat.services.attachments import attachment_remove, attachments_claim
 from tests.conftest import RUN, child_env, make_room, make_user, session_cookie
@@ -174,7 +175,16 @@ def test_disguised_files_are_refused_by_content(web, media, data, named):
     assert not Attachment.objects.filter(uploader=alice).exists() and stored_files(media) == before
 
 
-def test_pdf_and_text_are_accepted_as_their_content_says(web):
+def docx() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("_rels/.rels", "<Relationships/>")
+        archive.writestr("word/document.xml", "<w:document/>")
+    return out.getvalue()
+
+
+def test_pdf_text_and_office_files_are_accepted_as_their_content_says(web):
     alice, bob = make_user("alice"), make_user("bob")
     room = make_room(alice)
     pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
@@ -182,8 +192,10 @@ def test_pdf_and_text_are_accepted_as_their_content_says(web):
     with client_for(web, alice) as c:
         as_pdf = upload(c, room.slug, "report.bin", pdf, "application/octet-stream").json()
         as_text = upload(c, room.slug, "notes.exe", text, "application/x-msdownload").json()
+        as_docx = upload(c, room.slug, "minutes.zip", docx(), "application/zip").json()
     assert as_pdf["content_type"] == "application/pdf" and as_pdf["thumbnail_url"] is None
     assert as_text["content_type"] == "text/plain" and as_text["name"] == "notes.exe"
+    assert as_docx["content_type"] == "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     claim(alice, room, [as_pdf["id"], as_text["id"]])
     with client_for(web, bob) as c:
         got = c.get(as_pdf["url"])
@@ -263,6 +275,10 @@ def test_upload_refusals(web):
     with client_for(web, muted) as c:
         response = upload(c, room.slug, "a.png", png(5, 5))
         assert response.status_code == 403 and response.json()["error"]["code"] == "muted"
+    Room.objects.filter(pk=room.pk).update(archived=True)
+    with client_for(web, alice) as c:
+        response = upload(c, room.slug, "a.png", png(5, 5))
+        assert response.status_code == 403 and response.json()["error"]["code"] == "room_archived"
 
 
 def test_unsent_uploads_and_the_upload_rate_are_capped(web):
