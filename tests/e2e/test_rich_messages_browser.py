@@ -1,5 +1,5 @@
 """Richer messages in a real browser (contract §8), two users on two instances: reactions live,
-replies with their quotes (also to a message older than the first page), and files pasted or
+replies with their quotes (also to a message older than the first page), and files pasted, dropped or
 picked, shown as thumbnails or refused with the server's reason in the composer."""
 
 import re
@@ -203,4 +203,15 @@ def test_a_refused_upload_shows_why_in_the_composer(browser, web_a, worker, alic
     expect(log(page).locator("li.message")).to_have_count(0)
     refused.get_by_role("button", name="Remove cat.png").click()
     expect(page.get_by_role("group", name="Files to send")).to_be_hidden()
+
+    # A file dropped on the messages uploads like a picked one.
+    page.locator(".messages-pane").evaluate("""(pane) => {
+        const data = new DataTransfer();
+        data.items.add(new File(["dropped text\\n"], "dropped.txt", { type: "text/plain" }));
+        for (const type of ["dragenter", "dragover", "drop"]) {
+            pane.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+        }
+    }""")
+    dropped = page.get_by_role("group", name="Files to send").get_by_role("group", name="dropped.txt")
+    expect(dropped).to_have_attribute("data-state", "done", timeout=WAIT_MS)
     page.context.close()

@@ -111,6 +111,12 @@ export function mountUploads({ box, button, picker, input, dropZones, room, stor
       add([...event.dataTransfer.files]);
     });
   }
+  // A file dropped beside the zones must not replace the page with itself.
+  for (const type of ["dragover", "drop"]) {
+    window.addEventListener(type, (event) => {
+      if (event.dataTransfer?.types.includes("Files")) event.preventDefault();
+    });
+  }
   store.on("pending.changed", (entry) => {
     if (entry.status !== "sent") return;
     for (const upload of uploads.filter((u) => u.clientId === entry.clientId)) remove(upload);
