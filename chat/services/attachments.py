@@ -7,7 +7,6 @@ import io
 import logging
 import unicodedata
 import uuid
-import warnings
 import zipfile
 from datetime import timedelta
 from urllib.parse import quote
@@ -158,33 +157,33 @@ def sniff_type(upload: UploadedFile) -> str:
 def _image_check(upload: UploadedFile, content_type: str) -> tuple[int, int, bytes]:
     """Width and height (as displayed) and a WebP thumbnail, or UnsupportedType for an image that
     is not what its signature says, too many pixels, or undecodable."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            upload.seek(0)
-            with Image.open(upload) as image:
-                expected = IMAGE_FORMATS.get(content_type)
-                if expected is not None and image.format != expected:
-                    raise UnsupportedType(f"The file claims to be {content_type} but does not decode as one.")
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise UnsupportedType(f"The image has {width}x{height} pixels; at most "
-                                          f"{MAX_IMAGE_PIXELS // 1_000_000} million are accepted.")
-                image.verify()  # the structure, all frames; the image is unusable after it
-            upload.seek(0)
-            with Image.open(upload) as image:  # the first frame of an animation
-                orientation = image.getexif().get(ORIENTATION_TAG)
-                mode = "RGBA" if _has_alpha(image) else "RGB"
-                image.draft("RGB", THUMBNAIL_BOX)  # JPEG: decode at a reduced scale
-                # Palette and bilevel images would be resized by nearest pixel: convert them first;
-                # others are reduced first, so a large image is never copied at full size.
-                source = image.convert(mode) if image.mode in ("1", "P") else image
-                source.thumbnail(THUMBNAIL_BOX)
-                thumb = source.convert(mode)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise UnsupportedType("The image has too many pixels to be decoded safely.") from None
-        except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
-            raise UnsupportedType(f"The image could not be decoded ({exc}).") from None
+    try:
+        upload.seek(0)
+        with Image.open(upload) as image:
+            expected = IMAGE_FORMATS.get(content_type)
+            if expected is not None and image.format != expected:
+                raise UnsupportedType(f"The file claims to be {content_type} but does not decode as one.")
+            width, height = image.size
+            # From the header, before anything is decoded: Pillow's own guard refuses only at
+            # twice its Image.MAX_IMAGE_PIXELS (about 179 million pixels), and merely warns below.
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UnsupportedType(f"The image has {width}x{height} pixels; at most "
+                                      f"{MAX_IMAGE_PIXELS // 1_000_000} million are accepted.")
+            image.verify()  # the structure, all frames; the image is unusable after it
+        upload.seek(0)
+        with Image.open(upload) as image:  # the first frame of an animation
+            orientation = image.getexif().get(ORIENTATION_TAG)
+            mode = "RGBA" if _has_alpha(image) else "RGB"
+            image.draft("RGB", THUMBNAIL_BOX)  # JPEG: decode at a reduced scale
+            # Palette and bilevel images would be resized by nearest pixel: convert them first;
+            # others are reduced first, so a large image is never copied at full size.
+            source = image.convert(mode) if image.mode in ("1", "P") else image
+            source.thumbnail(THUMBNAIL_BOX)
+            thumb = source.convert(mode)
+    except Image.DecompressionBombError:
+        raise UnsupportedType("The image has too many pixels to be decoded safely.") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
+        raise UnsupportedType(f"The image could not be decoded ({exc}).") from None
     if orientation in TRANSPOSE_FOR_ORIENTATION:
         thumb = thumb.transpose(TRANSPOSE_FOR_ORIENTATION[orientation])
         if orientation >= 5:  # rotated a quarter turn: displayed the other way round

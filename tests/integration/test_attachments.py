@@ -328,3 +328,15 @@ def test_staff_see_and_remove_a_reported_messages_attachments_in_the_admin(web, 
                                            reason="not allowed here").exists()
     with client_for(web, alice) as c:
         assert c.get(body["url"]).status_code == 404
+
+
+def test_an_image_with_too_many_pixels_is_refused_before_it_is_decoded(web, media):
+    alice = make_user("alice")
+    room = make_room(alice)
+    bomb = io.BytesIO()
+    Image.new("1", (10_000, 8_000)).save(bomb, "PNG")  # 80 million pixels in a few kilobytes
+    before = stored_files(media)
+    with client_for(web, alice) as c:
+        refused = upload(c, room.slug, "small.png", bomb.getvalue())
+    assert refused.status_code == 415 and "10000x8000 pixels" in refused.json()["error"]["detail"]
+    assert not Attachment.objects.filter(uploader=alice).exists() and stored_files(media) == before
