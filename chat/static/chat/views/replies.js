@@ -59,8 +59,9 @@ export function mountReplies({ list, store, loadOlder, showError }) {
     }
     const li = bySeq(seq);
     if (li && li.dataset.id === id) return flash(li);
+    // Loaded past it (or nothing older left) and not there: gone since; else it is further back.
     showError(store.oldestSeq() < seq || !store.hasOlder
-      ? "The original message is no longer available."
+      ? "The original message could not be found; it may have been deleted."
       : "The original message is too far back; scroll up to find it.");
   }
 
