@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from chat import drain, logcontext, metrics, permissions, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
-from chat.services import accounts, limits, messages, presence, rooms
+from chat.services import accounts, limits, messages, presence, reactions, rooms
 from chat.user_consumer import SidebarWatcher
 
 logger = logging.getLogger(__name__)
@@ -168,12 +168,14 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
                                            detail="The chat could not do this just now; try again in a moment.",
                                            retry_after=protocol.UNAVAILABLE_RETRY_AFTER))
 
-    async def on_message_send(self, body: str, client_id: str):
+    async def on_message_send(self, body: str, client_id: str, reply_to: str | None = None,
+                              attachments: list | tuple = ()):
         if len(self._confirming) >= MAX_UNCONFIRMED:
             raise ChatError("Too many messages waiting to be stored; wait for their acks.", code="rate_limited",
                             retry_after=1.0)
         received = time.monotonic()
-        sent = await messages.message_send(who=self.who, body=body, client_id=client_id, gate=self.gate)
+        sent = await messages.message_send(who=self.who, body=body, client_id=client_id, gate=self.gate,
+                                           reply_to=reply_to, attachments=attachments)
         # Wait for durability off this socket's frame loop, so a slow Kafka delays acks, not sends.
         task = asyncio.ensure_future(self._confirm(sent, received))
         self._confirming.add(task)
@@ -196,6 +198,12 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
 
     async def on_message_delete(self, id: str):
         await messages.message_delete(who=self.who, message_id=id, gate=self.gate)
+
+    async def on_reaction_add(self, id: str, emoji: str):
+        await reactions.reaction_change(who=self.who, message_id=id, glyph=emoji, add=True, gate=self.gate)
+
+    async def on_reaction_remove(self, id: str, emoji: str):
+        await reactions.reaction_change(who=self.who, message_id=id, glyph=emoji, add=False, gate=self.gate)
 
     async def on_message_report(self, id: str, reason: str):
         await messages.message_report(who=self.who, message_id=id, reason=reason)

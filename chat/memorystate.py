@@ -25,6 +25,7 @@ class MemoryRoomState:
         self._swept = time.monotonic()
         self.recent_frames: dict[int, dict[int, dict]] = defaultdict(dict)
         self.recent_ids: dict[int, dict[str, int]] = defaultdict(dict)
+        self.changed: dict[int, dict[str, dict]] = defaultdict(dict)  # room -> older messages changed while live
         self.presence: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
         self.typing: dict[tuple[int, int], tuple[float, float, bool]] = {}  # -> (last start, last stop, shown)
         self.limits = MemoryLimits()
@@ -76,6 +77,7 @@ class MemoryRoomState:
                 del self.active[room_id]
                 self.recent_frames.pop(room_id, None)
                 self.recent_ids.pop(room_id, None)
+                self.changed.pop(room_id, None)
 
     async def publish(self, room_id: int, event: dict) -> None:
         for feed in tuple(self.feeds.get(room_id, ())):
@@ -103,13 +105,22 @@ class MemoryRoomState:
     async def recent_get(self, room_id: int, seq: int) -> dict | None:
         return self.recent_frames.get(room_id, {}).get(seq)
 
-    async def recent_find(self, room_id: int, message_id: str) -> dict | None:
+    async def message_current(self, room_id: int, message_id: str) -> dict | None:
         seq = self.recent_ids.get(room_id, {}).get(message_id)
-        return None if seq is None else await self.recent_get(room_id, seq)
+        if seq is not None and seq in self.recent_frames.get(room_id, {}):
+            return self.recent_frames[room_id][seq]
+        return self.changed.get(room_id, {}).get(message_id)
 
-    async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
-        if seq in self.recent_frames.get(room_id, {}):
+    async def message_change(self, room_id: int, frame: dict, *, from_rev: int) -> dict | None:
+        current = await self.message_current(room_id, frame["id"])
+        if current is not None and current.get("rev", 1) != from_rev:
+            return current
+        seq = self.recent_ids.get(room_id, {}).get(frame["id"])
+        if seq is not None and seq in self.recent_frames.get(room_id, {}):
             self.recent_frames[room_id][seq] = frame
+        else:
+            self.changed[room_id][frame["id"]] = frame
+        return None
 
     async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
         was_online = username in await self.presence_online(room_id)

@@ -150,12 +150,55 @@ local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT
 return {rows, oldest[2] or false, redis.call('HGET', KEYS[2], 'seq')}
 """
 
-# KEYS: the room's id index, its recent buffer. ARGV: the message id. The buffered frame, if any.
-FIND_SCRIPT = """
-local seq = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not seq then return false end
-local rows = redis.call('ZRANGEBYSCORE', KEYS[2], seq, seq)
-return rows[1] or false
+# A message's current state in Redis: its frame in the recent buffer (found through the id index)
+# while the room's epoch is of the shard's generation, else in the room's `changed` hash of that
+# generation, which holds the state of older messages changed since. A hash per generation: after
+# a failover or restart the old one may lack changes Kafka has, so the first change reads Postgres
+# (once the workers stored the room) and starts the new one. Returns the frame (a message, or a
+# tombstone once deleted) and its seq when buffered. The hash's name is made from `changed_base`,
+# which carries the room's hash tag.
+CURRENT_LUA = """
+local function message_current(ids, recent, meta, changed_base, generation, id)
+  if redis.call('HGET', meta, 'gen') == generation then
+    local seq = redis.call('ZSCORE', ids, id)
+    if seq then
+      local rows = redis.call('ZRANGEBYSCORE', recent, seq, seq)
+      if rows[1] then return rows[1], seq end
+    end
+  end
+  return redis.call('HGET', changed_base .. generation, id), false
+end
+"""
+
+# KEYS: the room's id index, recent buffer, meta hash, the shard's identity. ARGV: the message id,
+# the deployment, the changed hashes' base name.
+CURRENT_SCRIPT = SHARD_CHECK_LUA + CURRENT_LUA + """
+local generation = shard_generation(KEYS[4], ARGV[2])
+if not generation then return {'identity', ''} end
+local row = message_current(KEYS[1], KEYS[2], KEYS[3], ARGV[3], generation, ARGV[1])
+return {'ok', row or ''}
+"""
+
+# KEYS as CURRENT_SCRIPT. ARGV: the message id, the deployment, the changed hashes' base name, the
+# rev the change was made from, the new frame, the idle expiry (s). Compare-and-set on the message's
+# rev, so concurrent changes of one message (reactions from every instance, an edit) each build on
+# the last: a change made from an older rev gets the current frame back and is made again. Redis
+# holding nothing for the message (the caller read Postgres) takes the change; a second change made
+# from Postgres meanwhile then meets the first one's rev.
+CHANGE_SCRIPT = SHARD_CHECK_LUA + CURRENT_LUA + """
+local generation = shard_generation(KEYS[4], ARGV[2])
+if not generation then return {'identity', ''} end
+local row, seq = message_current(KEYS[1], KEYS[2], KEYS[3], ARGV[3], generation, ARGV[1])
+if row and (tonumber(cjson.decode(row)['rev']) or 1) ~= tonumber(ARGV[4]) then return {'conflict', row} end
+if seq then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], seq, seq)
+  redis.call('ZADD', KEYS[2], seq, ARGV[5])
+else
+  local changed = ARGV[3] .. generation
+  redis.call('HSET', changed, ARGV[1], ARGV[5])
+  redis.call('EXPIRE', changed, tonumber(ARGV[6]))
+end
+return {'ok', ''}
 """
 
 # KEYS: the user's typing state in the room. ARGV: 1 for a start or 0 for a stop, the throttle (ms).
@@ -173,13 +216,6 @@ else
   redis.call('HSET', KEYS[1], 'stop', now, 'shown', 0)
 end
 redis.call('PEXPIRE', KEYS[1], every + 60000)
-return 1
-"""
-
-REPLACE_SCRIPT = """
-if redis.call('ZCOUNT', KEYS[1], ARGV[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 

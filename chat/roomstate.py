@@ -21,11 +21,11 @@ from chat import idempotency, protocol
 from chat.limits import RedisLimits
 from chat.roomscripts import (
     ACK_SCRIPT,
-    FIND_SCRIPT,
+    CHANGE_SCRIPT,
+    CURRENT_SCRIPT,
     IDENTITY_SCRIPT,
     PRESENCE_JOIN_SCRIPT,
     PRESENCE_LEAVE_SCRIPT,
-    REPLACE_SCRIPT,
     REPLAY_SCRIPT,
     RESTORE_SCRIPT,
     SEND_SCRIPT,
@@ -79,9 +79,9 @@ class RedisShard:
         self.restore = self.redis.register_script(RESTORE_SCRIPT)
         self.identity = self.redis.register_script(IDENTITY_SCRIPT)
         self.replay = self.redis.register_script(REPLAY_SCRIPT)
-        self.find = self.redis.register_script(FIND_SCRIPT)
+        self.current = self.redis.register_script(CURRENT_SCRIPT)
+        self.change = self.redis.register_script(CHANGE_SCRIPT)
         self.typing = self.redis.register_script(TYPING_SCRIPT)
-        self.replace = self.redis.register_script(REPLACE_SCRIPT)
         self.presence_join = self.redis.register_script(PRESENCE_JOIN_SCRIPT)
         self.presence_leave = self.redis.register_script(PRESENCE_LEAVE_SCRIPT)
 
@@ -210,15 +210,28 @@ class RedisRoomState:
         rows = await shard.redis.zrangebyscore(f"{room}:recent", seq, seq)
         return orjson.loads(rows[0]) if rows else None
 
-    async def recent_find(self, room_id: int, message_id: str) -> dict | None:
-        """The buffered frame (or tombstone) of a message, found through the buffer's id index."""
-        shard, room = self._room(room_id)
-        row = await shard.find(keys=[f"{room}:ids", f"{room}:recent"], args=[message_id])
+    async def message_current(self, room_id: int, message_id: str) -> dict | None:
+        """The message's frame (or tombstone) as Redis holds it: buffered, or changed while the room is live."""
+        _, row = await self._message_script("current", room_id, [message_id])
         return orjson.loads(row) if row else None
 
-    async def recent_replace(self, room_id: int, seq: int, frame: dict) -> None:
+    async def message_change(self, room_id: int, frame: dict, *, from_rev: int) -> dict | None:
+        """Store the message's new frame if its state is still at `from_rev`; else the current frame."""
+        status, row = await self._message_script("change", room_id, [frame["id"]],
+                                                 [from_rev, protocol.encode(frame), settings.CHAT_ROOM_IDLE_SECONDS])
+        return None if status == b"ok" else orjson.loads(row)
+
+    async def _message_script(self, name: str, room_id: int, head: list, tail: list = ()) -> tuple[bytes, bytes]:
         shard, room = self._room(room_id)
-        await shard.replace(keys=[f"{room}:recent"], args=[seq, protocol.encode(frame)])
+        deployment = await self.deployment()
+        for _ in range(3):
+            status, row = await getattr(shard, name)(
+                keys=[f"{room}:ids", f"{room}:recent", f"{room}:meta", self.identity_key],
+                args=[*head, deployment, f"{room}:changed:", *tail])
+            if status != b"identity":
+                return status, row
+            await self._renew_identity(shard, deployment)
+        raise ConnectionError(f"Redis shard {shard.name} changed hands during a message change; try again")
 
     # Presence is two levels, so reading who is online costs one entry per user, not per socket:
     # `<room>:presence` scores each online username by its latest expiry, and

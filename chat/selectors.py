@@ -87,7 +87,7 @@ def mentions_for_user(user, *, limit: int) -> list[dict]:
                                    hidden=False, deleted=False)
             .exclude(author__in=_blocked(user))
             .select_related("author", "room").order_by("-created_at", "-seq")[:limit])
-    return [message_to_object(m, m.room.slug) for m in rows]
+    return messages_to_objects(list(rows))
 
 
 def read_seq(user_id: int, room_id: int) -> int:
@@ -108,7 +108,7 @@ def messages_search(user, *, query: str, room_slug: str | None, limit: int) -> l
     else:
         messages = messages.filter(body__icontains=query)
     rows = messages.select_related("author", "room").order_by("-created_at", "-seq")[:limit]
-    return [message_to_object(m, m.room.slug) for m in rows]
+    return messages_to_objects(list(rows))
 
 
 def room_for_user(user, slug: str) -> Room:
@@ -140,7 +140,14 @@ def room_max_seq(room_id: int) -> int:
     return Message.objects.filter(room_id=room_id).aggregate(m=Max("seq"))["m"] or 0
 
 
-def message_to_object(message: Message, room_slug: str) -> dict:
+def message_to_object(message: Message, room_slug: str, parents: dict | None = None) -> dict:
+    """The message object of a row. `parents`: the rows replied to, by id (messages_to_objects loads
+    them); without it the parent is read here."""
+    reply_to = None
+    if message.reply_to is not None:
+        if parents is None:
+            parents = _parents([message])
+        reply_to = _reply_to_object(message.reply_to, parents.get(message.reply_to))
     return protocol.message_object(
         id=str(message.id),
         room=room_slug,
@@ -151,7 +158,41 @@ def message_to_object(message: Message, room_slug: str) -> dict:
         created_at=message.created_at,
         edited_at=message.edited_at,
         client_id=message.client_id,
+        rev=message.rev,
+        reply_to=reply_to,
+        reactions=message.reactions,
+        attachments=message.attachments,
     )
+
+
+def messages_to_objects(messages: list[Message], room_slug: str | None = None) -> list[dict]:
+    """Message objects of rows (of one room, or each its room's slug), their parents read in one query."""
+    parents = _parents(messages)
+    return [message_to_object(m, room_slug or m.room.slug, parents) for m in messages]
+
+
+def _parents(messages: list[Message]) -> dict:
+    wanted = {m.reply_to for m in messages if m.reply_to is not None}
+    if not wanted:
+        return {}
+    return {m.id: m for m in Message.objects.filter(id__in=wanted).select_related("author")}
+
+
+def _reply_to_object(parent_id, parent: Message | None) -> dict:
+    """A reply's quote as the parent is now: deleted (or pruned) and hidden ones without their text."""
+    if parent is None:
+        return {"id": str(parent_id), "seq": None, "author": None, "excerpt": "", "state": "deleted"}
+    state = "hidden" if parent.hidden else "deleted" if parent.deleted else "visible"
+    shown = {"id": str(parent.id), "seq": parent.seq, "body": parent.body,
+             "author": {"id": parent.author_id, "username": parent.author.username}}
+    return protocol.reply_to_object(shown, state=state)
+
+
+def reply_counts(message_ids: list) -> dict[str, int]:
+    """Visible replies per message id (the history API's `reply_count`)."""
+    rows = (Message.objects.filter(reply_to__in=message_ids, hidden=False, deleted=False)
+            .values("reply_to").annotate(count=Count("id")).order_by())
+    return {str(row["reply_to"]): row["count"] for row in rows}
 
 
 def _visible(room: Room):
@@ -171,32 +212,31 @@ def history_page(room: Room, *, after: int | None, before: int | None, limit: in
         rows = list(messages.order_by("-seq")[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit][::-1]
-    return [message_to_object(m, room.slug) for m in rows], has_more
+    objects = messages_to_objects(rows, room.slug)
+    counts = reply_counts([m.id for m in rows])
+    return [{**obj, "reply_count": counts.get(obj["id"], 0)} for obj in objects], has_more
 
 
 def persisted_page(room: Room, *, after: int, limit: int) -> list[dict]:
     """The first `limit` persisted messages with seq > after, ascending; hidden and deleted ones as
     `message.deleted` frames, so a replay can tell."""
-    out = []
-    for m in Message.objects.filter(room=room, seq__gt=after).select_related("author").order_by("seq")[:limit]:
-        if m.visible:
-            out.append(protocol.message_frame(message_to_object(m, room.slug)))
-        else:
-            out.append(protocol.deleted_frame(id=str(m.id), seq=m.seq))
-    return out
+    rows = list(Message.objects.filter(room=room, seq__gt=after).select_related("author").order_by("seq")[:limit])
+    parents = _parents([m for m in rows if m.visible])
+    return [protocol.message_frame(message_to_object(m, room.slug, parents)) if m.visible
+            else protocol.deleted_frame(id=str(m.id), seq=m.seq) for m in rows]
 
 
 def message_for_change(message_id: str) -> dict | None:
-    """A stored message's author, room and seq, for edit/delete/report checks."""
+    """A stored message: its object, room and visibility, and its `frame` as the room's state keeps
+    it (a tombstone once deleted or hidden), for changes and reports."""
     try:
         message = Message.objects.select_related("author", "room").get(id=message_id)
     except (Message.DoesNotExist, ValidationError, ValueError):
         return None
-    return {
-        "message": message_to_object(message, message.room.slug),
-        "room_id": message.room_id,
-        "visible": message.visible,
-    }
+    obj = message_to_object(message, message.room.slug)
+    frame = (protocol.message_frame(obj) if message.visible else
+             protocol.tombstone_frame(id=obj["id"], seq=message.seq, rev=message.rev, hidden=message.hidden))
+    return {"message": obj, "room_id": message.room_id, "visible": message.visible, "frame": frame}
 
 
 def message_context(message: Message, *, around: int = 3) -> list[Message]:

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import orjson
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Q
@@ -261,9 +262,18 @@ def _bool_array(values) -> str:
     return "{" + ",".join("t" if value else "f" for value in values) + "}"
 
 
-# One per records.ROW_FIELDS: id, room, seq, author, body, created_at, edited_at, hidden, deleted, client_id.
+def _uuid_array(values) -> str:
+    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+
+
+def _json_array(values) -> str:
+    return _text_array(orjson.dumps(value).decode() for value in values)
+
+
+# One per records.ROW_FIELDS: id, room, seq, author, body, created_at, edited_at, hidden, deleted, client_id,
+# rev, reply_to, reactions, attachments.
 _ARRAY_LITERALS = (_plain_array, _plain_array, _plain_array, _plain_array, _text_array, _time_array, _time_array,
-                   _bool_array, _bool_array, _text_array)
+                   _bool_array, _bool_array, _text_array, _plain_array, _uuid_array, _json_array, _json_array)
 
 
 def _arrays(rows: list[tuple], names: tuple[str, ...] = records.ROW_FIELDS) -> list[str]:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import orjson
 
-EVENTS = ("message.created", "message.edited", "message.deleted", "message.restored")
+EVENTS = ("message.created", "message.edited", "message.deleted", "message.restored", "reaction.changed")
 
 
 class RecordError(ValueError):
@@ -68,14 +68,35 @@ def decode(value: bytes | None) -> dict:
         raise RecordError(f"missing or malformed field: {exc}") from None
     if not all(checks):
         raise RecordError("room_id, seq and author.id must be integers and body a string")
+    _check_rich_fields(record)
     record["created_at"] = _datetime(record.get("created_at"), "created_at")
     if record.get("edited_at") is not None:
         record["edited_at"] = _datetime(record["edited_at"], "edited_at")
     return record
 
 
+def _check_rich_fields(record: dict) -> None:
+    """`rev` (contract §8; a change record without one cannot be ordered) and the full state's lists."""
+    if record["event"] == "message.created":
+        record.setdefault("rev", 1)
+    rev = record.get("rev")
+    if type(rev) is not int or rev < 1:
+        raise RecordError(f"'rev' must be a positive integer (every record that changes a message carries it): {rev!r}")
+    reply_to = record.get("reply_to")
+    if reply_to is not None:
+        try:
+            reply_to["id"] = str(uuid.UUID(str(reply_to["id"])))
+        except (KeyError, TypeError, ValueError):
+            raise RecordError(f"'reply_to' must be null or an object with a message id: {reply_to!r}") from None
+    for name in ("reactions", "attachments"):
+        value = record.setdefault(name, [])
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise RecordError(f"'{name}' must be a list of objects")
+
+
 # The Message fields a record fills, in the order of `record_row`.
-ROW_FIELDS = ("id", "room", "seq", "author", "body", "created_at", "edited_at", "hidden", "deleted", "client_id")
+ROW_FIELDS = ("id", "room", "seq", "author", "body", "created_at", "edited_at", "hidden", "deleted", "client_id",
+              "rev", "reply_to", "reactions", "attachments")
 
 
 def record_row(record: dict) -> tuple:
@@ -86,5 +107,19 @@ def record_row(record: dict) -> tuple:
     client_id = record.get("client_id")
     if client_id is not None and type(client_id) is not str:
         client_id = str(client_id)  # as the CharField would have it
+    reply_to = record.get("reply_to")
     return (record["id"], record["room_id"], record["seq"], record["author"]["id"], record["body"],
-            record["created_at"], record.get("edited_at"), by_moderator, deleted and not by_moderator, client_id)
+            record["created_at"], record.get("edited_at"), by_moderator, deleted and not by_moderator, client_id,
+            record["rev"], reply_to["id"] if reply_to else None, record["reactions"], record["attachments"])
+
+
+def record_state(record: dict) -> dict:
+    """The Message fields a change record sets on a stored row whose rev is older: its full state.
+    Hidden/deleted only move with the events that change them (a reaction never un-deletes)."""
+    state = {"body": record["body"], "edited_at": record.get("edited_at"), "rev": record["rev"],
+             "reactions": record["reactions"], "attachments": record["attachments"]}
+    if record["event"] == "message.deleted":
+        state["hidden" if record.get("by") == "moderator" else "deleted"] = True
+    elif record["event"] == "message.restored":
+        state["hidden"] = False
+    return state

@@ -38,16 +38,22 @@ class SentMessage:
     acked: bool = False
 
 
-async def message_send(*, who: Participant, body: str, client_id: str, gate: RoomGate | None = None) -> SentMessage:
+async def message_send(*, who: Participant, body: str, client_id: str, gate: RoomGate | None = None,
+                       reply_to: str | None = None, attachments: list[str] | tuple = ()) -> SentMessage:
     """Check, sequence and broadcast one message (or find the first one of a retried client_id).
-    `gate`: the socket's cached room state (archived room, blocked in a DM), which refuses it."""
+    `gate`: the socket's cached room state (archived room, blocked in a DM), which refuses it.
+    `reply_to`: the id of a visible message of the room it answers; `attachments`: ids of the
+    sender's uploads to this room, claimed by this message."""
     if gate is not None:
         gate.check()
-    body = message_body_clean(body)
+    body = message_body_clean(body, may_be_empty=bool(attachments))
     if permissions.is_muted(who.muted_until):
         raise ChatError("You are muted in this chat for now.", code="muted")
+    message_id = str(uuid7())  # time-ordered, as Message.id
+    quote = await _reply_quote(room_id=who.room_id, parent_id=reply_to) if reply_to is not None else None
+    files = await _attachments_claim(who, attachments, message_id=message_id, client_id=client_id)
     message = protocol.message_object(
-        id=str(uuid7()),  # time-ordered, as Message.id
+        id=message_id,
         room=who.room_slug,
         seq=0,
         author_id=who.user_id,
@@ -56,6 +62,8 @@ async def message_send(*, who: Participant, body: str, client_id: str, gate: Roo
         created_at=timezone.now(),
         edited_at=None,
         client_id=client_id,
+        reply_to=quote,
+        attachments=files,
     )
     state = room_state()
     await send_take(user_id=who.user_id)  # on the user's shard, before the room's step on the room's
@@ -78,6 +86,22 @@ async def message_send(*, who: Participant, body: str, client_id: str, gate: Roo
         message["seq"] = outcome.seq
         metrics.MESSAGES_SENT.inc()
     return SentMessage(client_id, who.user_id, records.message_record("message.created", message, room_id=who.room_id))
+
+
+async def _reply_quote(*, room_id: int, parent_id: str) -> dict:
+    parent = await message_current(room_id=room_id, message_id=parent_id, fresh=False)
+    if parent is None or parent["type"] != "message":
+        raise NotFound("The message you reply to is not in this room (or was deleted).")
+    return protocol.reply_to_object(parent, state="visible")
+
+
+async def _attachments_claim(who: Participant, ids: list[str] | tuple, *, message_id: str, client_id: str) -> list:
+    if not ids:
+        return []
+    from chat.services.attachments import attachments_claim
+
+    return await database_sync_to_async(attachments_claim)(user_id=who.user_id, room_id=who.room_id, ids=list(ids),
+                                                           message_id=message_id, client_id=client_id)
 
 
 async def _send_in_new_epoch(state, send: dict, *, room_id: int) -> SendOutcome:
@@ -115,64 +139,133 @@ async def message_confirm(sent: SentMessage) -> dict:
     return protocol.ack_frame(client_id=sent.client_id, id=record["id"], seq=record["seq"])
 
 
-async def _message_for_change(who: Participant, message_id: str) -> dict:
-    """The message's current state, or NotFound: the recent buffer's (newer than Postgres), found
-    through its id index, else Postgres's (a buffer entry older than the index is still looked up)."""
-    buffered = await room_state().recent_find(who.room_id, message_id)
-    current, visible = None, False
-    if buffered is None:
+async def message_current(*, room_id: int, message_id: str, fresh: bool = True) -> dict | None:
+    """The message's current frame (a tombstone once deleted or hidden), or None if the room has no
+    such message: Redis's (buffered, or changed while the room is live), else Postgres's. `fresh`:
+    for a change, read Postgres once the workers stored what Kafka holds for the room, so the next
+    rev is above every rev Kafka has (Redis holds nothing for the message after a failover)."""
+    frame = await room_state().message_current(room_id, message_id)
+    if frame is not None:
+        return frame
+    stored = await database_sync_to_async(selectors.message_for_change)(message_id)
+    if stored is None or stored["room_id"] != room_id:
+        return None
+    if fresh and await backlog.wait_stored(room_id):
         stored = await database_sync_to_async(selectors.message_for_change)(message_id)
-        if stored and stored["room_id"] == who.room_id:
-            current, visible = stored["message"], stored["visible"]
-            buffered = await room_state().recent_get(who.room_id, current["seq"])
-    if buffered is not None:
-        if buffered["type"] != "message":
+    return stored and stored["frame"]
+
+
+CHANGE_TRIES = 8  # rounds of compare-and-set one change makes while others change the same message
+
+
+async def message_change(*, room_id: int, message_id: str, change) -> tuple[dict, dict] | None:
+    """Make the message's next revision: `change(current frame)` returns the new frame (or None: nothing
+    to change, or raises), stored under rev + 1 only if no other change came first (on any instance),
+    else made again from that one. Returns (the frame changed from, the new frame), or None."""
+    current = await message_current(room_id=room_id, message_id=message_id)
+    for _ in range(CHANGE_TRIES):
+        if current is None:
             raise NotFound("No such message.")
-        current, visible = {k: v for k, v in buffered.items() if k != "type"}, True
-    if current is None or not visible:
+        new = change(current)
+        if new is None:
+            return None
+        rev = current.get("rev", 1)
+        new = {**new, "rev": rev + 1}
+        newer = await room_state().message_change(room_id, new, from_rev=rev)
+        if newer is None:
+            return current, new
+        current = newer
+    raise ChatError("The message is being changed by many at once; try again.", code=protocol.ERROR_UNAVAILABLE,
+                    retry_after=protocol.UNAVAILABLE_RETRY_AFTER)
+
+
+def _visible(frame: dict) -> dict:
+    """The message of a current frame, or NotFound once it is deleted or hidden."""
+    if frame["type"] != "message":
         raise NotFound("No such message.")
-    return current
+    return {k: v for k, v in frame.items() if k != "type"}
 
 
 async def message_edit(*, who: Participant, message_id: str, body: str, gate: RoomGate | None = None) -> None:
     if gate is not None:
         gate.check()
     await rate_take(user_id=who.user_id, kind="edit")
-    body = message_body_clean(body)
-    message = await _message_for_change(who, message_id)
-    if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
-        raise Forbidden("Only the author or staff may edit this message.")
-    edited = {**message, "body": body, "edited_at": protocol.isoformat(timezone.now())}
-    await room_state().recent_replace(who.room_id, edited["seq"], protocol.message_frame(edited))
+    body = message_body_clean(body, may_be_empty=True)
+
+    def edit(frame: dict) -> dict:
+        message = _visible(frame)
+        if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
+            raise Forbidden("Only the author or staff may edit this message.")
+        if not body.strip() and not message["attachments"]:
+            raise ChatError("The message is empty.", code="empty_body")
+        return protocol.message_frame({**message, "body": body, "edited_at": protocol.isoformat(timezone.now())})
+
+    _, edited = await message_change(room_id=who.room_id, message_id=message_id, change=edit)
     await room_broadcast(
         who.room_id, protocol.edited_frame(id=edited["id"], seq=edited["seq"], body=body, edited_at=edited["edited_at"])
     )
-    await change_persist(records.message_record("message.edited", edited, room_id=who.room_id))
+    await change_persist(records.message_record("message.edited", _visible(edited), room_id=who.room_id))
 
 
 async def message_delete(*, who: Participant, message_id: str, gate: RoomGate | None = None) -> None:
     if gate is not None:
         gate.check()
     await rate_take(user_id=who.user_id, kind="edit")
-    message = await _message_for_change(who, message_id)
-    if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
-        raise Forbidden("Only the author or staff may delete this message.")
-    await message_remove(room_id=who.room_id, message=message, by="author")
+
+    def allowed(message: dict) -> None:
+        if not permissions.can_change_message(who.user_id, who.is_staff, message["author"]["id"]):
+            raise Forbidden("Only the author or staff may delete this message.")
+
+    await message_remove(room_id=who.room_id, message_id=message_id, by="author", check=allowed)
 
 
-async def message_remove(*, room_id: int, message: dict, by: str) -> None:
-    """Take a message out of every client and of history: deleted by its author or hidden by staff."""
-    frame = protocol.deleted_frame(id=message["id"], seq=message["seq"])
-    await room_state().recent_replace(room_id, message["seq"], frame)
-    await room_broadcast(room_id, frame)
-    await change_persist(records.message_record("message.deleted", message, room_id=room_id, by=by))
+async def message_remove(*, room_id: int, message_id: str, by: str, check=None) -> None:
+    """Take a message out of every client and of history: deleted by its author (`check` says whether
+    they may) or hidden by staff ("moderator": whatever its state, so the record is always made)."""
+    removed: dict = {}
+
+    def remove(frame: dict) -> dict:
+        if frame["type"] == "message":
+            removed["message"] = _visible(frame)
+        elif by != "moderator" or "message" not in removed:
+            raise NotFound("No such message.")  # deleted already; staff hide what the row says (below)
+        if check is not None:
+            check(removed["message"])
+        return protocol.tombstone_frame(id=frame["id"], seq=frame["seq"], rev=0, hidden=by == "moderator")
+
+    if by == "moderator":  # Redis may hold only a tombstone: the record carries the stored state
+        stored = await database_sync_to_async(selectors.message_for_change)(message_id)
+        if stored is not None:
+            removed["message"] = stored["message"]
+    _, tombstone = await message_change(room_id=room_id, message_id=message_id, change=remove)
+    await room_broadcast(room_id, protocol.deleted_frame(id=tombstone["id"], seq=tombstone["seq"]))
+    await change_persist(records.message_record("message.deleted", {**removed["message"], "rev": tombstone["rev"]},
+                                                room_id=room_id, by=by))
 
 
 async def message_restore(*, room_id: int, message: dict) -> None:
-    """Put an unhidden message back in the recent buffer (when it is still there) and in history."""
-    if await room_state().recent_get(room_id, message["seq"]) is not None:
-        await room_state().recent_replace(room_id, message["seq"], protocol.message_frame(message))
-    await change_persist(records.message_record("message.restored", message, room_id=room_id))
+    """Unhidden by staff: the stored message back in the room's state (where Redis holds it) and in history."""
+    result = await message_change(room_id=room_id, message_id=message["id"],
+                                  change=lambda frame: protocol.message_frame(message))
+    await change_persist(records.message_record("message.restored", _visible(result[1]), room_id=room_id))
+
+
+async def message_attachment_removed(*, room_id: int, message_id: str, attachment_id: str) -> None:
+    """Staff removed one of the message's files: the room sees its new list (`message.attachments`)."""
+
+    def without(frame: dict) -> dict | None:
+        if frame["type"] != "message":
+            return None  # deleted or hidden: its files are not shown anyway
+        kept = [item for item in frame["attachments"] if item["id"] != attachment_id]
+        return None if len(kept) == len(frame["attachments"]) else {**frame, "attachments": kept}
+
+    result = await message_change(room_id=room_id, message_id=message_id, change=without)
+    if result is None:
+        return
+    changed = _visible(result[1])
+    await room_broadcast(room_id, protocol.attachments_frame(id=changed["id"], seq=changed["seq"],
+                                                             attachments=changed["attachments"]))
+    await change_persist(records.message_record("message.edited", changed, room_id=room_id))
 
 
 async def message_report(*, who: Participant, message_id: str, reason: str) -> None:

@@ -60,8 +60,7 @@ def message_hide(*, actor, message: Message, reason: str = "") -> None:
     with transaction.atomic():
         Message.objects.filter(pk=message.pk).update(hidden=True)
         _moderation_record(actor=actor, action="hide", reason=reason, user=message.author, message=message)
-        after_commit(message_remove, room_id=message.room_id,
-                     message=selectors.message_to_object(message, message.room.slug), by="moderator")
+        after_commit(message_remove, room_id=message.room_id, message_id=str(message.pk), by="moderator")
 
 
 def message_unhide(*, actor, message: Message, reason: str = "") -> None:

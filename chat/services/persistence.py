@@ -24,8 +24,9 @@ def messages_persist(batch: list[dict]) -> int:
 
     Every record carries the message's full state, so each may create its row: one INSERT of all
     of them that skips a row whose message is stored (chat.storage, which stores a different message
-    holding a taken seq under a new one and leaves out re-sends), then edits, deletes and restores
-    in batch order, then the mentions of the created and edited ones (chat.services.mentions).
+    holding a taken seq under a new one and leaves out re-sends), then every change whose `rev` is
+    newer than the row's, in batch order, then the mentions of the created and edited ones
+    (chat.services.mentions).
     """
     if not batch:
         return 0
@@ -37,15 +38,9 @@ def messages_persist(batch: list[dict]) -> int:
             # Once stored for good: a retried batch reports nothing twice.
             transaction.on_commit(lambda: conflicts_report(written), robust=True)
         for record in batch:
-            if record["event"] == "message.edited":
-                Message.objects.filter(id=record["id"]).exclude(edited_at__gte=record["edited_at"]).update(
-                    body=record["body"], edited_at=record["edited_at"]
-                )
-            elif record["event"] == "message.deleted":
-                flag = "hidden" if record.get("by") == "moderator" else "deleted"
-                Message.objects.filter(id=record["id"]).update(**{flag: True})
-            elif record["event"] == "message.restored":
-                Message.objects.filter(id=record["id"]).update(hidden=False)
+            if record["event"] != "message.created":
+                # Only a newer rev moves the row: a late or re-driven record never overwrites newer state.
+                Message.objects.filter(id=record["id"], rev__lt=record["rev"]).update(**records.record_state(record))
         mentions_store(batch)  # from the messages as now stored, in the same transaction
     return written.new
 

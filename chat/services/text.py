@@ -10,10 +10,11 @@ def without_nul(text: str) -> str:
     return text.replace("\x00", "")
 
 
-def message_body_clean(body: str) -> str:
-    """The body as stored, or ChatError `empty_body` / `too_long`."""
+def message_body_clean(body: str, *, may_be_empty: bool = False) -> str:
+    """The body as stored, or ChatError `empty_body` / `too_long`. `may_be_empty`: a message with
+    attachments needs no text."""
     body = without_nul(body)
-    if not body.strip():
+    if not body.strip() and not may_be_empty:
         raise ChatError("The message is empty.", code="empty_body")
     if len(body) > settings.CHAT_MAX_MESSAGE_LENGTH:
         raise ChatError(

@@ -86,7 +86,9 @@ async def test_history_pages_by_seq(web_a):
         everything = c.get(f"/api/rooms/{room.slug}/messages/", params={"limit": 200}).json()
         assert [m["seq"] for m in everything["messages"]] == visible and everything["has_more"] is False
         message = everything["messages"][0]
-        assert set(message) == {"id", "room", "seq", "author", "body", "created_at", "edited_at", "client_id"}
+        assert set(message) == {"id", "room", "seq", "author", "body", "created_at", "edited_at", "client_id",
+                                "rev", "reply_to", "reactions", "attachments", "reply_count"}
+        assert (message["reply_to"], message["reactions"], message["attachments"]) == (None, [], [])
         assert message["created_at"].endswith("Z")
         assert c.get(f"/api/rooms/{room.slug}/messages/", params={"limit": 0}).status_code == 400
         assert c.get(f"/api/rooms/{room.slug}/messages/", params={"after": "x"}).status_code == 400

@@ -117,7 +117,7 @@ def test_a_batch_with_changes_keeps_a_different_message_with_a_taken_seq():
     room = make_room(author)
     stored = created(room, author, 1)
     messages_persist([stored])
-    edit = {**stored, "event": "message.edited", "body": "edited", "edited_at": timezone.now()}
+    edit = {**stored, "event": "message.edited", "body": "edited", "edited_at": timezone.now(), "rev": 2}
     twin = created(room, author, 1)
     assert messages_persist([edit, twin]) == 1
     assert stored_seqs(room) == {stored["id"]: 1, twin["id"]: 2}

@@ -239,22 +239,27 @@ def test_one_batch_ignores_duplicates_by_id_and_client_id_keeps_a_second_message
         twin,  # another id, same (room, seq): kept, under a new seq
         m1,  # the same record again: ignored
         m2,
-        {**m2, "body": "m2 edited", "edited_at": later, "event": "message.edited"},
+        {**m2, "body": "m2 edited", "edited_at": later, "event": "message.edited", "rev": 2},
         m3,
-        {**m3, "event": "message.deleted", "by": "author"},
+        {**m3, "event": "message.deleted", "by": "author", "rev": 2},
         m4,
-        {**m4, "event": "message.deleted", "by": "moderator"},
-        {**m4, "event": "message.restored"},
+        {**m4, "event": "message.deleted", "by": "moderator", "rev": 2},
+        {**m4, "event": "message.restored", "rev": 3},
         # The edit overtook the create: the edited state is stored first and the create changes nothing.
-        {**m5, "body": "m5 edited", "edited_at": later, "event": "message.edited"},
+        {**m5, "body": "m5 edited", "edited_at": later, "event": "message.edited", "rev": 2},
         m5,
         m6,
         {**m6, "id": str(uuid.uuid4()), "seq": 99, "body": "same client_id again"},  # ignored
+        # Reactions with the message's full state; the older rev, late, changes nothing.
+        {**m1, "event": "reaction.changed", "rev": 3, "reactions": [{"emoji": "👍", "count": 2, "users": ["a", "b"]}]},
+        {**m1, "event": "reaction.changed", "rev": 2, "reactions": [{"emoji": "👍", "count": 1, "users": ["a"]}]},
+        {**m2, "event": "message.edited", "body": "no rev", "edited_at": later, "rev": None},  # dead: no rev
     ]
     produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
     worker = run_worker(topic, unique("group"), unique("wbatch"))
     assert worker.proc.wait(60) == 0, worker.log()
-    assert f"stopped after {len(batch)} records (7 new, 0 dead)" in worker.log()
+    assert f"stopped after {len(batch)} records (7 new, 1 dead)" in worker.log()
+    assert "'rev' must be a positive integer" in worker.log()
     stored = {str(m.id): m for m in Message.objects.filter(room=room)}
     assert set(stored) == {m["id"] for m in (m1, m2, m3, m4, m5, m6, twin)}
     # Above every seq of the room in the batch, the re-send's 99 included.
@@ -266,6 +271,8 @@ def test_one_batch_ignores_duplicates_by_id_and_client_id_keeps_a_second_message
     assert (stored[m4["id"]].deleted, stored[m4["id"]].hidden) == (False, False)
     assert stored[m5["id"]].body == "m5 edited"
     assert stored[m6["id"]].client_id == "client-6"
+    assert (stored[m1["id"]].rev, stored[m1["id"]].reactions) == (3, [{"emoji": "👍", "count": 2, "users": ["a", "b"]}])
+    assert (stored[m4["id"]].rev, stored[m2["id"]].rev) == (3, 2)
 
 
 def test_bodies_and_client_ids_are_stored_exactly_as_sent():
@@ -307,18 +314,19 @@ def test_two_writers_apply_each_rooms_changes_in_order_across_partitions(max_rec
         m = created_records([room], author, 7)
         per_room.append([
             *m[:4],
-            {**m[1], "body": "edited", "edited_at": later, "event": "message.edited"},
-            {**m[2], "event": "message.deleted", "by": "author"},
-            {**m[3], "event": "message.deleted", "by": "moderator"},
-            {**m[3], "event": "message.restored"},  # after the hiding: visible again
-            {**m[4], "body": "edited first", "edited_at": later, "event": "message.edited"},  # before its create
+            {**m[1], "body": "edited", "edited_at": later, "event": "message.edited", "rev": 2},
+            {**m[2], "event": "message.deleted", "by": "author", "rev": 2},
+            {**m[3], "event": "message.deleted", "by": "moderator", "rev": 2},
+            {**m[3], "event": "message.restored", "rev": 3},  # after the hiding: visible again
+            # Before its create:
+            {**m[4], "body": "edited first", "edited_at": later, "event": "message.edited", "rev": 2},
             m[4],
             m[5],
-            {**m[5], "event": "message.restored"},  # before the hiding: hidden in the end
-            {**m[5], "event": "message.deleted", "by": "moderator"},
+            {**m[5], "event": "message.restored", "rev": 3},  # a later rev than the hiding's: visible in the end
+            {**m[5], "event": "message.deleted", "by": "moderator", "rev": 2},
             m[6],
-            {**m[6], "body": "last edit", "edited_at": latest, "event": "message.edited"},
-            {**m[6], "body": "older edit", "edited_at": later, "event": "message.edited"},  # older: ignored
+            {**m[6], "body": "last edit", "edited_at": latest, "event": "message.edited", "rev": 3},
+            {**m[6], "body": "older edit", "edited_at": later, "event": "message.edited", "rev": 2},  # older: ignored
         ])
     # As producers would send them: the rooms' records interleaved.
     batch = [record for step in zip(*per_room, strict=True) for record in step]
@@ -333,7 +341,7 @@ def test_two_writers_apply_each_rooms_changes_in_order_across_partitions(max_rec
         assert (stored[3].deleted, stored[3].hidden) == (True, False)
         assert (stored[4].deleted, stored[4].hidden) == (False, False)
         assert stored[5].body == "edited first"
-        assert (stored[6].deleted, stored[6].hidden) == (False, True)
+        assert (stored[6].deleted, stored[6].hidden) == (False, False)
         assert stored[7].body == "last edit"
         assert stored[1].body == f"{room.slug} 1" and not (stored[1].deleted or stored[1].hidden)
 

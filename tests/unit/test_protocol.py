@@ -37,6 +37,12 @@ def parse_error(text: str) -> ProtocolError:
         ('{"type": "resume", "after": 9223372036854775808}', "invalid_frame"),  # past Postgres's bigint
         ('{"type": "read", "seq": 9223372036854775808}', "invalid_frame"),
         ('{"type": "message.edit", "id": "x"}', "invalid_frame"),
+        ('{"type": "message.send", "body": "hi", "client_id": "a", "reply_to": 5}', "invalid_frame"),
+        ('{"type": "message.send", "body": "hi", "client_id": "a", "attachments": "a1"}', "invalid_frame"),
+        ('{"type": "message.send", "body": "hi", "client_id": "a", "attachments": [1]}', "invalid_frame"),
+        ('{"type": "message.send", "body": "", "client_id": "a", "attachments": ' + json.dumps(["a"] * 11) + "}",
+         "invalid_frame"),
+        ('{"type": "reaction.add", "id": "x"}', "invalid_frame"),
     ],
 )
 def test_bad_frames_get_contract_codes(text, code):
@@ -48,7 +54,11 @@ def test_bad_frames_get_contract_codes(text, code):
 def test_good_frames_parse_to_their_fields():
     frame = protocol.parse(json.dumps({"type": "message.send", "body": "hi", "client_id": "c1", "extra": 1}))
     assert frame.type == "message.send"
-    assert frame.fields == {"body": "hi", "client_id": "c1"}
+    assert frame.fields == {"body": "hi", "client_id": "c1", "reply_to": None, "attachments": ()}
+    reply = protocol.parse(json.dumps({"type": "message.send", "body": "", "client_id": "c2", "reply_to": "m1",
+                                       "attachments": ["a1", "a2"]}))
+    assert reply.fields == {"body": "", "client_id": "c2", "reply_to": "m1", "attachments": ["a1", "a2"]}
+    assert protocol.parse('{"type":"reaction.add","id":"m1","emoji":"👍"}').fields == {"id": "m1", "emoji": "👍"}
     assert protocol.parse('{"type":"ping"}').fields == {}
     assert protocol.parse('{"type":"resume","after":0}').fields == {"after": 0}
 
