@@ -29,6 +29,9 @@ class Room(models.Model):
     # DM is found by it, never by its slug, which another room may hold.
     direct_key = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="rooms")
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Keep this room's messages this many days; empty = the global CHAT_RETENTION_DAYS.")
 
     class Meta:
         ordering = ["name"]
