@@ -111,16 +111,20 @@ class MemoryRoomState:
             return self.recent_frames[room_id][seq]
         return self.changed.get(room_id, {}).get(message_id)
 
-    async def message_change(self, room_id: int, frame: dict, *, from_rev: int) -> dict | None:
-        current = await self.message_current(room_id, frame["id"])
-        if current is not None and current.get("rev", 1) != from_rev:
-            return current
-        seq = self.recent_ids.get(room_id, {}).get(frame["id"])
-        if seq is not None and seq in self.recent_frames.get(room_id, {}):
-            self.recent_frames[room_id][seq] = frame
-        else:
-            self.changed[room_id][frame["id"]] = frame
-        return None
+    async def message_change(self, room_id: int, frame: dict, *, from_rev: int, live: dict | None) -> dict | None:
+        async with self.lock:  # the check, the store and the publish together, as in the script
+            current = await self.message_current(room_id, frame["id"])
+            if current is not None and current.get("rev", 1) != from_rev:
+                return current
+            seq = self.recent_ids.get(room_id, {}).get(frame["id"])
+            if seq is not None and seq in self.recent_frames.get(room_id, {}):
+                self.recent_frames[room_id][seq] = frame
+            else:
+                self.changed[room_id][frame["id"]] = frame
+            if live is not None:
+                await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": protocol.encode(live),
+                                             "seq": None})
+            return None
 
     async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
         was_online = username in await self.presence_online(room_id)

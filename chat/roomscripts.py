@@ -179,12 +179,14 @@ local row = message_current(KEYS[1], KEYS[2], KEYS[3], ARGV[3], generation, ARGV
 return {'ok', row or ''}
 """
 
-# KEYS as CURRENT_SCRIPT. ARGV: the message id, the deployment, the changed hashes' base name, the
-# rev the change was made from, the new frame, the idle expiry (s). Compare-and-set on the message's
-# rev, so concurrent changes of one message (reactions from every instance, an edit) each build on
-# the last: a change made from an older rev gets the current frame back and is made again. Redis
-# holding nothing for the message (the caller read Postgres) takes the change; a second change made
-# from Postgres meanwhile then meets the first one's rev.
+# KEYS as CURRENT_SCRIPT, then the room's channel. ARGV: the message id, the deployment, the changed
+# hashes' base name, the rev the change was made from, the new frame, the idle expiry (s), the frame
+# for the room's clients ('' for none), the room id. Compare-and-set on the message's rev, so
+# concurrent changes of one message (reactions from every instance, an edit) each build on the last:
+# a change made from an older rev gets the current frame back and is made again. Redis holding
+# nothing for the message (the caller read Postgres) takes the change; a second change made from
+# Postgres meanwhile then meets the first one's rev. The live frame is published here, so clients
+# get a message's changes in rev order.
 CHANGE_SCRIPT = SHARD_CHECK_LUA + CURRENT_LUA + """
 local generation = shard_generation(KEYS[4], ARGV[2])
 if not generation then return {'identity', ''} end
@@ -197,6 +199,9 @@ else
   local changed = ARGV[3] .. generation
   redis.call('HSET', changed, ARGV[1], ARGV[5])
   redis.call('EXPIRE', changed, tonumber(ARGV[6]))
+end
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', KEYS[5], cmsgpack.pack({type='room.frame', room=ARGV[8], text=ARGV[7]}))
 end
 return {'ok', ''}
 """

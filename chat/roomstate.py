@@ -215,19 +215,24 @@ class RedisRoomState:
         _, row = await self._message_script("current", room_id, [message_id])
         return orjson.loads(row) if row else None
 
-    async def message_change(self, room_id: int, frame: dict, *, from_rev: int) -> dict | None:
-        """Store the message's new frame if its state is still at `from_rev`; else the current frame."""
-        status, row = await self._message_script("change", room_id, [frame["id"]],
-                                                 [from_rev, protocol.encode(frame), settings.CHAT_ROOM_IDLE_SECONDS])
+    async def message_change(self, room_id: int, frame: dict, *, from_rev: int, live: dict | None) -> dict | None:
+        """Store the message's new frame if its state is still at `from_rev`, and publish `live` to the
+        room with it; else the current frame."""
+        status, row = await self._message_script(
+            "change", room_id, [frame["id"]],
+            [from_rev, protocol.encode(frame), settings.CHAT_ROOM_IDLE_SECONDS,
+             protocol.encode(live) if live is not None else "", room_id], channel=True)
         return None if status == b"ok" else orjson.loads(row)
 
-    async def _message_script(self, name: str, room_id: int, head: list, tail: list = ()) -> tuple[bytes, bytes]:
+    async def _message_script(self, name: str, room_id: int, head: list, tail: list = (),
+                              channel: bool = False) -> tuple[bytes, bytes]:
         shard, room = self._room(room_id)
         deployment = await self.deployment()
+        keys = [f"{room}:ids", f"{room}:recent", f"{room}:meta", self.identity_key]
+        if channel:
+            keys.append(self.room_channel(room_id))
         for _ in range(3):
-            status, row = await getattr(shard, name)(
-                keys=[f"{room}:ids", f"{room}:recent", f"{room}:meta", self.identity_key],
-                args=[*head, deployment, f"{room}:changed:", *tail])
+            status, row = await getattr(shard, name)(keys=keys, args=[*head, deployment, f"{room}:changed:", *tail])
             if status != b"identity":
                 return status, row
             await self._renew_identity(shard, deployment)

@@ -15,7 +15,7 @@ from chat.bus import backlog, records
 from chat.errors import ChatError, Forbidden, NotFound, NotPersisted
 from chat.models import Report, Room
 from chat.roomstate import SendOutcome, room_state
-from chat.services.events import change_persist, room_broadcast
+from chat.services.events import change_persist
 from chat.services.limits import rate_take, send_take
 from chat.services.presence import Participant
 from chat.services.rooms import RoomGate, room_seq_seed
@@ -158,10 +158,11 @@ async def message_current(*, room_id: int, message_id: str, fresh: bool = True) 
 CHANGE_TRIES = 8  # rounds of compare-and-set one change makes while others change the same message
 
 
-async def message_change(*, room_id: int, message_id: str, change) -> tuple[dict, dict] | None:
+async def message_change(*, room_id: int, message_id: str, change, live=None) -> tuple[dict, dict] | None:
     """Make the message's next revision: `change(current frame)` returns the new frame (or None: nothing
     to change, or raises), stored under rev + 1 only if no other change came first (on any instance),
-    else made again from that one. Returns (the frame changed from, the new frame), or None."""
+    else made again from that one; `live(new frame)`, the frame the room's clients get, goes out with
+    it, so they see a message's changes in order. Returns (the frame changed from, the new frame), or None."""
     current = await message_current(room_id=room_id, message_id=message_id)
     for _ in range(CHANGE_TRIES):
         if current is None:
@@ -171,7 +172,7 @@ async def message_change(*, room_id: int, message_id: str, change) -> tuple[dict
             return None
         rev = current.get("rev", 1)
         new = {**new, "rev": rev + 1}
-        newer = await room_state().message_change(room_id, new, from_rev=rev)
+        newer = await room_state().message_change(room_id, new, from_rev=rev, live=live(new) if live else None)
         if newer is None:
             return current, new
         current = newer
@@ -200,10 +201,8 @@ async def message_edit(*, who: Participant, message_id: str, body: str, gate: Ro
             raise ChatError("The message is empty.", code="empty_body")
         return protocol.message_frame({**message, "body": body, "edited_at": protocol.isoformat(timezone.now())})
 
-    _, edited = await message_change(room_id=who.room_id, message_id=message_id, change=edit)
-    await room_broadcast(
-        who.room_id, protocol.edited_frame(id=edited["id"], seq=edited["seq"], body=body, edited_at=edited["edited_at"])
-    )
+    _, edited = await message_change(room_id=who.room_id, message_id=message_id, change=edit, live=lambda new: (
+        protocol.edited_frame(id=new["id"], seq=new["seq"], body=body, edited_at=new["edited_at"])))
     await change_persist(records.message_record("message.edited", _visible(edited), room_id=who.room_id))
 
 
@@ -237,8 +236,8 @@ async def message_remove(*, room_id: int, message_id: str, by: str, check=None) 
         stored = await database_sync_to_async(selectors.message_for_change)(message_id)
         if stored is not None:
             removed["message"] = stored["message"]
-    _, tombstone = await message_change(room_id=room_id, message_id=message_id, change=remove)
-    await room_broadcast(room_id, protocol.deleted_frame(id=tombstone["id"], seq=tombstone["seq"]))
+    _, tombstone = await message_change(room_id=room_id, message_id=message_id, change=remove,
+                                        live=lambda new: protocol.deleted_frame(id=new["id"], seq=new["seq"]))
     await change_persist(records.message_record("message.deleted", {**removed["message"], "rev": tombstone["rev"]},
                                                 room_id=room_id, by=by))
 
@@ -259,12 +258,11 @@ async def message_attachment_removed(*, room_id: int, message_id: str, attachmen
         kept = [item for item in frame["attachments"] if item["id"] != attachment_id]
         return None if len(kept) == len(frame["attachments"]) else {**frame, "attachments": kept}
 
-    result = await message_change(room_id=room_id, message_id=message_id, change=without)
+    result = await message_change(room_id=room_id, message_id=message_id, change=without, live=lambda new: (
+        protocol.attachments_frame(id=new["id"], seq=new["seq"], attachments=new["attachments"])))
     if result is None:
         return
     changed = _visible(result[1])
-    await room_broadcast(room_id, protocol.attachments_frame(id=changed["id"], seq=changed["seq"],
-                                                             attachments=changed["attachments"]))
     await change_persist(records.message_record("message.edited", changed, room_id=room_id))
 
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from chat import permissions, protocol
 from chat.bus import records
 from chat.errors import ChatError
-from chat.services.events import change_persist, room_broadcast
+from chat.services.events import change_persist
 from chat.services.limits import rate_take
 from chat.services.messages import _visible, message_change
 from chat.services.presence import Participant
@@ -68,10 +68,9 @@ async def reaction_change(*, who: Participant, message_id: str, glyph: str, add:
         reactions = reactions_with(message["reactions"], glyph=glyph, username=who.username, add=add)
         return None if reactions is None else {**frame, "reactions": reactions}
 
-    result = await message_change(room_id=who.room_id, message_id=message_id, change=react)
+    result = await message_change(room_id=who.room_id, message_id=message_id, change=react, live=lambda new: (
+        protocol.reaction_frame(id=new["id"], seq=new["seq"], reactions=new["reactions"])))
     if result is None:
         return
     message = _visible(result[1])
-    await room_broadcast(who.room_id, protocol.reaction_frame(id=message["id"], seq=message["seq"],
-                                                              reactions=message["reactions"]))
     await change_persist(records.message_record("reaction.changed", message, room_id=who.room_id))
