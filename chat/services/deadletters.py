@@ -351,6 +351,7 @@ def dead_letters_redrive(*, topic: str | None = None, only: Filter = Filter(), d
     summary = RedriveSummary()
 
     def tell(result: Result) -> None:
+        summary.read += 1
         if result.outcome == FAILED:
             summary.failed += 1
             summary.failures[result.detail] = summary.failures.get(result.detail, 0) + 1
@@ -362,13 +363,11 @@ def dead_letters_redrive(*, topic: str | None = None, only: Filter = Filter(), d
             report(result)
 
     def skipped(letter: DeadLetter) -> None:
-        summary.read += 1
         tell(Result(letter, SKIPPED))
 
     reading = dead_letters_read(topic=topic, only=only, timeout=timeout, skipped=skipped)
     try:
         for letter in reading:
-            summary.read += 1
             tell(_redrive_one(letter, dry_run=dry_run, summary=summary))
     except DeadLettersError as exc:
         raise RedriveStopped(str(exc), summary) from exc
@@ -382,7 +381,7 @@ def _redrive_one(letter: DeadLetter, *, dry_run: bool, summary: RedriveSummary) 
         entry = dead_letter_ledger(letter)
     except DatabaseError as exc:
         close_old_connections()
-        raise DeadLettersError(f"the ledger could not be read ({exc.__class__.__name__}: {exc})".strip()) from exc
+        raise DeadLettersError(f"the ledger could not be read ({_database_text(exc)})") from exc
     if entry is not None and entry.outcome == DeadLetterRedrive.Outcome.APPLIED:
         return Result(letter, ALREADY_APPLIED, f"on {entry.updated_at:%Y-%m-%d %H:%M:%S}Z, {entry.detail}")
     try:
@@ -403,10 +402,10 @@ def _redrive_one(letter: DeadLetter, *, dry_run: bool, summary: RedriveSummary) 
             detail = f"{new} new row{'' if new == 1 else 's'}"
             _ledger_save(letter, DeadLetterRedrive.Outcome.APPLIED, detail)
     except (IntegrityError, DataError, ValueError) as exc:
-        detail = f"refused by the database: {exc}".strip()[:500]
+        detail = f"refused by the database: {' '.join(str(exc).split())}"[:500]
     except DatabaseError as exc:
         close_old_connections()  # a connection lost is opened again for the ledger
-        detail = f"database error: {exc.__class__.__name__}: {exc}".strip()[:500]
+        detail = f"database error: {_database_text(exc)}"[:500]
     else:
         summary.new_rows += new
         return Result(letter, APPLIED, detail)
@@ -428,4 +427,9 @@ def _ledger_save(letter: DeadLetter, outcome: str, detail: str) -> None:
                 entry.save()
     except DatabaseError as exc:
         raise DeadLettersError(f"the outcome of {letter.place} ({outcome}) could not be recorded in the ledger "
-                               f"({exc.__class__.__name__}: {exc})".strip()) from exc
+                               f"({_database_text(exc)})") from exc
+
+
+def _database_text(exc: BaseException) -> str:
+    """The error on one line (psycopg's span several)."""
+    return " ".join(f"{exc.__class__.__name__}: {exc}".split())

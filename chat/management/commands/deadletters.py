@@ -158,12 +158,15 @@ class Command(BaseCommand):
         self.stdout.write(f"key: {letter.key.decode(errors='replace') if letter.key is not None else '-'}")
         for name, value in letter.headers:
             self.stdout.write(f"{name}: {(value or b'').decode(errors='replace')}")
-        entry = dead_letter_ledger(letter)
-        if entry is not None:
-            self.stdout.write(f"ledger: {entry.outcome} after {entry.attempts} attempt(s), last "
-                              f"{entry.updated_at:%Y-%m-%d %H:%M:%S}Z: {entry.detail}")
+        try:
+            entry = dead_letter_ledger(letter)
+        except DatabaseError as exc:
+            self.stderr.write(f"the ledger could not be read ({exc.__class__.__name__})")
+            self.stdout.write("ledger: unknown (Postgres did not answer)")
         else:
-            self.stdout.write("ledger: never re-driven")
+            self.stdout.write("ledger: never re-driven" if entry is None else
+                              f"ledger: {entry.outcome} after {entry.attempts} attempt(s), last "
+                              f"{entry.updated_at:%Y-%m-%d %H:%M:%S}Z: {entry.detail}")
         try:
             value = orjson.dumps(orjson.loads(letter.value or b""), option=orjson.OPT_INDENT_2).decode()
         except orjson.JSONDecodeError:
