@@ -6,7 +6,6 @@ Reading assigns the topic's partitions to a consumer of no group that never comm
 from the beginning to the end offsets seen at the start; every Kafka call has a bounded timeout.
 """
 
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +22,6 @@ from chat.bus import records
 from chat.bus.client import client_kwargs
 from chat.bus.topics import admin_client, dead_letter_topic
 from chat.models import DeadLetterRedrive
-
-logger = logging.getLogger(__name__)
 
 TIMEOUT = 10.0  # seconds any one Kafka call (and a read making no progress) may take
 POLL_MS = 500
