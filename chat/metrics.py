@@ -71,3 +71,9 @@ def watch_gc_pauses() -> None:
             pauses[info["generation"]].observe(time.perf_counter() - started)
 
     gc.callbacks.append(on_collection)
+
+
+# --- worker: retention (chat/services/retention.py) ---
+WORKER_PAST_RETENTION = Counter("chat_worker_records_past_retention_total",
+                                "Records not applied because their message is past its room's retention "
+                                "(a replay of pruned messages)")

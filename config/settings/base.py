@@ -192,6 +192,9 @@ CHAT_RECENT_BUFFER = env.int("CHAT_RECENT_BUFFER", default=1000)
 CHAT_ROOM_IDLE_SECONDS = env.int("CHAT_ROOM_IDLE_SECONDS", default=3600)
 # How long a send's client_id is remembered, so a retry gets the first message's id and seq (contract §4).
 CHAT_IDEMPOTENCY_WINDOW = env.int("CHAT_IDEMPOTENCY_WINDOW", default=24 * 3600)
+# Days messages are kept (`manage.py prune_messages`; a room's own retention_days wins); unset, empty
+# or 0: for ever (docs/operations.md, "Retention").
+CHAT_RETENTION_DAYS = env.int("CHAT_RETENTION_DAYS") if env.str("CHAT_RETENTION_DAYS", default="").strip() else None
 # A resume that reaches past the recent buffer reads Postgres; it first waits up to this long for
 # the workers to store what Kafka holds for the room (messages still in Kafka are not in Postgres).
 CHAT_REPLAY_CATCHUP_SECONDS = env.float("CHAT_REPLAY_CATCHUP_SECONDS", default=10.0)
