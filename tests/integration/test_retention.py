@@ -14,7 +14,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import connections
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
@@ -26,6 +26,7 @@ from chat.selectors import messages_search
 from chat.services.persistence import messages_persist
 from chat.services.retention import PRUNE_LOCK_KEY, retention_cache_clear
 from tests.conftest import child_env, make_room, make_user
+from tests.integration.test_access_end import FormFields
 from tests.integration.test_worker import produce
 from tests.support import PYTHON, ROOT, Process, unique, unique_topic
 
@@ -179,6 +180,29 @@ def test_an_unknown_room_fails_and_help_explains_the_command():
     assert shown.returncode == 0
     assert all(part in shown.stdout for part in ("CHAT_RETENTION_DAYS", "--dry-run", "--batch-size", "--sleep",
                                                  "--room"))
+
+
+def test_the_room_admin_shows_explains_and_saves_a_rooms_retention():
+    staff = make_user("staff", is_staff=True, is_superuser=True)
+    own, plain = make_room(staff), make_room(staff)
+    own.retention_days = 7
+    own.save(update_fields=["retention_days"])
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(staff)
+    assert "<td class=\"field-retention\">7 days</td>" in client.get("/admin/chat/room/", {"q": own.slug}).text
+    assert f"<td class=\"field-retention\">global ({RETENTION_DAYS} days)</td>" \
+        in client.get("/admin/chat/room/", {"q": plain.slug}).text
+    page = client.get(f"/admin/chat/room/{plain.pk}/change/")
+    assert page.status_code == 200
+    assert f"now: {RETENTION_DAYS} days); empty: the global; 0: for ever" in page.text
+    form = FormFields()
+    form.feed(page.text)
+    fields = {name: value for name, value in form.fields.items() if "__prefix__" not in name}
+    assert fields["retention_days"] == ""
+    saved = client.post(f"/admin/chat/room/{plain.pk}/change/", data={**fields, "retention_days": "90"})
+    assert saved.status_code == 302, saved.text[:2000]
+    plain.refresh_from_db()
+    assert plain.retention_days == 90
 
 
 def created_record(message: Message, event: str = "message.created", **changes) -> dict:
