@@ -90,6 +90,16 @@ def test_app_services_share_one_image():
     assert (DOCKER / SERVICES["web-1"]["build"]["context"] / "manage.py").is_file()
 
 
+def test_web_instances_share_one_uploads_volume_the_image_prepares():
+    """A file uploaded through one instance is served by any other (docs/files.md)."""
+    media = SERVICES["web-1"]["environment"]["MEDIA_ROOT"]
+    for name in WEB:
+        assert SERVICES[name]["environment"]["MEDIA_ROOT"] == media, name
+        assert f"media:{media}" in SERVICES[name]["volumes"], name
+    assert "media" in COMPOSE["volumes"]
+    assert f"chown chat:chat {media}" in (DOCKER / "Dockerfile").read_text()
+
+
 def test_only_web_services_keep_the_images_http_healthcheck():
     for name in ["worker", "migrate"]:
         assert SERVICES[name]["healthcheck"] == {"disable": True}, name
