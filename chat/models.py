@@ -117,6 +117,9 @@ class ChatProfile(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_profile")
     banned = models.BooleanField(default=False)
     muted_until = models.DateTimeField(null=True, blank=True, help_text="Muted until this time; empty = not muted.")
+    # The stand-in of a deleted account (chat/services/erasure.py): shown as "deleted user".
+    deleted_account = models.BooleanField(default=False, editable=False,
+                                          help_text="The stand-in that holds a deleted user's messages and DMs.")
 
     def __str__(self) -> str:
         return f"chat profile of {self.user}"

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from chat import api, files, health, views
+from chat import account_views, api, files, health, views
 from chat.admin import desk
 from chat.forms import AdminLoginForm
 from chat.password_reset import PasswordResetView
@@ -14,6 +14,9 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
+    path("accounts/settings/", account_views.account_settings, name="account_settings"),
+    path("accounts/settings/export/", account_views.account_export, name="account_export"),
+    path("accounts/settings/delete/", account_views.account_delete, name="account_delete"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/chat/desk/", admin.site.admin_view(desk.desk), name="chat_desk"),
     path("admin/", admin.site.urls),

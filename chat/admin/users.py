@@ -15,9 +15,11 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from chat import permissions
-from chat.admin.confirm import USER_ACTIONS, UserModerationActions, user_action
-from chat.models import ChatProfile
-from chat.services import moderation
+from chat.admin.confirm import USER_ACTIONS, UserModerationActions, confirmation, user_action
+from chat.errors import ChatError
+from chat.models import ChatProfile, ModerationAction
+from chat.services import erasure, moderation
+from chat.services.export import user_export_response
 
 User = get_user_model()
 
@@ -49,14 +51,69 @@ class UserAdmin(UserModerationActions, DjangoUserAdmin):
     change_form_template = "admin/chat/user/change_form.html"
     list_display = [*DjangoUserAdmin.list_display, "chat_standing"]
     list_select_related = ["chat_profile"]
-    actions = UserModerationActions.user_actions
+    actions = [*UserModerationActions.user_actions, "export_data", "delete_account"]
 
     def moderation_users(self, queryset) -> list:
         return list(queryset)
 
     @admin.display(description="chat standing")
     def chat_standing(self, user) -> str:
-        return standing(getattr(user, "chat_profile", None))
+        profile = getattr(user, "chat_profile", None)
+        if profile is not None and profile.deleted_account:
+            return "deleted user (stand-in)"
+        return standing(profile)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # it would skip the erasure: "Delete account" does it
+        return actions
+
+    def delete_model(self, request, obj) -> None:
+        """The user page's Delete goes through the account deletion too (sockets, Kafka, the stand-in)."""
+        erasure.user_delete(user=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for user in queryset:
+            erasure.user_delete(user=user, actor=request.user)
+
+    @admin.action(description="Export data (JSON download)", permissions=["change"])
+    def export_data(self, request, queryset):
+        """One user's export, as they would download it; the download is in the moderation log (it
+        holds their private messages)."""
+        users = list(queryset[:2])
+        if len(users) != 1:
+            self.message_user(request, "Select exactly one user to export.", messages.WARNING)
+            return None
+        ModerationAction.objects.create(actor=request.user, action="export", target_user=users[0],
+                                        reason="data export downloaded in the admin")
+        return user_export_response(user=users[0])
+
+    @admin.action(description="Delete account", permissions=["delete"])
+    def delete_account(self, request, queryset):
+        """Asks first, then deletes each account as its owner would (chat.services.erasure)."""
+        users = [user for user in queryset if user.pk != request.user.pk and not erasure.is_stand_in(user)]
+        if len(users) < queryset.count():
+            self.message_user(request, "Your own account and deleted-user stand-ins are left out.", messages.WARNING)
+        if not users:
+            return None
+        kept = erasure.deletion_mode() == "keep"
+        effect = ("Their sockets close now on every instance, their sessions end and they cannot log in again. "
+                  + ("Their messages stay, shown as written by a deleted user; their DMs stay readable by the "
+                     "other member." if kept else "Their messages are deleted from every room and DM.")
+                  + " Their reactions are taken off. This cannot be undone.")
+
+        def apply(reason: str) -> None:
+            for user in users:
+                try:
+                    erasure.user_delete(user=user, actor=request.user, reason=reason)
+                except ChatError as exc:
+                    self.message_user(request, f"{user.get_username()}: {exc.detail} The account is closed; "
+                                      "run the action again to finish.", messages.ERROR)
+
+        names = [user.get_username() for user in users]
+        carry = {"action": "delete_account", "_selected_action": [str(user.pk) for user in users]}
+        return confirmation(self, request, title="Delete account", effect=effect, targets=names, apply=apply,
+                            done=f"Account deletion done: {', '.join(names)}.", carry=carry)
 
     def get_urls(self):
         return [path("<path:object_id>/moderate/<str:kind>/", self.admin_site.admin_view(self.moderate_view),

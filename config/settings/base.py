@@ -285,6 +285,8 @@ CHAT_PASSWORD_RESET_ADDRESS_LIMIT = env.str("CHAT_PASSWORD_RESET_ADDRESS_LIMIT",
 # Proxies in front of the web instances that append to X-Forwarded-For (1 behind the bundled
 # nginx): the client's address is the entry the outermost one added, never one the client wrote.
 CHAT_TRUSTED_PROXIES = env.int("CHAT_TRUSTED_PROXIES", default=0)
+# A deleted account's messages: "keep" (under a "deleted user" stand-in) or "remove" (erased).
+CHAT_DELETED_USER_MESSAGES = env.str("CHAT_DELETED_USER_MESSAGES", default="keep")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # LOG_FORMAT=json: one JSON object a line (with request_id / conn_id), for log pipelines.
