@@ -42,10 +42,17 @@ async def test_the_whole_chat_on_one_process_without_services(tmp_path):
             await sock.send({"type": "message.send", "body": "hello, single process", "client_id": "e1"})
             ack = await sock.recv_type("ack")
             assert (await sock.seen_or_next("message"))["id"] == ack["id"]
+            await sock.send({"type": "reaction.add", "id": ack["id"], "emoji": "👍"})
+            assert (await sock.recv_type("reaction"))["reactions"] == [{"emoji": "👍", "count": 1, "users": ["erin"]}]
+            await sock.send({"type": "message.send", "body": "a reply", "client_id": "e2", "reply_to": ack["id"]})
+            assert (await sock.recv_type("message"))["reply_to"]["id"] == ack["id"]
         history = httpx.get(f"{server.url}/api/rooms/lobby/messages/", cookies={"sessionid": cookie}).json()
-        assert [m["body"] for m in history["messages"]] == ["hello, single process"]  # stored inline
+        assert [m["body"] for m in history["messages"]] == ["hello, single process", "a reply"]  # stored inline
+        first = history["messages"][0]
+        assert (first["rev"], first["reply_count"], first["reactions"][0]["count"]) == (2, 1, 1)
         async with chat_socket(server, "lobby", cookie, after=0) as again:
             assert (await again.recv_type("message"))["id"] == ack["id"]
+            assert (await again.recv_type("message"))["body"] == "a reply"
             await again.recv_type("resumed")
     finally:
         server.stop()
