@@ -2,6 +2,8 @@
 password asked again, and counted like a login's). Thin: the work is chat.services.export and
 chat.services.erasure."""
 
+import logging
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AnonymousUser
@@ -10,8 +12,11 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import selectors
+from chat.errors import ChatError
 from chat.services import accounts, erasure
 from chat.services.export import user_export_response
+
+logger = logging.getLogger(__name__)
 
 
 class AccountDeleteForm(forms.Form):
@@ -49,7 +54,13 @@ def account_delete(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             form.add_error("password", "That is not your password.")
         return _page(request, form, status=400)
-    erasure.user_delete(user=request.user, actor=request.user)
+    try:
+        erasure.user_delete(user=request.user, actor=request.user)
+        unfinished = False
+    except ChatError:  # closed all the same: logged, and `manage.py delete_user` finishes it
+        logger.exception("account %s closed, but its deletion did not finish", request.user.pk)
+        unfinished = True
     request.session.flush()  # deleted with the account already; this browser gets a fresh one
     request.user = AnonymousUser()
-    return render(request, "chat/settings.html", {"deleted": True})
+    return render(request, "chat/settings.html", {"deleted": True, "unfinished": unfinished},
+                  status=503 if unfinished else 200)

@@ -10,6 +10,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -69,12 +70,18 @@ class UserAdmin(UserModerationActions, DjangoUserAdmin):
         return actions
 
     def delete_model(self, request, obj) -> None:
-        """The user page's Delete goes through the account deletion too (sockets, Kafka, the stand-in)."""
-        erasure.user_delete(user=obj, actor=request.user)
+        """The user page's Delete goes through the account deletion too (sockets, Kafka, the stand-in),
+        once the admin's transaction commits: the workers must see each batch as it goes."""
+        transaction.on_commit(lambda: erasure.user_delete(user=obj, actor=request.user))
 
     def delete_queryset(self, request, queryset) -> None:
-        for user in queryset:
-            erasure.user_delete(user=user, actor=request.user)
+        users = list(queryset)
+
+        def delete_all() -> None:
+            for user in users:
+                erasure.user_delete(user=user, actor=request.user)
+
+        transaction.on_commit(delete_all)
 
     @admin.action(description="Export data (JSON download)", permissions=["change"])
     def export_data(self, request, queryset):

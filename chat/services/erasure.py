@@ -20,6 +20,7 @@ from django.utils.crypto import salted_hmac
 
 from chat import protocol, selectors
 from chat.bus import backlog, records
+from chat.errors import ChatError
 from chat.models import Attachment, ChatProfile, Membership, Mention, Message, ModerationAction, ReadState
 from chat.roomstate import room_state
 from chat.services.events import after_commit, change_persist, sidebar_changed, sockets_close
@@ -41,6 +42,14 @@ Progress = Callable[[str], None]
 
 class DeletionRefused(ValueError):
     """The account may not be deleted this way (a stand-in, or an unknown mode)."""
+
+
+class DeletionUnfinished(ChatError):
+    """The account is closed, but its messages could not all be changed now (the workers are behind
+    or Kafka is away): running the deletion again finishes it."""
+
+    code = protocol.ERROR_UNAVAILABLE
+    http_status = 503
 
 
 @dataclass
@@ -82,8 +91,11 @@ def user_delete(*, user, messages: str | None = None, actor=None, reason: str = 
     other messages, and quotes of its messages in the rooms' buffers name the stand-in (or lose
     their excerpt). Last the stand-in takes its place in its DMs and its uploads (keep), erased
     files leave storage, and the user row is deleted. Raises NotPersisted when Kafka refuses a
-    record: the account stays closed, and running the deletion again finishes it."""
+    record (DeletionUnfinished when the workers are behind): the account stays closed, and running
+    the deletion again finishes it. Never inside a transaction: the workers must see each batch."""
     mode = deletion_mode(messages)
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("user_delete runs outside a transaction (transaction.on_commit, say)")
     if is_stand_in(user):
         raise DeletionRefused("This account is the stand-in of a deleted account.")
     say = progress or (lambda text: None)
@@ -140,8 +152,11 @@ async def _messages_change(*, user, stand_in, done: Deletion, say: Progress) -> 
     rooms = await database_sync_to_async(_rooms_of)(user.pk)
     total = await database_sync_to_async(Message.objects.filter(author_id=user.pk).count)()
     say(f"{total} messages in {len(rooms)} rooms; waiting for the workers to store what Kafka holds")
-    for _ in range(ROUNDS):
-        await _stored(rooms)
+    for round_ in range(ROUNDS):
+        if not await _stored(rooms) and round_ == 0:
+            # Each change would wait for them in turn: better to stop, with the account closed.
+            raise DeletionUnfinished("The workers have not stored the user's rooms yet (is one running?); the "
+                                     "account is closed, and running the deletion again finishes it.")
         changed = 0
         while batch := await database_sync_to_async(_messages_batch)(user.pk):
             changes = await _bounded(_message_change(row, user_id=user.pk, author=author, mode=done.mode)
@@ -166,12 +181,14 @@ async def _messages_change(*, user, stand_in, done: Deletion, say: Progress) -> 
         say(f"reactions taken off: {done.reactions}")
 
 
-async def _stored(rooms: set[int]) -> None:
-    """The rooms' records in Kafka stored by the workers (each bounded by CHAT_REPLAY_CATCHUP_SECONDS)."""
+async def _stored(rooms: set[int]) -> bool:
+    """Whether the workers stored the rooms' records Kafka has (each wait bounded by
+    CHAT_REPLAY_CATCHUP_SECONDS)."""
     waits = await asyncio.gather(*(backlog.wait_stored(room_id) for room_id in sorted(rooms)))
     if not all(waits):
-        logger.warning("account deletion: the workers have not stored everything of %d room(s) yet; going on "
-                       "with what Postgres has (a later pass takes what arrives)", waits.count(False))
+        logger.warning("account deletion: the workers have not stored everything of %d room(s) yet",
+                       waits.count(False))
+    return all(waits)
 
 
 async def _bounded(coroutines) -> list:

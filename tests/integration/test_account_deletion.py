@@ -209,3 +209,32 @@ async def test_thousands_of_messages_are_changed_in_batches(web_a):
     assert not Room.objects.filter(pk__in=[r.pk for r in rooms], messages__author_id=leaver.pk).exists()
     wait_until(lambda: not Message.objects.filter(author=stand_in, rev=1).exists(), 60,
                message="the worker to store every record")
+
+
+def admin_delete(server, staff, user) -> httpx.Response:
+    """The user list's "Delete account": the confirmation page, then its POST with a reason."""
+    with httpx.Client(base_url=server.url, timeout=120, cookies={"sessionid": session_cookie(staff)}) as client:
+        listing = client.get("/admin/auth/user/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', listing.text).group(1)
+        chosen = {"action": "delete_account", "_selected_action": [user.pk], "csrfmiddlewaretoken": token}
+        asked = client.post("/admin/auth/user/", data=chosen)
+        assert asked.status_code == 200 and user.username in asked.text and "deleted user" in asked.text
+        return client.post("/admin/auth/user/", data={**chosen, "confirm": "yes", "reason": "asked by email"})
+
+
+async def test_staff_delete_an_account_from_the_user_admin(web_a, web_b):
+    leaver, staff = user_with_password("asked"), make_user("staff", is_staff=True, is_superuser=True)
+    room = make_room(staff)
+    async with (chat_socket(web_a, room.slug, leaver.cookie) as on_a,
+                chat_socket(web_b, room.slug, leaver.cookie) as on_b):
+        mine = await say(on_a, "before I go")
+        stored(mine["id"])
+        deleting = asyncio.create_task(asyncio.to_thread(admin_delete, web_b, staff, leaver))
+        assert await on_a.close_code(timeout=SOON) == 4401
+        assert await on_b.close_code(timeout=SOON) == 4401
+        assert (await deleting).status_code == 302
+    assert not get_user_model().objects.filter(pk=leaver.pk).exists()
+    stand_in = get_user_model().objects.get(username=stand_in_username(leaver.pk))
+    assert Message.objects.get(id=mine["id"]).author == stand_in
+    entry = ModerationAction.objects.get(action="delete_account", target_user=stand_in)
+    assert entry.actor == staff and "asked by email" in entry.reason
