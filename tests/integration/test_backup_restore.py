@@ -4,6 +4,9 @@ restored into a fresh database, migrated, given a new deployment identity, and t
 is reset to a time before the backup, so the worker on the restored database re-applies from Kafka
 what the dump lacks. Every acked message ends up there once, under its acked seq.
 
+The group reset is the deployment's own (stopped) group, to a time, as the procedure does; not a
+fresh group reading from the earliest offset, which on a real topic re-applies its whole retention.
+
 The deployment here is the test's own (web instance, worker, topic, group, Redis prefix), not the
 run's shared fixtures: restoring means stopping it, and the restored deployment meets the Redis
 state the old one left (as in production), which the run's instances must not share."""
