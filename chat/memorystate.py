@@ -37,7 +37,11 @@ class MemoryRoomState:
     def shard_index(self, room_id: int) -> int:
         return 0
 
-    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None) -> SendOutcome:
+    def bucket_in_send(self, *, user_id: int, room_id: int) -> bool:
+        return False  # one process: the bucket is a dict lookup away
+
+    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
+                   rate: tuple[int, float] | None = None) -> SendOutcome:
         # The lock keeps "take a seq" and "publish" together, so publishes go out in seq order.
         async with self.lock:
             self._sweep()

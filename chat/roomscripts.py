@@ -1,4 +1,7 @@
-"""The room state's Lua scripts, one per atomic step; each touches the keys of one room (one hash tag)."""
+"""The room state's Lua scripts, one per atomic step; each touches the keys of one room (one hash tag),
+and the send step its user's send bucket when that sits on the same shard."""
+
+from chat.limits import BUCKET_LUA
 
 # Whether the shard's state is this deployment's and was written on the master that runs now:
 # its identity key names the deployment (chat.models.Deployment) and the master_replid it was
@@ -106,10 +109,15 @@ return 1
 # (services.rooms.room_seq_seed) and starts a new epoch, whose buffer starts empty: what the old
 # one buffered may lack acked messages, which a replay must then read from Postgres. Each published
 # message carries `prev`, the seq before it ("-1" in a new epoch), and `epoch`, so an instance can
-# tell when it missed one.
-SEND_SCRIPT = SHARD_CHECK_LUA + CLIENT_ID_LUA + """
+# tell when it missed one. When the user's keys sit on the room's shard, the user's send bucket
+# (KEYS[7]; ARGV 15 and 16: its burst and rate) is taken here too, instead of in a step of its own.
+SEND_SCRIPT = SHARD_CHECK_LUA + CLIENT_ID_LUA + BUCKET_LUA + """
 local generation = shard_generation(KEYS[6], ARGV[8])
 if not generation then return {'identity', ''} end
+if ARGV[15] ~= '' then  -- the user's send bucket, when it lives on this shard too: one round trip
+  local wait = bucket_take(KEYS[7], tonumber(ARGV[15]), tonumber(ARGV[16]))
+  if wait > 0 then return {'limited', tostring(wait)} end
+end
 local width, window, pick = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[11])
 local entry = cid_find(KEYS[2], ARGV[9], ARGV[10], pick, width, window)
 if entry then return {'dup', entry} end

@@ -49,12 +49,14 @@ def room_group(room_id: int) -> str:
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
     """What the room's atomic send step did: `status` is 'ok' (a new seq), 'dup' (client_id seen
-    before; `acked` once Kafka took that message) or 'seed' (the room's counter is missing)."""
+    before; `acked` once Kafka took that message), 'seed' (the room's counter is missing) or
+    'limited' (the user's send bucket, taken in the step, is empty)."""
 
     status: str
     seq: int = 0
     message_id: str = ""
     acked: bool = False
+    wait: float = 0.0  # 'limited': seconds until the user's send bucket has a token
 
 
 def split_message_frame(message: dict) -> tuple[str, str]:
@@ -144,20 +146,26 @@ class RedisRoomState:
         shard, _ = self._room(room_id)
         await shard.redis.publish(self.room_channel(room_id), msgpack.packb(event, use_bin_type=True))
 
-    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None) -> SendOutcome:
-        """The room's step of a send (the user's rate was taken before, on the user's shard)."""
+    def bucket_in_send(self, *, user_id: int, room_id: int) -> bool:
+        """Whether the user's send bucket sits on the room's shard, so `send` takes it in its step."""
+        return self._user(user_id)[0] is self._room(room_id)[0].redis
+
+    async def send(self, *, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
+                   rate: tuple[int, float] | None = None) -> SendOutcome:
+        """The room's step of a send; with `rate`, it takes a token from the user's send bucket first
+        (bucket_in_send; else the caller took it, on the user's shard)."""
         shard, room = self._room(room_id)
         head, tail = split_message_frame(message)
         deployment = await self.deployment()
         field, pick = idempotency.entry_digest(user_id, client_id)
         for _ in range(3):
             status, value = await shard.send(
-                keys=[f"{room}:meta", f"{room}:cidx", f"{room}:recent",
-                      self.room_channel(room_id), f"{room}:ids", self.identity_key],
+                keys=[f"{room}:meta", f"{room}:cidx", f"{room}:recent", self.room_channel(room_id),
+                      f"{room}:ids", self.identity_key, f"{self._user(user_id)[1]}:rate:send"],
                 args=[head, tail, message["id"], idempotency.entry_value(message["id"], ""),
                       "" if seed is None else seed, settings.CHAT_RECENT_BUFFER, room_id, deployment,
                       f"{room}:cid:", field, pick, idempotency.bucket_seconds(), idempotency.window_seconds(),
-                      settings.CHAT_ROOM_IDLE_SECONDS],
+                      settings.CHAT_ROOM_IDLE_SECONDS, *(rate if rate else ("", ""))],
             )
             if status != b"identity":
                 break
@@ -168,6 +176,8 @@ class RedisRoomState:
             return SendOutcome("dup", entry.seq, entry.message_id, acked=entry.acked)
         if status == "seed":
             return SendOutcome("seed")
+        if status == "limited":
+            return SendOutcome("limited", wait=float(value))
         if status != "ok":
             raise ConnectionError(f"Redis shard {shard.name} changed hands during the send; try again")
         return SendOutcome("ok", int(value), message["id"])

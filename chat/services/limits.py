@@ -8,7 +8,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from chat.errors import ChatError
-from chat.limits import parse_rate
+from chat.limits import parse_rate, retry_after
 from chat.roomstate import room_state
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,21 @@ async def _bucket_wait(user_id: int, kind: str, rate: tuple[int, float]) -> floa
         return 0.0
 
 
+def send_rate() -> tuple[int, float]:
+    return parse_rate(settings.CHAT_RATE_LIMIT)
+
+
+def send_refused(wait: float) -> ChatError:
+    wait = retry_after(wait)
+    return ChatError(f"Too many messages; try again in {wait} s.", code="rate_limited", retry_after=wait)
+
+
 async def send_take(*, user_id: int) -> None:
-    """Count one message against the user's rate (a retried client_id too), before the room's step."""
-    wait = await _bucket_wait(user_id, "send", parse_rate(settings.CHAT_RATE_LIMIT))
+    """Count one message against the user's rate (a retried client_id too), before the room's step
+    (which takes it itself when the user's bucket is on the room's shard: RedisRoomState.bucket_in_send)."""
+    wait = await _bucket_wait(user_id, "send", send_rate())
     if wait:
-        raise ChatError(f"Too many messages; try again in {wait} s.", code="rate_limited", retry_after=wait)
+        raise send_refused(wait)
 
 
 async def rate_take(*, user_id: int, kind: str) -> None:

@@ -16,7 +16,7 @@ from chat.errors import ChatError, Forbidden, NotFound, NotPersisted
 from chat.models import Report, Room
 from chat.roomstate import SendOutcome, room_state
 from chat.services.events import change_persist
-from chat.services.limits import rate_take, send_take
+from chat.services.limits import rate_take, send_rate, send_refused, send_take
 from chat.services.presence import Participant
 from chat.services.rooms import RoomGate, room_seq_seed
 from chat.services.text import message_body_clean, without_nul
@@ -66,9 +66,14 @@ async def message_send(*, who: Participant, body: str, client_id: str, gate: Roo
         attachments=files,
     )
     state = room_state()
-    await send_take(user_id=who.user_id)  # on the user's shard, before the room's step on the room's
     send = dict(room_id=who.room_id, user_id=who.user_id, client_id=client_id, message=message)
-    outcome = await state.send(**send, seed=None)
+    if state.bucket_in_send(user_id=who.user_id, room_id=who.room_id):  # one round trip for both
+        outcome = await state.send(**send, seed=None, rate=send_rate())
+        if outcome.status == "limited":
+            raise send_refused(outcome.wait)
+    else:
+        await send_take(user_id=who.user_id)  # on the user's shard, before the room's step on the room's
+        outcome = await state.send(**send, seed=None)
     if outcome.status == "seed":
         outcome = await _send_in_new_epoch(state, send, room_id=who.room_id)
     if outcome.status == "dup" and outcome.acked:  # Kafka has it: the first ack again, nothing enqueued
