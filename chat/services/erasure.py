@@ -24,6 +24,7 @@ from chat.errors import ChatError
 from chat.models import Attachment, ChatProfile, Membership, Mention, Message, ModerationAction, ReadState
 from chat.roomstate import room_state
 from chat.services.events import after_commit, change_persist, sidebar_changed, sockets_close
+from chat.services.export import reacted_by
 from chat.services.messages import message_change
 
 logger = logging.getLogger(__name__)
@@ -340,7 +341,7 @@ def _replies_of(parent_ids: list[str], *, user_id: int) -> list[tuple[int, str]]
 
 def _reacted_page(rooms: set[int], *, username: str, after: str | None) -> list[dict]:
     """Messages of these rooms with a reaction by `username`, a page at a time by id."""
-    messages = Message.objects.filter(room_id__in=rooms, reactions__contains=[{"users": [username]}])
+    messages = Message.objects.filter(reacted_by(username), room_id__in=rooms)
     if after is not None:
         messages = messages.filter(id__gt=after)
     return _rows(messages.order_by("id")[:BATCH])

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.db import connection
+from django.db.models import Q
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -96,11 +98,19 @@ def _pages(messages, fields: tuple[str, ...]) -> Iterator[dict]:
         after = rows[-1]["id"]
 
 
+def reacted_by(username: str) -> Q:
+    """Messages with a reaction by `username`, on Postgres (JSON containment); elsewhere (the embedded
+    default's SQLite has no containment) every message: callers check each row's reactions."""
+    if connection.vendor == "postgresql":
+        return Q(reactions__contains=[{"users": [username]}])
+    return Q()
+
+
 def _reactions(user) -> Iterator[dict]:
     """The user's reactions, on messages of rooms they may still read that show them."""
     username = user.get_username()
-    messages = Message.objects.filter(room__in=permissions.readable_rooms(user).values("pk"), hidden=False,
-                                      deleted=False, reactions__contains=[{"users": [username]}])
+    messages = Message.objects.filter(reacted_by(username), room__in=permissions.readable_rooms(user).values("pk"),
+                                      hidden=False, deleted=False)
     for row in _pages(messages, ("id", "room__slug", "seq", "reactions")):
         for item in row["reactions"]:
             if username in item["users"]:
