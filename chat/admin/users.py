@@ -116,6 +116,8 @@ class UserAdmin(UserModerationActions, DjangoUserAdmin):
                 except ChatError as exc:
                     self.message_user(request, f"{user.get_username()}: {exc.detail} The account is closed; "
                                       "run the action again to finish.", messages.ERROR)
+                except erasure.DeletionRefused as exc:
+                    self.message_user(request, f"{user.get_username()}: {exc}", messages.ERROR)
 
         names = [user.get_username() for user in users]
         carry = {"action": "delete_account", "_selected_action": [str(user.pk) for user in users]}
