@@ -1,8 +1,9 @@
 """Every benchmark scenario in sequence: fan-out, idle connections, persistence, many rooms over
 Redis shards (rooms), the send script's identity check (sendpath), Redis memory per room and
-message (redis_memory) and the sidebar's per-user stream (sidebar). Each runs in a process of its
-own (each sets Django up on a database of its own) and prints its progress; at the end all tables
-are printed again and results/all.json sums them up (with each scenario's JSON and PNG beside it).
+message (redis_memory), the sidebar's per-user stream (sidebar) and a reconnect storm (storm).
+Each runs in a process of its own (each sets Django up on a database of its own) and prints its
+progress; at the end all tables are printed again and results/all.json sums them up (with each
+scenario's JSON and PNG beside it).
 
     .venv/bin/python -m bench.all            # the full run (`make bench`)
     .venv/bin/python -m bench.all --quick    # a short one: small sizes
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from bench.common import ROOT, environment
 
-SCENARIOS = ("fanout", "connections", "persistence", "rooms", "sendpath", "redis_memory", "sidebar")
+SCENARIOS = ("fanout", "connections", "persistence", "rooms", "sendpath", "redis_memory", "sidebar", "storm")
 
 
 def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
@@ -30,7 +31,8 @@ def scenario_args(name: str, quick: bool, out: Path) -> list[str]:
                  "rooms": ["--quick"],
                  "sendpath": ["--quick"],
                  "redis_memory": ["--quick"],
-                 "sidebar": ["--quick"]}[name]
+                 "sidebar": ["--quick"],
+                 "storm": ["--quick"]}[name]
     return args
 
 
