@@ -20,8 +20,6 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
-from django.db import DatabaseError
-from redis.exceptions import RedisError
 
 from chat import drain, logcontext, metrics, permissions, protocol
 from chat.errors import ChatError
@@ -77,6 +75,8 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self._writer = None
         self._closing = False
         self._confirming: set[asyncio.Task] = set()
+        self._sends: list[tuple[messages.SendRequest, float]] = []  # checked, waiting for their room step
+        self._sender: asyncio.Task | None = None
         self._greeted = False  # hello sent: the user's standing changes go as `standing` frames
         await self.accept()
         self._send_frame = _frame_sender(self.base_send)
@@ -127,6 +127,8 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             self._writer.cancel()
         if getattr(self, "_replay_task", None) is not None:
             self._replay_task.cancel()
+        if getattr(self, "_sender", None) is not None:
+            self._sender.cancel()
         if self.who is not None:
             await get_hub().leave(self)
             await self.sidebar_unwatch()
@@ -154,32 +156,54 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         except protocol.ProtocolError as exc:
             metrics.FRAMES_IN.labels(type="invalid").inc()
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail))
-        except ChatError as exc:
+        except (ChatError, *messages.SEND_FAILURES) as exc:
+            self.push(self._error_for(exc, client_id, frame.type if frame else "a"))
+
+    def _error_for(self, exc: Exception, client_id: str | None, frame_type: str) -> dict:
+        """The error frame for a frame an action refused, or a store failed (a Redis pool exhausted,
+        a shard or Postgres away: the socket stays, and the client may retry; a send keeps its client_id)."""
+        if isinstance(exc, ChatError):
             if exc.code == "rate_limited":
                 metrics.RATE_LIMITED.inc()
-            self.push(protocol.error_frame(code=exc.code, detail=exc.detail, retry_after=exc.retry_after,
-                                           client_id=client_id))
-        except (RedisError, DatabaseError, OSError, TimeoutError) as exc:
-            # A store failed this frame (a Redis pool exhausted, a shard or Postgres away): the
-            # socket stays, and the client hears it and may retry (a send keeps its client_id).
-            logger.warning("%s frame of %s not served: %s: %s", frame.type if frame else "a", self.conn_id,
-                           type(exc).__name__, exc)
-            self.push(protocol.error_frame(code=protocol.ERROR_UNAVAILABLE, client_id=client_id,
-                                           detail="The chat could not do this just now; try again in a moment.",
-                                           retry_after=protocol.UNAVAILABLE_RETRY_AFTER))
+            return protocol.error_frame(code=exc.code, detail=exc.detail, retry_after=exc.retry_after,
+                                        client_id=client_id)
+        logger.warning("%s frame of %s not served: %s: %s", frame_type, self.conn_id, type(exc).__name__, exc)
+        return protocol.error_frame(code=protocol.ERROR_UNAVAILABLE, client_id=client_id,
+                                    detail="The chat could not do this just now; try again in a moment.",
+                                    retry_after=protocol.UNAVAILABLE_RETRY_AFTER)
 
     async def on_message_send(self, body: str, client_id: str, reply_to: str | None = None,
                               attachments: list | tuple = ()):
-        if len(self._confirming) >= MAX_UNCONFIRMED:
+        if len(self._confirming) + len(self._sends) >= MAX_UNCONFIRMED:
             raise ChatError("Too many messages waiting to be stored; wait for their acks.", code="rate_limited",
                             retry_after=1.0)
-        received = time.monotonic()
-        sent = await messages.message_send(who=self.who, body=body, client_id=client_id, gate=self.gate,
-                                           reply_to=reply_to, attachments=attachments)
-        # Wait for durability off this socket's frame loop, so a slow Kafka delays acks, not sends.
-        task = asyncio.ensure_future(self._confirm(sent, received))
-        self._confirming.add(task)
-        task.add_done_callback(self._confirming.discard)
+        request = messages.message_send_check(who=self.who, gate=self.gate, request=messages.SendRequest(
+            body, client_id, reply_to, tuple(attachments)))
+        # Sequenced by one task per socket, in the order read: the sends read while the last ones
+        # were on their way go together (messages.message_send_many), so the frame loop never waits.
+        self._sends.append((request, time.monotonic()))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send_queued())
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._sends:
+                batch, self._sends = self._sends, []
+                try:
+                    results = await messages.message_send_many(who=self.who, requests=[req for req, _ in batch])
+                except Exception as exc:
+                    logger.exception("sends of %s failed", self.conn_id)
+                    results = [exc] * len(batch)
+                for (request, received), result in zip(batch, results, strict=True):
+                    if isinstance(result, messages.SentMessage):
+                        # Durability off the send task, so a slow Kafka delays acks, not sends.
+                        task = asyncio.ensure_future(self._confirm(result, received))
+                        self._confirming.add(task)
+                        task.add_done_callback(self._confirming.discard)
+                    else:
+                        self.push(self._error_for(result, request.client_id, "message.send"))
+        finally:
+            self._sender = None
 
     async def _confirm(self, sent: messages.SentMessage, received: float) -> None:
         try:

@@ -154,22 +154,48 @@ class RedisRoomState:
                    rate: tuple[int, float] | None = None) -> SendOutcome:
         """The room's step of a send; with `rate`, it takes a token from the user's send bucket first
         (bucket_in_send; else the caller took it, on the user's shard)."""
-        shard, room = self._room(room_id)
-        head, tail = split_message_frame(message)
+        shard, _ = self._room(room_id)
         deployment = await self.deployment()
-        field, pick = idempotency.entry_digest(user_id, client_id)
         for _ in range(3):
-            status, value = await shard.send(
-                keys=[f"{room}:meta", f"{room}:cidx", f"{room}:recent", self.room_channel(room_id),
-                      f"{room}:ids", self.identity_key, f"{self._user(user_id)[1]}:rate:send"],
-                args=[head, tail, message["id"], idempotency.entry_value(message["id"], ""),
-                      "" if seed is None else seed, settings.CHAT_RECENT_BUFFER, room_id, deployment,
-                      f"{room}:cid:", field, pick, idempotency.bucket_seconds(), idempotency.window_seconds(),
-                      settings.CHAT_ROOM_IDLE_SECONDS, *(rate if rate else ("", ""))],
-            )
+            status, value = await shard.send(**self._send_call(room_id, user_id, client_id, message, seed, rate,
+                                                               deployment))
             if status != b"identity":
                 break
             await self._renew_identity(shard, deployment)
+        return self._send_outcome(shard, status, value, message)
+
+    async def send_many(self, sends: list[dict], *, rate: tuple[int, float]) -> list[SendOutcome]:
+        """Several sends to one room (send's arguments, without seed), their steps in one pipeline:
+        Redis runs them in this order, so their seqs follow it."""
+        shard, _ = self._room(sends[0]["room_id"])
+        deployment = await self.deployment()
+        async with shard.redis.pipeline(transaction=False) as pipe:
+            for send in sends:
+                await shard.send(**self._send_call(**send, seed=None, rate=rate, deployment=deployment), client=pipe)
+            replies = await pipe.execute()
+        outcomes = []
+        for send, (status, value) in zip(sends, replies, strict=True):
+            if status == b"identity":  # the shard's identity changed: this one and those after it again, one by one
+                outcomes.append(await self.send(**send, seed=None, rate=rate))
+            else:
+                outcomes.append(self._send_outcome(shard, status, value, send["message"]))
+        return outcomes
+
+    def _send_call(self, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
+                   rate: tuple[int, float] | None, deployment: str) -> dict:
+        _, room = self._room(room_id)
+        head, tail = split_message_frame(message)
+        field, pick = idempotency.entry_digest(user_id, client_id)
+        return dict(
+            keys=[f"{room}:meta", f"{room}:cidx", f"{room}:recent", self.room_channel(room_id),
+                  f"{room}:ids", self.identity_key, f"{self._user(user_id)[1]}:rate:send"],
+            args=[head, tail, message["id"], idempotency.entry_value(message["id"], ""),
+                  "" if seed is None else seed, settings.CHAT_RECENT_BUFFER, room_id, deployment,
+                  f"{room}:cid:", field, pick, idempotency.bucket_seconds(), idempotency.window_seconds(),
+                  settings.CHAT_ROOM_IDLE_SECONDS, *(rate if rate else ("", ""))])
+
+    @staticmethod
+    def _send_outcome(shard: RedisShard, status: bytes, value, message: dict) -> SendOutcome:
         status = status.decode()
         if status == "dup":
             entry = idempotency.entry_parse(value)
