@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 from uuid6 import uuid7
 
@@ -87,13 +87,15 @@ class Message(models.Model):
     client_id = models.CharField(max_length=64, null=True, blank=True)
     # The message's revision (contract §8): 1 on create, +1 per change. The worker applies a record
     # only when its rev is newer, so a late or re-driven record never overwrites newer state.
-    rev = models.PositiveIntegerField(default=1)
+    # Defaults in the database too (db_default): during a rolling deploy, workers and web instances
+    # of the release before insert rows without these columns.
+    rev = models.PositiveIntegerField(default=1, db_default=1)
     # The message this one answers, in the same room. No foreign key: the worker writes rows in bulk
     # and a parent may be pruned before its replies.
     reply_to = models.UUIDField(null=True, blank=True)
     # Full state as the records carry it: [{"emoji", "count", "users"}] and the attachments' metadata.
-    reactions = models.JSONField(default=list, blank=True)
-    attachments = models.JSONField(default=list, blank=True)
+    reactions = models.JSONField(default=list, db_default=Value([], models.JSONField()), blank=True)
+    attachments = models.JSONField(default=list, db_default=Value([], models.JSONField()), blank=True)
 
     class Meta:
         ordering = ["room", "seq"]

@@ -216,3 +216,17 @@ def test_the_rest_of_a_callers_transaction_keeps_its_per_row_foreign_key_checks(
             cursor.execute("SHOW session_replication_role")
             assert cursor.fetchone()[0] == "origin"
     assert Message.objects.filter(room=room).count() == 1
+
+
+def test_a_row_written_by_the_release_before_rich_messages_gets_their_defaults():
+    """During a rolling deploy, a worker of the release before migration 0014 inserts rows without
+    rev, reactions and attachments: the database fills them in (db_default)."""
+    author = make_user("author")
+    room = make_room(author)
+    ident = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO chat_message (id, room_id, seq, author_id, body, created_at, hidden, deleted) "
+                       "VALUES (%s, %s, 1, %s, 'old release', %s, false, false)",
+                       [ident, room.id, author.id, timezone.now()])
+    stored = Message.objects.get(id=ident)
+    assert (stored.rev, stored.reactions, stored.attachments, stored.reply_to) == (1, [], [], None)
