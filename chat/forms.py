@@ -35,3 +35,13 @@ class SignupForm(UserCreationForm):
 
     class Meta(UserCreationForm.Meta):
         fields = ("username", "email")
+
+    def clean_username(self):
+        from chat.services.erasure import STAND_IN_PREFIX
+
+        username = super().clean_username()
+        # Names of this form stand in for deleted accounts in history (chat.services.erasure).
+        if username.lower().startswith(STAND_IN_PREFIX):
+            raise ValidationError(f"Usernames starting with '{STAND_IN_PREFIX}' are kept for deleted accounts.",
+                                  code="reserved")
+        return username

@@ -63,6 +63,12 @@ def test_signup_errors_are_shown_on_the_form(web_a):
         bad_login = client.post("/accounts/login/", data={"username": "nobody-" + unique("x"), "password": "x",
                                                           "csrfmiddlewaretoken": csrf_from(form.text)})
         assert bad_login.status_code == 200 and 'role="alert"' in bad_login.text
+        # The names deleted accounts' messages show under are not for taking.
+        password = "a-long-passphrase-9"
+        impostor = client.post("/accounts/signup/", data={
+            "username": "Deleted-" + unique("x")[-8:], "password1": password, "password2": password,
+            "csrfmiddlewaretoken": csrf_from(form.text)})
+        assert impostor.status_code == 200 and "kept for deleted accounts" in impostor.text
 
 
 def test_room_page_names_its_parts_for_assistive_technology(web_a, alice, room):
