@@ -144,4 +144,6 @@ async def test_report_then_hide_and_resolve(web_a, web_b, worker, alice, bob, ro
         "hide", "resolve report"}
     with httpx.Client(base_url=web_a.url, cookies={"sessionid": staff.cookie}) as client:
         log = client.get("/admin/chat/moderationaction/").text
+        ledger = client.get("/admin/chat/deadletterredrive/")  # beside the log: the dead letters re-driven
     assert "resolve report" in log
+    assert ledger.status_code == 200 and "dead letter redrive" in ledger.text.lower()
