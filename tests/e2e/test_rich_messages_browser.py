@@ -215,3 +215,23 @@ def test_a_refused_upload_shows_why_in_the_composer(browser, web_a, worker, alic
     dropped = page.get_by_role("group", name="Files to send").get_by_role("group", name="dropped.txt")
     expect(dropped).to_have_attribute("data-state", "done", timeout=WAIT_MS)
     page.context.close()
+
+
+def test_a_deleted_accounts_messages_and_a_pruned_parent_show_as_deleted_user(browser, web_a, alice, room):
+    """History shows a deleted account's stand-in (chat.services.erasure) as "deleted user", and a
+    reply whose parent is gone (pruned: no author) as a quote of a deleted message."""
+    from chat.services.erasure import stand_in_username
+    from tests.conftest import make_user
+
+    stand_in = make_user("unused")
+    stand_in.username = stand_in_username(stand_in.id)
+    stand_in.save()
+    now = datetime.now(UTC)
+    store(room, [(1, stand_in, "left behind", now - timedelta(minutes=3))])
+    Message.objects.create(room=room, seq=2, author=alice, body="answer to a pruned one", created_at=now,
+                           reply_to="00000000-0000-7000-8000-000000000000")
+    page = open_as(browser, web_a.url, alice, room)
+    expect(bubble(page, "left behind").locator(".author")).to_have_text("deleted user", timeout=WAIT_MS)
+    expect(bubble(page, "answer to a pruned one").get_by_role("button", name=re.compile("^Reply to deleted user")))\
+        .to_have_count(1)
+    page.context.close()

@@ -19,3 +19,12 @@ export function actionButton(label, onClick) {
   button.addEventListener("click", onClick);
   return button;
 }
+
+// A deleted account's messages stay under a stand-in named "deleted-" + 8 hex digits, a name no one
+// may sign up with (chat/forms.py); a quote of a message gone with retention has no author at all.
+const STAND_IN = /^deleted-[0-9a-f]{8}$/;
+
+/** The name to show for a message's author. */
+export function authorName(author) {
+  return !author || STAND_IN.test(author.username) ? "deleted user" : author.username;
+}

@@ -2,7 +2,7 @@
 // to the state it changes. A new frame type is one more `connection.on(...)` here.
 import { request, toLogin } from "./api.js";
 import { Connection, Outbox } from "./connection.js";
-import { $ } from "./dom.js";
+import { $, authorName } from "./dom.js";
 import { RoomStore } from "./store.js";
 import { mountAttachments } from "./views/attachments.js";
 import { mountComposer } from "./views/composer.js";
@@ -85,7 +85,7 @@ if ($("conversations")) startSidebar({ nav: $("conversations"), connection, curr
 store.on("message.added", ({ message }) => {
   if (!connection.connected || message.author.id === config.userId) return; // live ones only, not ours
   if (config.direct || mentionsUser(message.body, config.username)) {
-    notifyMention({ title: `${message.author.username} mentioned you`, body: message.body, slug: config.room });
+    notifyMention({ title: `${authorName(message.author)} mentioned you`, body: message.body, slug: config.room });
   }
 });
 

@@ -6,7 +6,7 @@
 // newest message shown. A message's rich parts (a reply's quote above the body; files, reactions
 // and reply count below) come from their own views, passed in as `parts`.
 import { roomMessages } from "../api.js";
-import { actionButton, el } from "../dom.js";
+import { actionButton, authorName, el } from "../dom.js";
 import { mentionedNames, renderBody } from "../format.js";
 import { createLayout, formatTime } from "./reading.js";
 
@@ -39,7 +39,7 @@ export function mountMessages({ list, olderButton, store, config, actions, onRet
     li.dataset.at = message.created_at;
     if (!own && mentionedNames(message.body).includes(config.username)) li.classList.add("mentions-me");
     const head = el("div", { class: "message-head" });
-    head.append(el("span", { class: "author" }, message.author.username));
+    head.append(el("span", { class: "author" }, authorName(message.author)));
     head.append(el("time", { datetime: message.created_at, title: new Date(message.created_at).toLocaleString() },
       formatTime(message.created_at)));
     if (message.edited_at) {

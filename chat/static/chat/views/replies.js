@@ -1,7 +1,7 @@
 // Replies: the quote above a reply (a button that brings its parent into view, loading older pages
 // until it is there), "N replies" under a parent, and the composer's "Replying to …" bar. The
 // store keeps the reply target and the counts; quotes and excerpts go in as text only.
-import { el } from "../dom.js";
+import { authorName, el } from "../dom.js";
 
 const MAX_PAGES = 20; // older pages loaded at most to find a quoted message
 const FLASH_MS = 2500;
@@ -26,9 +26,9 @@ export function mountReplies({ list, store, loadOlder, showError }) {
     const gone = GONE[parent.state];
     const text = gone ?? parent.excerpt;
     const button = el("button", { type: "button", class: `reply-quote${gone ? " gone" : ""}`,
-      "aria-label": `Reply to ${parent.author.username}: ${text}` });
+      "aria-label": `Reply to ${authorName(parent.author)}: ${text}` });
     button.dataset.parent = parent.id;
-    button.append(el("span", { class: "reply-author" }, parent.author.username), el("span", { class: "reply-excerpt" }, text));
+    button.append(el("span", { class: "reply-author" }, authorName(parent.author)), el("span", { class: "reply-excerpt" }, text));
     button.addEventListener("click", () => jumpTo(parent));
     return button;
   }
@@ -95,7 +95,7 @@ export function mountReplyBar({ bar, input, store }) {
   store.on("reply.target", (target) => {
     bar.hidden = !target;
     if (!target) return text.replaceChildren();
-    text.replaceChildren("Replying to ", el("strong", {}, target.author.username), `: ${excerptOf(target.body)}`);
+    text.replaceChildren("Replying to ", el("strong", {}, authorName(target.author)), `: ${excerptOf(target.body)}`);
     input.focus();
   });
 

@@ -1,6 +1,6 @@
 // Message search (home page): results link into the room at the message (?at=<seq>), shown in context.
 import { errorDetail, messageSearch } from "../api.js";
-import { el } from "../dom.js";
+import { authorName, el } from "../dom.js";
 
 const LIMIT = 30;
 const EXCERPT = 140;
@@ -9,7 +9,7 @@ function resultItem(message) {
   const body = message.body.length > EXCERPT ? `${message.body.slice(0, EXCERPT - 1)}…` : message.body;
   const link = el("a", { href: `/rooms/${encodeURIComponent(message.room)}/?at=${message.seq}` }, body);
   const when = new Date(message.created_at).toLocaleString();
-  const meta = el("span", { class: "meta" }, ` — ${message.author.username} in ${message.room}, ${when}`);
+  const meta = el("span", { class: "meta" }, ` — ${authorName(message.author)} in ${message.room}, ${when}`);
   const li = el("li");
   li.append(link, meta);
   return li;
