@@ -244,8 +244,10 @@ async def _message_change(row: dict, *, user_id: int, author: dict, mode: str) -
         return protocol.message_frame(message) if visible else frame
 
     # Clients get only the removal: no frame says a message's author changed (they see it on reload).
-    _, new = await message_change(room_id=room_id, message_id=stored["id"], change=change, live=lambda new: (
-        protocol.deleted_frame(id=new["id"], seq=new["seq"]) if made["erase"] and made["visible"] else None))
+    # fresh=False: the rooms were waited for once (_stored), not once a message.
+    _, new = await message_change(room_id=room_id, message_id=stored["id"], change=change, fresh=False,
+                                  live=lambda new: (protocol.deleted_frame(id=new["id"], seq=new["seq"])
+                                                    if made["erase"] and made["visible"] else None))
     message = {**made["message"], "rev": new["rev"]}
     if made["erase"]:
         return records.message_record("message.deleted", message, room_id=room_id, by=BY_ERASURE)
@@ -292,9 +294,10 @@ async def _reaction_take(row: dict, *, username: str) -> dict | None:
         made.update(visible=visible, message={**message, "reactions": reactions})
         return protocol.message_frame(made["message"]) if visible else frame
 
-    result = await message_change(room_id=room_id, message_id=stored["id"], change=change, live=lambda new: (
-        protocol.reaction_frame(id=new["id"], seq=new["seq"], reactions=new["reactions"]) if made["visible"]
-        else None))
+    result = await message_change(room_id=room_id, message_id=stored["id"], change=change, fresh=False,
+                                  live=lambda new: (protocol.reaction_frame(id=new["id"], seq=new["seq"],
+                                                                            reactions=new["reactions"])
+                                                    if made["visible"] else None))
     if result is None:
         return None
     return records.message_record("reaction.changed", {**made["message"], "rev": result[1]["rev"]}, room_id=room_id)

@@ -224,12 +224,14 @@ async def message_current(*, room_id: int, message_id: str, fresh: bool = True) 
 CHANGE_TRIES = 8  # rounds of compare-and-set one change makes while others change the same message
 
 
-async def message_change(*, room_id: int, message_id: str, change, live=None) -> tuple[dict, dict] | None:
+async def message_change(*, room_id: int, message_id: str, change, live=None,
+                         fresh: bool = True) -> tuple[dict, dict] | None:
     """Make the message's next revision: `change(current frame)` returns the new frame (or None: nothing
     to change, or raises), stored under rev + 1 only if no other change came first (on any instance),
     else made again from that one; `live(new frame)`, the frame the room's clients get, goes out with
-    it, so they see a message's changes in order. Returns (the frame changed from, the new frame), or None."""
-    current = await message_current(room_id=room_id, message_id=message_id)
+    it, so they see a message's changes in order. Returns (the frame changed from, the new frame), or None.
+    `fresh=False`: the caller waited for the workers to store the room already (message_current)."""
+    current = await message_current(room_id=room_id, message_id=message_id, fresh=fresh)
     for _ in range(CHANGE_TRIES):
         if current is None:
             raise NotFound("No such message.")
