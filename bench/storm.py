@@ -33,6 +33,7 @@ import os
 import random
 import resource
 import signal
+import sys
 import threading
 import time
 from array import array
@@ -607,9 +608,9 @@ def run(server: str, args, cookies: list[str], sender_cookies: list[str], owner)
         cores = {"before": StackCpu.cores(cpu0, cpu1, t1 - t0), "storm": StackCpu.cores(cpu1, cpu2, t2 - t1),
                  "after": StackCpu.cores(cpu2, cpu3, t3 - t2)}
         survivor_cpu_s = round(process_cpu(survivor.proc.pid), 1)
-    finally:
+    finally:  # whatever was started, also when a step failed or the run was interrupted
         for child in children:
-            child.join(30)
+            child.join(5)  # done by now, unless the run failed
             if child.is_alive():
                 child.kill()
         for srv in [*web, worker]:
@@ -795,6 +796,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 000 sockets, 100 users, 20 rooms, 2 processes")
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
+    # SIGTERM (a timeout, a CI job cancelled) ends the run through its cleanup: the instances and the
+    # worker it started are processes of their own session and would outlive it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"bench.storm: signal {signum}"))
     if args.quick:
         args.sockets, args.users, args.rooms, args.procs, args.before = 1_000, 100, 20, 2, 5.0
     out = Path(args.out)
