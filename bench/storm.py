@@ -181,6 +181,7 @@ class Shared:
 
     def __init__(self, drained: int) -> None:
         self.times, self.latencies, self.kinds = array("q"), array("f"), array("b")
+        self.presence_times, self.presence_bytes = array("q"), 0  # presence frames: each join and leave
         self.drain_ns: int | None = None  # set when the drain begins
         self.drained = drained  # the instance that will drain
 
@@ -239,6 +240,9 @@ class StormClient:
                 self.greeted.set_result(None)
         elif payload.startswith(b'{"type":"resumed"'):
             self._connected(now)
+        elif payload.startswith(b'{"type":"presence"'):
+            self.shared.presence_times.append(now)
+            self.shared.presence_bytes += len(payload)
 
     def _connected(self, now: int) -> None:
         self.attempt = 0
@@ -398,7 +402,8 @@ async def _loadgen(index: int, plan: list[tuple], urls: list[str], origin: str, 
             reports.put(("result", index, {
                 "clients": [c.report() for c in clients],
                 "times": shared.times.tobytes(), "latencies": shared.latencies.tobytes(),
-                "kinds": shared.kinds.tobytes()}))
+                "kinds": shared.kinds.tobytes(), "presence_times": shared.presence_times.tobytes(),
+                "presence_bytes": shared.presence_bytes}))
             return
 
 
@@ -685,6 +690,10 @@ def analyse(server, args, results, sent, drain_ns, t_drain, storm_s, exit_ns, op
         latency.setdefault(f"{phase}_stayers", {"frames": 0, "p50_ms": None, "p99_ms": None, "max_ms": None})
     over_time = [{"t_s": b / 2, "frames": len(v), "p50_ms": _ms(v, 50), "p99_ms": _ms(v, 99)}
                  for b, v in sorted(buckets.items())]
+    presence = array("q")
+    for part in results.values():
+        presence.frombytes(part["presence_times"])
+    presence_frames = Counter("before" if t < drain_ns else "storm" if t < storm_end else "after" for t in presence)
     ack_times, ack_ms = array("q"), array("f")
     ack_times.frombytes(sent["ack_times"])
     ack_ms.frombytes(sent["ack_ms"])
@@ -716,6 +725,9 @@ def analyse(server, args, results, sent, drain_ns, t_drain, storm_s, exit_ns, op
             "resumed_over_time": [round(s, 3) for s in resume_s],
             "first_1012_s": row["first_1012_s"], "drained_exit_s": row["drained_exit_s"],
             "cores": cores, "speed_ms": speed_ms,
+            # Every join and leave changes a room's online list: a frame to each socket in the room.
+            "presence_frames": dict(presence_frames),
+            "presence_mb": round(sum(part["presence_bytes"] for part in results.values()) / 2**20, 1),
             "loadavg": {"before": [round(x, 2) for x in loadavg_before], "storm": [round(x, 2) for x in loadavg_storm]},
             "survivor_cpu_s_total": survivor_cpu_s, "sent": sent["sent"], "logs": logs}
 
@@ -728,6 +740,7 @@ def print_report(result: dict) -> None:
     for server, data in runs.items():
         row = data["row"]
         print(f"\n{server}: reconnect attempts per moved socket {data['attempts']}; close codes {data['close_codes']}; "
+              f"presence frames received {data.get('presence_frames')} ({data.get('presence_mb')} MB); "
               f"sockets opened in {data['open_s']} s; ack p99 ms {row['ack_p99_ms']}; speed_ms {data['speed_ms']}; "
               f"load average before {data['loadavg']['before']}, after the storm {data['loadavg']['storm']}")
         print_table([{"part": k, **v} for k, v in data["where_the_time_goes"].items()], ["part", "p50_ms", "p99_ms",
