@@ -38,6 +38,19 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     channel_layer_alias = "__per_process_hub_only__"
 
     who: presence.Participant | None = None
+    # Idle sockets are most sockets: what only a socket that falls behind needs (its outbox and the
+    # writer task) exists only while frames wait, not from connect on.
+    _outbox: deque[tuple[tuple[str, ...], int]] | None = None  # (texts, bytes counted against the limit)
+    _outbox_bytes = 0
+    _drained: asyncio.Event | None = None  # set once the writer has sent what was queued
+    _writer: asyncio.Task | None = None  # runs while frames are queued
+    _write_now = None  # the server's plain-call frames write, once accepted (config/ws_frames.py)
+    _held_bytes = 0
+    _replay_task: asyncio.Task | None = None
+    _sent_seq: int | None = None  # the highest message seq queued to this socket
+    _closing = False
+    _greeted = False  # hello sent: the user's standing changes go as `standing` frames
+    _counted = False
 
     async def __call__(self, scope, receive, send):
         # channels runs every receive as a new task under asyncio.wait, three event-loop turns a
@@ -60,32 +73,28 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     # --- connection lifecycle ---
 
     async def connect(self):
-        self._outbox: deque[tuple[tuple[str, ...], int]] = deque()  # (texts, bytes counted against the limit)
-        self._outbox_bytes = 0
         extensions = self.scope.get("extensions", {})
         self._unsent_bytes = extensions.get("chat.unsent_bytes")
-        self._write_now = None  # the server's plain-call frames write, once accepted (config/ws_frames.py)
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()  # set while the outbox is empty
-        self._drained.set()
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
-        self._held_bytes = 0
-        self._replay_task: asyncio.Task | None = None
-        self._sent_seq: int | None = None  # the highest message seq queued to this socket
-        self._writer = None
-        self._closing = False
         self._confirming: set[asyncio.Task] = set()
         self._sends: list[tuple[messages.SendRequest, float]] = []  # checked, waiting for their room step
         self._sender: asyncio.Task | None = None
-        self._greeted = False  # hello sent: the user's standing changes go as `standing` frames
         await self.accept()
         self._send_frame = _frame_sender(self.base_send)
         self._write_now = extensions.get("chat.send_texts")
         metrics.CONNECTIONS.inc()
         self._counted = True
-        self._writer = asyncio.ensure_future(self._write_loop())
         if drain.is_draining():  # shutting down: try another instance
             return await self.close(code=protocol.CLOSE_SERVICE_RESTART)
+        retry_after = limits.join_begin()
+        if retry_after is not None:  # too many joins under way here: before any database or Redis work
+            return await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER, reason=f"retry_after={retry_after}")
+        try:
+            await self._join()
+        finally:
+            limits.join_end()
+
+    async def _join(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
@@ -102,11 +111,19 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self.user_id, self.username = self.who.user_id, self.who.username
         # Before joining the hub: logout and a new password name the sockets to close by these.
         self.session_tag, self.auth_tag = accounts.socket_tags(self.scope)
-        self.gate = rooms.RoomGate()  # archived / blocked, for refusals without a query per frame
-        await get_hub().join(self)
-        await rooms.room_gate_load(gate=self.gate, user_id=self.user_id, room_id=self.room_id)  # once subscribed
-        await presence.presence_enter(self.who)  # first, so hello's online list includes this user
-        hello = await presence.hello_for(self.who)
+        # Archived / blocked, for refusals without a query per frame: as read with the room, and
+        # read again when something may have changed before the hub began passing changes on.
+        self.gate = rooms.RoomGate(archived=who.archived, blocked=who.blocked)
+        hub = get_hub()
+        await hub.join(self)
+        if hub.changed_since(who.mark, room_id=self.room_id, user_id=self.user_id):
+            try:
+                await presence.participant_recheck(who)
+            except ChatError as exc:
+                code = protocol.CLOSE_NOT_FOUND if exc.code == "not_found" else protocol.CLOSE_FORBIDDEN
+                return await self.close(code=code)
+            self.gate.load(archived=who.archived, blocked=who.blocked)
+        hello = await presence.presence_arrive(who)  # enters presence first: its online list includes this user
         hello.update(protocol.standing_fields(muted_until=self._muted_until()))  # a mute that holds now
         self.push(hello)
         self._greeted = True
@@ -115,17 +132,17 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             self._start_replay(after)
         else:
             self._release_held()
-        # The room joins the user's sidebar; the sidebar's own frames come once the client asks
-        # (sidebar.watch), so a client that speaks only contract §4 gets only its frames.
-        await presence.room_visit(self.who)
+        # A public room opened joined the user's sidebar with the read (presence.participant_join);
+        # the sidebar's own frames come once the client asks (sidebar.watch), so a client that
+        # speaks only contract §4 gets only its frames.
 
     async def disconnect(self, code):
-        if getattr(self, "_counted", False):
+        if self._counted:
             metrics.CONNECTIONS.dec()
             self._counted = False
-        if getattr(self, "_writer", None) is not None:
+        if self._writer is not None:
             self._writer.cancel()
-        if getattr(self, "_replay_task", None) is not None:
+        if self._replay_task is not None:
             self._replay_task.cancel()
         if getattr(self, "_sender", None) is not None:
             self._sender.cancel()
@@ -275,7 +292,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         hears it (unless hello, still to come, says it)."""
         if self.who is not None:
             self.who.muted_until = until
-            if getattr(self, "_greeted", False):
+            if self._greeted:
                 self.push(protocol.standing_frame(muted_until=self._muted_until()))
 
     def _muted_until(self):
@@ -295,20 +312,27 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     def _enqueue(self, texts: tuple[str, ...], *, counted: bool = True) -> None:
         if self._closing:
             return
-        if not self._outbox and self._write_now is not None and self._unsent_bytes() <= SOCKET_HIGH_WATER:
+        outbox = self._outbox
+        if not outbox and self._write_now is not None and self._unsent_bytes() <= SOCKET_HIGH_WATER:
             return self._write_now(texts)  # nothing queued before them and room in the transport: no task
         weight = sum(map(len, texts)) if counted else 0
         if self._outbox_bytes + weight > settings.CHAT_SOCKET_BUFFER_BYTES:
             return self._cut_slow()
-        self._outbox.append((texts, weight))
+        if outbox is None:
+            outbox = self._outbox = deque()
+            if self._drained is None:
+                self._drained = asyncio.Event()
+        outbox.append((texts, weight))
         self._outbox_bytes += weight
         self._drained.clear()
-        self._wakeup.set()
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_loop())
 
     def _cut_slow(self) -> None:
         logger.info("closing %s: not reading, over %d bytes queued", getattr(self, "conn_id", "?"),
                     settings.CHAT_SOCKET_BUFFER_BYTES)
-        self._outbox.clear()
+        if self._outbox is not None:
+            self._outbox.clear()
         self._outbox_bytes = 0
         if self._held is not None:
             self._held, self._held_bytes = [], 0
@@ -316,18 +340,18 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self.close_with(protocol.CLOSE_SLOW_CONSUMER)
 
     async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._outbox:
-                if self._unsent_bytes is not None and self._unsent_bytes() > SOCKET_HIGH_WATER:
-                    await asyncio.sleep(0.01)  # the client reads slower than we write: let it catch up
-                    continue
-                texts, weight = self._outbox.popleft()
-                self._outbox_bytes -= weight
-                for text in texts:
-                    await self._send_frame({"type": "websocket.send", "text": text})
-            self._drained.set()
+        """Send what is queued, then end: the next frame that has to wait starts another."""
+        outbox = self._outbox
+        while outbox:
+            if self._unsent_bytes is not None and self._unsent_bytes() > SOCKET_HIGH_WATER:
+                await asyncio.sleep(0.01)  # the client reads slower than we write: let it catch up
+                continue
+            texts, weight = outbox.popleft()
+            self._outbox_bytes -= weight
+            for text in texts:
+                await self._send_frame({"type": "websocket.send", "text": text})
+        self._writer = self._outbox = None
+        self._drained.set()
 
     def _start_replay(self, after: int) -> None:
         """Replay beside the frame loop, so the socket's other frames (and its close) are handled
@@ -348,7 +372,8 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
                     metrics.FRAMES_OUT.labels(type="message").inc(len(page))
                     self._enqueue(tuple(protocol.encode(frame) for frame in page), counted=False)
                     last = page[-1]["seq"]
-                await self._drained.wait()  # the next page once the writer has sent this one
+                if self._drained is not None:  # the next page once the writer has sent this one
+                    await self._drained.wait()
                 if self._closing:
                     return
         except Exception:  # Postgres or Redis failed mid-replay: the client resumes from what it got

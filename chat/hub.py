@@ -71,6 +71,13 @@ class RoomHub:
         self._watched: dict[LocalConnection, set[int]] = {}  # socket -> the rooms it watches
         self._direct: set[int] = set()  # watched rooms that are DMs: every message there mentions the other member
         self.user_sockets: set[LocalConnection] = set()  # sockets in no room (/ws/user/)
+        # What a join read before it joined may be stale by now: each change a join could have
+        # missed (a room subscribed anew or its state changed, a user closed or their standing
+        # changed) takes the next serial, which joins compare with the serial they read at.
+        self._serial = 0
+        self._room_serial: dict[int, int] = {}  # subscribed rooms only
+        self._user_serial: dict[int, int] = {}
+        self._user_serial_floor = 0  # serials of users forgotten to bound the dict: joins older see a change
 
     def _feed(self, room_id: int):
         index = room_state().shard_index(room_id)
@@ -83,6 +90,29 @@ class RoomHub:
         await self._ensure_started()
         self.rooms[conn.room_id].add(conn)
         await self._hold(conn.room_id)
+
+    def mark(self) -> int:
+        """The serial to give `changed_since` for a read that starts now."""
+        return self._serial
+
+    def changed_since(self, mark: int, *, room_id: int, user_id: int) -> bool:
+        """Whether what a join read at `mark` may be stale now that it is in the hub: its room was
+        subscribed (events before that never reached this process) or changed state since, or its
+        user was closed or had their standing changed."""
+        room = self._room_serial.get(room_id)
+        return (room is None or room > mark or self._user_serial.get(user_id, 0) > mark
+                or self._user_serial_floor > mark)
+
+    def _room_changed(self, room_id: int) -> None:
+        self._serial += 1
+        self._room_serial[room_id] = self._serial
+
+    def _user_changed(self, user_id: int) -> None:
+        self._serial += 1
+        if len(self._user_serial) >= 10_000:
+            self._user_serial.clear()
+            self._user_serial_floor = self._serial
+        self._user_serial[user_id] = self._serial
 
     async def leave(self, conn: LocalConnection) -> None:
         members = self.rooms.get(conn.room_id)
@@ -101,6 +131,7 @@ class RoomHub:
             if room_id not in self._subscribed:
                 await self._feed(room_id).subscribe(room_id)
                 self._subscribed.add(room_id)
+                self._room_changed(room_id)
 
     async def _release(self, room_id: int) -> None:
         """Unsubscribe from the room once no local socket is in it or watches it."""
@@ -108,6 +139,7 @@ class RoomHub:
             if room_id in self._subscribed and not self.rooms.get(room_id) and not self.watchers.get(room_id):
                 self._subscribed.discard(room_id)
                 self._last_seq.pop(room_id, None)
+                self._room_serial.pop(room_id, None)
                 try:
                     await self._feed(room_id).unsubscribe(room_id)
                 except Exception:  # noqa: BLE001 - its shard is down; a later event of the room finds no socket
@@ -204,6 +236,8 @@ class RoomHub:
                                       event.get("epoch"))
         self._flush()  # messages received before this event go out before it
         if kind == "room.frame":  # not a message (typing, presence, an edit): handed out at once
+            if event["text"].startswith(protocol.ROOM_STATE_PREFIXES) and int(event["room"]) in self._room_serial:
+                self._room_changed(int(event["room"]))
             self._deliver(int(event["room"]), (event["text"],), (None,), exclude=event.get("exclude"))
         elif kind == "user.frame":
             room = event.get("room")
@@ -219,8 +253,10 @@ class RoomHub:
                     elif conn.room_id != event.get("room"):
                         conn.deliver((text,), (None,))
         elif kind == "user.close":
+            self._user_changed(event["user"])
             self._close_user(event)
         elif kind == "user.standing":
+            self._user_changed(event["user"])
             until = event.get("muted_until")
             until = datetime.fromisoformat(until) if until else None
             for conn in tuple(self.connections()):
@@ -365,6 +401,8 @@ class RoomHub:
         rooms = [room_id for room_id in self.rooms if room_state().shard_index(room_id) == index]
         for room_id in rooms:
             self._last_seq.pop(room_id, None)
+            if room_id in self._room_serial:  # its state may have changed unseen: joins under way read again
+                self._room_changed(room_id)
             for conn in tuple(self.rooms.get(room_id, ())):
                 conn.close_with(protocol.CLOSE_SERVICE_RESTART)
         self._sidebar_stale([room_id for room_id in self.watchers if room_state().shard_index(room_id) == index])
@@ -374,6 +412,8 @@ class RoomHub:
         them: subscribe to the hub group afresh and send the sockets of their rooms to reconnect
         (1012), so each rejoins its room on a fresh subscription and resumes with ?after= without a gap."""
         closing = [c for c in self.connections() if room_state().shard_index(c.room_id) in shards]
+        self._serial += 1  # user events may have been lost meanwhile: joins under way read again
+        self._user_serial_floor = self._serial
         logger.warning("Redis shard(s) %s back after an outage: closing %d socket(s) with 1012 so they resume",
                        sorted(shards), len(closing))
         try:

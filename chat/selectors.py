@@ -7,7 +7,7 @@ from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
 from chat import permissions, protocol
-from chat.errors import Forbidden, NotFound
+from chat.errors import ChatError, Forbidden, NotFound
 from chat.models import Block, ChatProfile, Membership, Mention, Message, ReadState, Room
 
 
@@ -119,17 +119,35 @@ def room_for_user(user, slug: str) -> Room:
     return room
 
 
-def room_for_socket(user, slug: str) -> tuple[Room, ChatProfile | None]:
-    """The room and the user's chat profile, for a socket: NotFound, or Forbidden (banned/not a member)."""
-    room = permissions.readable_rooms(user).filter(slug=slug).first()
-    if room is None:
-        if Room.objects.filter(slug=slug).exists():
-            raise Forbidden("You may not join this room.")
-        raise NotFound(f"No room '{slug}'.")
-    profile = ChatProfile.objects.filter(user=user).first()
-    if permissions.is_banned(profile):
-        raise Forbidden("You may not join this room.")
-    return room, profile
+def room_for_socket(requests: list[tuple[int, str]]) -> list[dict | ChatError]:
+    """For each (user id, slug) a socket asks to join, read together in four queries however many:
+    the room (id, slug, name, private, archived, direct_key), the user's standing (`muted_until`)
+    and whether they opened it before (`opened`, a read state); or the NotFound / Forbidden (banned,
+    not a member of a private room) that refuses it. Who may read is permissions.readable_rooms'
+    rule (a public room, or a private one the user is a member of), asked for every pair at once."""
+    rooms = {room["slug"]: room for room in Room.objects.filter(slug__in={slug for _, slug in requests})
+             .values("id", "slug", "name", "private", "archived", "direct_key")}
+    user_ids = {user_id for user_id, _ in requests}
+    private = {room["id"] for room in rooms.values() if room["private"]}
+    members = set(Membership.objects.filter(room_id__in=private, user_id__in=user_ids)
+                  .values_list("room_id", "user_id")) if private else set()
+    profiles = {profile.user_id: profile for profile in ChatProfile.objects.filter(user_id__in=user_ids)
+                .only("user_id", "banned", "muted_until")}
+    public = {room["id"] for room in rooms.values() if not room["private"]}
+    opened = set(ReadState.objects.filter(room_id__in=public, user_id__in=user_ids)
+                 .values_list("room_id", "user_id")) if public else set()
+    out: list[dict | ChatError] = []
+    for user_id, slug in requests:
+        room = rooms.get(slug)
+        profile = profiles.get(user_id)
+        if room is None:
+            out.append(NotFound(f"No room '{slug}'."))
+        elif (room["private"] and (room["id"], user_id) not in members) or permissions.is_banned(profile):
+            out.append(Forbidden("You may not join this room."))
+        else:
+            out.append({"room": room, "muted_until": profile.muted_until if profile else None,
+                        "opened": (room["id"], user_id) in opened})
+    return out
 
 
 def user_is_banned(user) -> bool:

@@ -72,15 +72,15 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     channel_layer_alias = "__per_process_hub_only__"  # the hub hands it its frames
     room_id = None
     user_id: int | None = None
+    # Only while frames are queued (most sockets are idle): the outbox and the task that sends it.
+    _outbox: deque[str] | None = None
+    _outbox_bytes = 0
+    _writer: asyncio.Task | None = None
+    _closing = False
+    _admitted = False
 
     async def connect(self):
-        self._outbox: deque[str] = deque()
-        self._outbox_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._closing = False
-        self._admitted = False
         await self.accept()
-        self._writer = asyncio.ensure_future(self._write_loop())
         if drain.is_draining():
             return await self.close(code=protocol.CLOSE_SERVICE_RESTART)
         user = self.scope.get("user")
@@ -100,7 +100,7 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         self._closing = True
-        if getattr(self, "_writer", None) is not None:
+        if self._writer is not None:
             self._writer.cancel()
         if self._admitted:
             self._sidebar_gone = True
@@ -149,18 +149,21 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         # fetches its sidebar again when it reconnects.
         if self._outbox_bytes + len(text) > settings.CHAT_SOCKET_BUFFER_BYTES:
             metrics.SLOW_CONSUMER_CUTS.inc()
-            self._outbox.clear()
+            if self._outbox is not None:
+                self._outbox.clear()
             return self.close_with(protocol.CLOSE_SLOW_CONSUMER)
+        if self._outbox is None:
+            self._outbox = deque()
         self._outbox.append(text)
         self._outbox_bytes += len(text)
-        self._wakeup.set()
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_loop())
 
     async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._outbox:
-                text = self._outbox.popleft()
-                self._outbox_bytes -= len(text)
-                await self.send(text_data=text)
-
+        """Send what is queued, then end: the next frame starts another."""
+        outbox = self._outbox
+        while outbox:
+            text = outbox.popleft()
+            self._outbox_bytes -= len(text)
+            await self.send(text_data=text)
+        self._writer = self._outbox = None

@@ -3,6 +3,7 @@ that costs it (each kind its own token bucket; sends have theirs in the send ste
 open sockets."""
 
 import logging
+import random
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -76,3 +77,22 @@ async def socket_admit(*, user_id: int, conn_id: str) -> bool:
 
 async def socket_release(*, user_id: int, conn_id: str) -> None:
     await room_state().limits.socket_close(user_id, conn_id)
+
+
+_joining = 0  # this process's joins between accept and hello
+
+
+def join_begin() -> float | None:
+    """Count a join under way in this process; past CHAT_MAX_PENDING_JOINS it is not counted and
+    the seconds the client should wait before it tries again come back (CHAT_JOIN_RETRY_SECONDS,
+    spread from half to one and a half times it, so a storm's retries do not come back together)."""
+    global _joining
+    if _joining >= settings.CHAT_MAX_PENDING_JOINS:
+        return round(settings.CHAT_JOIN_RETRY_SECONDS * random.uniform(0.5, 1.5), 1)
+    _joining += 1
+    return None
+
+
+def join_end() -> None:
+    global _joining
+    _joining -= 1

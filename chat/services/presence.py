@@ -1,20 +1,25 @@
 """Who is in a room: joining, the hello frame, the online list, typing, read marks, and the rooms
 of a user's sidebar."""
 
+import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from chat import protocol, selectors
+from chat.errors import ChatError
 from chat.models import ReadState
-from chat.roomstate import room_state
+from chat.roomstate import RedisRoomState, room_state
 from chat.services.events import after_commit, hub_event, room_broadcast, sidebar_changed
 from chat.services.limits import rate_take
+from chat.services.rooms import room_gate_blocked
 
 
-@dataclass
+@dataclass(slots=True)
 class Participant:
     """One socket's user in one room, as the socket path knows them."""
 
@@ -27,21 +32,110 @@ class Participant:
     room_private: bool
     muted_until: object = None
     conn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Read with the room, for the socket's RoomGate; `mark`: the hub's serial when they were read.
+    archived: bool = False
+    blocked: bool = False
+    mark: int = 0
 
 
 async def participant_join(*, user, slug: str) -> Participant:
-    """Who is joining where, or NotFound / Forbidden."""
-    room, profile = await database_sync_to_async(selectors.room_for_socket)(user, slug)
+    """Who is joining where, or NotFound / Forbidden. Joins that arrive together are read together
+    (`_JoinReads`); a public room opened for the first time joins the user's sidebar meanwhile."""
+    facts, mark = await _join_reads().read(user.id, slug)
+    room = facts["room"]
     return Participant(
         user_id=user.id,
         username=user.username,
         is_staff=user.is_staff,
-        room_id=room.id,
-        room_slug=room.slug,
-        room_name=room.name,
-        room_private=room.private,
-        muted_until=profile.muted_until if profile else None,
+        room_id=room["id"],
+        room_slug=room["slug"],
+        room_name=room["name"],
+        room_private=room["private"],
+        muted_until=facts["muted_until"],
+        archived=room["archived"],
+        blocked=facts["blocked"],
+        mark=mark,
     )
+
+
+async def participant_recheck(who: Participant) -> None:
+    """Read again what `participant_join` read, once the socket is in the hub (whose events keep it
+    current from then on): raises NotFound / Forbidden when the user may no longer join."""
+    facts, mark = await _join_reads().read(who.user_id, who.room_slug)
+    who.muted_until, who.archived, who.blocked, who.mark = (facts["muted_until"], facts["room"]["archived"],
+                                                            facts["blocked"], mark)
+
+
+class _JoinReads:
+    """The database reads of joins, one thread hop for every join that arrives while the previous
+    hop runs: a storm of reconnects costs a few queries per batch instead of several per socket
+    (selectors.room_for_socket)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[int, str, asyncio.Future]] = []
+        self.running: asyncio.Task | None = None
+
+    async def read(self, user_id: int, slug: str) -> tuple[dict, int]:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((user_id, slug, future))
+        if self.running is None:
+            self.running = asyncio.ensure_future(self._run())  # next turn: the joins of this turn come along
+        facts, mark = await future
+        if isinstance(facts, ChatError):
+            raise facts
+        return facts, mark
+
+    async def _run(self) -> None:
+        from chat.hub import get_hub
+
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                mark = get_hub().mark()
+                try:
+                    results = await database_sync_to_async(_joins_read)([(u, slug) for u, slug, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every join of the batch hears it
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():  # its socket went meanwhile
+                        future.set_result((result, mark))
+        finally:
+            self.running = None
+
+
+_readers: dict = {}
+
+
+def _join_reads() -> _JoinReads:
+    loop = asyncio.get_running_loop()
+    reads = _readers.get(loop)
+    if reads is None:
+        reads = _readers[loop] = _JoinReads()
+    return reads
+
+
+def _joins_read(requests: list[tuple[int, str]]) -> list[dict | ChatError]:
+    """selectors.room_for_socket, plus each DM's block and, for public rooms opened for the first
+    time, the read state at 0 that puts them in the user's sidebar (told to the user's sockets)."""
+    results = selectors.room_for_socket(requests)
+    opened: set[tuple[int, int]] = set()
+    for (user_id, _), facts in zip(requests, results, strict=True):
+        if isinstance(facts, ChatError):
+            continue
+        room = facts["room"]
+        facts["blocked"] = room_gate_blocked(user_id=user_id, direct_key=room["direct_key"])
+        if not room["private"] and not facts["opened"]:
+            opened.add((room["id"], user_id))
+    if opened:
+        # Not a Membership: that would make the user a member should the room be made private. A
+        # join on another instance may have made it meanwhile: its sidebars refresh twice, harmless.
+        ReadState.objects.bulk_create([ReadState(room_id=room_id, user_id=user_id, seq=0)
+                                       for room_id, user_id in opened], ignore_conflicts=True)
+        after_commit(sidebar_changed, user_ids=sorted({user_id for _, user_id in opened}))
+    return results
 
 
 async def room_last_seq(room_id: int) -> int:
@@ -52,13 +146,43 @@ async def room_last_seq(room_id: int) -> int:
     return last_seq
 
 
-async def hello_for(who: Participant) -> dict:
+async def hello_for(who: Participant, *, last_seq: int | None = None, online: list[str] | None = None) -> dict:
     return protocol.hello_frame(
         room={"slug": who.room_slug, "name": who.room_name, "private": who.room_private},
         user={"id": who.user_id, "username": who.username},
-        last_seq=await room_last_seq(who.room_id),
-        online=await room_state().presence_online(who.room_id),
+        last_seq=last_seq if last_seq is not None else await room_last_seq(who.room_id),
+        online=online if online is not None else await room_state().presence_online(who.room_id),
     )
+
+
+async def presence_arrive(who: Participant) -> dict:
+    """The socket enters the room's presence (announced when its user was not online there), and
+    its hello, whose online list includes the user: on Redis one round trip to the room's shard for
+    all three (the presence script, the room's seq and who is online)."""
+    state = room_state()
+    if not isinstance(state, RedisRoomState):
+        await presence_enter(who)
+        return await hello_for(who)
+    shard, room = state._room(who.room_id)
+    now, ttl = time.time(), settings.CHAT_PRESENCE_TTL
+    keys, args = [f"{room}:presence", f"{room}:presence:{who.username}"], [who.username, who.conn_id, now + ttl, now,
+                                                                            ttl]
+    try:
+        async with shard.redis.pipeline(transaction=False) as pipe:
+            # EVALSHA without the pipeline's own script check, a round trip of its own on every call.
+            pipe.evalsha(shard.presence_join.sha, len(keys), *keys, *args)
+            pipe.hget(f"{room}:meta", "seq")
+            pipe.zrangebyscore(f"{room}:presence", now, "+inf")
+            new, seq, members = await pipe.execute()
+    except NoScriptError:  # the shard restarted without its scripts: the script loads them
+        new = await shard.presence_join(keys=keys, args=args)
+        seq, members = await state.last_seq(who.room_id), None
+    online = sorted(m.decode() for m in members) if members is not None else await state.presence_online(who.room_id)
+    if new:
+        await room_broadcast(who.room_id, protocol.presence_frame(online=online))
+    if seq is None:
+        seq = await room_last_seq(who.room_id)
+    return await hello_for(who, last_seq=int(seq), online=online)
 
 
 async def presence_enter(who: Participant) -> None:
@@ -109,17 +233,3 @@ def read_state_advance(*, user_id: int, room_id: int, seq: int) -> bool:
 async def sidebar_rooms(*, user_id: int) -> dict[int, bool]:
     """The rooms of the user's sidebar (room id -> is a DM), for the hub's watch."""
     return await database_sync_to_async(selectors.sidebar_rooms)(user_id)
-
-
-async def room_visit(who: Participant) -> None:
-    """A socket opened its room: a public room joins the user's sidebar the first time (a read
-    state at 0: opened, nothing read yet), and the user's other sockets show it too."""
-    if not who.room_private:
-        await database_sync_to_async(_room_visit)(who.user_id, who.room_id)
-
-
-def _room_visit(user_id: int, room_id: int) -> None:
-    # Not a Membership: that would make the user a member should the room be made private.
-    _, created = ReadState.objects.get_or_create(room_id=room_id, user_id=user_id, defaults={"seq": 0})
-    if created:
-        after_commit(sidebar_changed, user_ids=[user_id])

@@ -3,7 +3,7 @@ leaving too), end access that was lost, seed a room's sequence."""
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -176,7 +176,7 @@ def room_member_list(*, room: Room) -> list[dict]:
     return [{"username": m.user.username, "role": m.role} for m in rows]
 
 
-@dataclass
+@dataclass(slots=True)
 class RoomGate:
     """What one socket may still change in its room, kept on the socket so the send path asks no
     database: read when it connects, then kept current by the `room.updated` and `dm.state` frames
@@ -184,7 +184,7 @@ class RoomGate:
 
     archived: bool = False
     blocked: bool = False  # in a DM: the other member blocked this user
-    live: set[str] = field(default_factory=set)  # what a frame set: newer than a load still under way
+    live: frozenset[str] = frozenset()  # what a frame set: newer than a load still under way
 
     def check(self) -> None:
         """Raise the refusal for a send, edit, delete (or reaction) while the room is read-only."""
@@ -196,27 +196,35 @@ class RoomGate:
     def apply(self, frame: dict) -> None:
         if frame["type"] == "room.updated":
             self.archived = bool(frame["room"]["archived"])
-            self.live.add("archived")
+            self.live |= {"archived"}
         elif frame["type"] == "dm.state":
             self.blocked = bool(frame["blocked"])
-            self.live.add("blocked")
+            self.live |= {"blocked"}
+
+    def load(self, *, archived: bool, blocked: bool) -> None:
+        """What a read from the database says, unless a frame since said otherwise."""
+        if "archived" not in self.live:
+            self.archived = archived
+        if "blocked" not in self.live:
+            self.blocked = blocked
 
 
 async def room_gate_load(*, gate: RoomGate, user_id: int, room_id: int) -> None:
     """Fill `gate` from the database (a socket calls it once subscribed, so no change is missed)."""
     archived, blocked = await database_sync_to_async(_gate_state)(user_id, room_id)
-    if "archived" not in gate.live:
-        gate.archived = archived
-    if "blocked" not in gate.live:
-        gate.blocked = blocked
+    gate.load(archived=archived, blocked=blocked)
 
 
 def _gate_state(user_id: int, room_id: int) -> tuple[bool, bool]:
     room = Room.objects.filter(pk=room_id).values("archived", "direct_key").first()
     if room is None:
         return False, False
-    return room["archived"], bool(room["direct_key"]) and blocks.dm_blocked(user_id=user_id,
-                                                                            direct_key=room["direct_key"])
+    return room["archived"], room_gate_blocked(user_id=user_id, direct_key=room["direct_key"])
+
+
+def room_gate_blocked(*, user_id: int, direct_key: str | None) -> bool:
+    """Whether the room is a DM whose other member blocked `user_id`."""
+    return bool(direct_key) and blocks.dm_blocked(user_id=user_id, direct_key=direct_key)
 
 
 def room_is_going_private(*, room: Room, update_fields) -> bool:
