@@ -376,6 +376,9 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
                     await self._drained.wait()
                 if self._closing:
                     return
+        except messages.ReplayIncomplete as exc:  # the client resumes from what it got, a little later
+            logger.warning("replay for %s stopped: %s", self.conn_id, exc)
+            return self.close_with(protocol.CLOSE_SERVICE_RESTART)
         except Exception:  # Postgres or Redis failed mid-replay: the client resumes from what it got
             logger.exception("replay for %s failed", self.conn_id)
             return self.close_with(protocol.CLOSE_SERVICE_RESTART)

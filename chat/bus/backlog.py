@@ -65,7 +65,7 @@ def _wait_stored(room_id: int, timeout: float) -> bool:
             return True
         if time.monotonic() >= deadline:
             logger.warning("workers of group %s have not stored room %s's messages within %.0f s "
-                           "(partition %s: committed %s of %s); resuming from what Postgres has",
+                           "(partition %s: committed %s of %s); the resume stops and is made again later",
                            settings.KAFKA_CONSUMER_GROUP, room_id, timeout, tp.partition, committed, end)
             return False
         time.sleep(0.05)

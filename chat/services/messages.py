@@ -350,13 +350,19 @@ def report_create(*, reporter_id: int, room_id: int, message_id: str, reason: st
     return Report.objects.create(message_id=message_id, reporter_id=reporter_id, reason=reason)
 
 
+class ReplayIncomplete(Exception):
+    """A replay that would need messages the workers have not stored yet: the client resumes later."""
+
+
 async def messages_since(*, who: Participant, after: int) -> AsyncIterator[list[dict]]:
     """Every visible message with seq > after, in order, a page (up to CHAT_REPLAY_PAGE) at a time;
     the caller asks for the next page once it has sent the last, so a replay holds one page.
 
     A page comes from the recent buffer when it reaches back to the cursor (it has what the worker
     has not stored yet, and edits newer than Postgres); otherwise (a long absence, or Redis restarted
-    empty) from Postgres, once the workers have stored what Kafka holds for the room."""
+    empty) from Postgres, once the workers have stored what Kafka holds for the room. If they have
+    not within CHAT_REPLAY_CATCHUP_SECONDS (a worker down, Kafka away), ReplayIncomplete: Postgres
+    may lack messages below the buffer, and a replay past them would leave the client a gap."""
     state, limit = room_state(), settings.CHAT_REPLAY_PAGE
     room = Room(id=who.room_id, slug=who.room_slug)
     cursor, stored_waited = after, False
@@ -365,7 +371,8 @@ async def messages_since(*, who: Participant, after: int) -> AsyncIterator[list[
         from_buffer = oldest is not None and oldest <= cursor + 1
         if not from_buffer:
             if not stored_waited:
-                await backlog.wait_stored(who.room_id)
+                if not await backlog.wait_stored(who.room_id):
+                    raise ReplayIncomplete(f"the workers have not stored room {who.room_id}'s messages yet")
                 stored_waited = True
             stored = await database_sync_to_async(selectors.persisted_page)(room, after=cursor, limit=limit)
             # Read the buffer again, after Postgres: the worker may have stored a message published

@@ -6,6 +6,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -141,3 +142,42 @@ async def test_a_replay_from_the_buffer_alone_is_paged_and_complete(alice, bob, 
     finally:
         web.stop()
 
+
+
+async def test_a_resume_the_workers_have_not_stored_yet_is_made_again_later_never_with_a_gap(alice, room):
+    """Past the recent buffer a resume reads Postgres; while no worker has stored the room's acked
+    messages it must not replay the buffer alone (the client would skip the older ones for good):
+    it closes with 1012, and the same resume, once a worker stored them, gets every one."""
+    from tests.integration.test_worker import run_worker
+    from tests.support import unique_topic
+
+    topic, group = unique_topic("unstored"), unique("group")
+    env = child_env(KAFKA_TOPIC=topic, KAFKA_CONSUMER_GROUP=group, CHAT_RECENT_BUFFER="5",
+                    CHAT_REPLAY_CATCHUP_SECONDS="1")
+    server = WebServer(unique("web-unstored"), env).start()
+    worker = None
+    try:
+        async with chat_socket(server, room.slug, alice.cookie) as sender:
+            acked = []
+            for n in range(12):  # acked by Kafka, stored by nobody: no worker runs for this topic
+                await sender.send({"type": "message.send", "body": f"unstored {n}", "client_id": unique("c")})
+                acked.append((await sender.recv_type("ack"))["seq"])
+        async with chat_socket(server, room.slug, alice.cookie, after=0) as early:
+            assert await early.close_code(timeout=20) == 1012
+        assert not [f for f in early.frames if f["type"] == "message"], "a replay with a gap went out"
+        worker = run_worker(topic, group, unique("wunstored"), 120)
+        deadline = time.monotonic() + 60
+        while True:  # as a client does: the same resume again until the worker has caught up
+            async with chat_socket(server, room.slug, alice.cookie, after=0) as later:
+                try:
+                    resumed = await later.recv_type("resumed", timeout=30)
+                    break
+                except websockets.ConnectionClosed as closed:
+                    assert closed.rcvd.code == 1012 and time.monotonic() < deadline, closed
+                    assert not [f for f in later.frames if f["type"] == "message"], "a replay with a gap went out"
+        assert [f["seq"] for f in later.frames if f["type"] == "message"] == acked
+        assert resumed["last_seq"] == acked[-1]
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
