@@ -33,8 +33,14 @@ async def test_redis_restarting_empty_loses_and_doubles_nothing(web_a, web_b, wo
         await sending
         acked = sorted(seq for sender in senders for _, seq in sender.acked.values())
         assert len(acked) == 240 and len(set(acked)) == 240, "a seq was handed out twice"
-        await asyncio.to_thread(wait_until, lambda: all(set(r.seqs) >= set(acked) for r in readers), 60, 0.1,
-                                "every reader to have every acked message")
+        try:
+            await asyncio.to_thread(wait_until, lambda: all(set(r.seqs) >= set(acked) for r in readers), 60, 0.1,
+                                    "every reader to have every acked message")
+        except AssertionError:
+            report = [f"reader {n}: {r.reconnects} reconnects, {len(r.seqs)} seen, missing "
+                      f"{sorted(set(acked) - set(r.seqs))[:20]}, last frames {r.trace[-3:]}"
+                      for n, r in enumerate(readers)]
+            raise AssertionError("a reader lacks acked messages after 60 s:\n" + "\n".join(report)) from None
     finally:
         stop.set()
         for task in reading:
