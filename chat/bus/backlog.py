@@ -55,7 +55,9 @@ def _wait_stored(room_id: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     consumer = _consumer()
     partitions = consumer.partitions_for_topic(settings.KAFKA_TOPIC)
-    if not partitions:
+    if not partitions:  # no metadata (Kafka restarting, say): nothing says the room is stored
+        logger.warning("no partitions known for topic %s (Kafka unreachable or restarting?); room %s's resume "
+                       "stops and is made again later", settings.KAFKA_TOPIC, room_id)
         return False
     tp = TopicPartition(settings.KAFKA_TOPIC, room_partition(room_id, list(partitions)))
     end = consumer.end_offsets([tp], timeout_ms=int(timeout * 1000))[tp]
