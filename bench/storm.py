@@ -14,8 +14,9 @@ capped at 30 s) for the attempts after, `?after=<the newest seq it has>`, connec
 
 Reports: the time from SIGTERM until every socket is resumed, per socket the time to resume and
 where it went (waiting, TCP connect, upgrade, join up to `hello`, replay up to `resumed`), the
-reconnect attempts, close codes (1013s), the messages each client missed (its room's seqs acked to
-the senders that it never received, counted from its first `hello`'s `last_seq`: must be 0),
+reconnect attempts, close codes (1013s), the messages each resumed client missed (its room's seqs
+acked to the senders that it never received, counted from its first `hello`'s `last_seq`: must be
+0; a socket still reconnecting when the run ends is counted apart, as unresumed),
 duplicates and out-of-order frames (must be 0), and the send->receive latency (p50/p99) of the
 sockets that stayed on the surviving instance before, during and after the storm. Writes
 results/storm.json and results/storm.png (sockets resumed over time; latency over time).
@@ -65,9 +66,10 @@ HANDSHAKE_TIMEOUT = 60.0  # seconds from TCP connect to `hello`; a browser would
 OPEN_TIMEOUT = 1800  # seconds for the initial sockets (joins get slower as rooms fill)
 # Kinds of a latency sample, by the receiving socket.
 STAYER, MOVER, DRAINING = 0, 1, 2
-COLUMNS = ["server", "sockets", "moved", "resumed", "all_resumed_s", "first_1012_s", "resume_p50_s", "resume_p99_s",
-           "attempts_max", "closes_1013", "missed", "duplicates", "out_of_order", "acked", "lat_before_p50_ms",
-           "lat_before_p99_ms", "lat_storm_p50_ms", "lat_storm_p99_ms", "lat_after_p99_ms", "loadavg_1m"]
+COLUMNS = ["server", "sockets", "moved", "resumed", "unresumed", "all_resumed_s", "first_1012_s", "resume_p50_s",
+           "resume_p99_s", "attempts_max", "closes_1013", "missed", "duplicates", "out_of_order", "acked",
+           "lat_before_p50_ms", "lat_before_p99_ms", "lat_storm_p50_ms", "lat_storm_p99_ms", "lat_after_p99_ms",
+           "loadavg_1m"]
 
 
 def backoff(attempt: int) -> float:
@@ -634,7 +636,7 @@ def analyse(server, args, results, sent, drain_ns, t_drain, storm_s, exit_ns, op
     acked = {room: set(seqs) for room, seqs in sent["acked"].items()}
     clients = [c for part in results.values() for c in part["clients"]]
     missed = duplicates = out_of_order = 0
-    missed_clients = 0
+    missed_clients = missed_unresumed = 0
     for client in clients:
         seqs = array("q")
         seqs.frombytes(client["seqs"])
@@ -643,8 +645,11 @@ def analyse(server, args, results, sent, drain_ns, t_drain, storm_s, exit_ns, op
         out_of_order += client["out_of_order"]
         start = client["start_seq"] if client["start_seq"] is not None else 0
         gone = sum(1 for seq in acked.get(client["room"], ()) if seq > start and seq not in received)
-        missed += gone
-        missed_clients += gone > 0
+        if client["connected"]:  # the no-gap guarantee: a connected (resumed) socket has every acked message
+            missed += gone
+            missed_clients += gone > 0
+        else:  # still reconnecting when the run ended: its gap is the storm's length, not a loss
+            missed_unresumed += gone
     moved = [c for c in clients if c["moved"]]
     resumed = [c for c in moved if c["resumed_ns"] is not None]
     resume_s = sorted((c["resumed_ns"] - drain_ns) / 1e9 for c in resumed)
@@ -709,7 +714,9 @@ def analyse(server, args, results, sent, drain_ns, t_drain, storm_s, exit_ns, op
         "resume_p99_s": round(percentile(resume_s, 99), 2) if resume_s else None,
         "attempts_max": max(attempts, default=0), "closes_1013": codes.get(1013, 0),
         "sockets_with_1013": sum(1 for c in moved if c["codes"].get(1013)),
-        "missed": missed, "clients_missing": missed_clients, "duplicates": duplicates, "out_of_order": out_of_order,
+        "missed": missed, "clients_missing": missed_clients, "missed_by_unresumed": missed_unresumed,
+        "unresumed": sum(1 for c in clients if not c["connected"]),
+        "duplicates": duplicates, "out_of_order": out_of_order,
         "acked": sum(len(s) for s in acked.values()), "unacked": sent["unacked"], "send_errors": sent["errors"],
         "senders_closed": sent["closed_by_server"],
         **{f"lat_{phase}_{q}_ms": latency[f"{phase}_stayers"][f"{q}_ms"]
