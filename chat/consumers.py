@@ -111,6 +111,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self.user_id, self.username = self.who.user_id, self.who.username
         # Before joining the hub: logout and a new password name the sockets to close by these.
         self.session_tag, self.auth_tag = accounts.socket_tags(self.scope)
+        accounts.socket_scope_release(self.scope)
         # Archived / blocked, for refusals without a query per frame: as read with the room, and
         # read again when something may have changed before the hub began passing changes on.
         self.gate = rooms.RoomGate(archived=who.archived, blocked=who.blocked)

@@ -94,6 +94,7 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             return await self.close(code=protocol.CLOSE_TOO_MANY_SOCKETS)
         self._admitted = True
         self.session_tag, self.auth_tag = accounts.socket_tags(self.scope)
+        accounts.socket_scope_release(self.scope)
         await get_hub().attach(self)
         self.push(protocol.sidebar_hello_frame(user={"id": self.user_id, "username": self.username}))
         await self.sidebar_watch()

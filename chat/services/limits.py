@@ -4,6 +4,8 @@ open sockets."""
 
 import logging
 import random
+import time
+from collections import deque
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -80,15 +82,21 @@ async def socket_release(*, user_id: int, conn_id: str) -> None:
 
 
 _joining = 0  # this process's joins between accept and hello
+_joined: deque[float] = deque(maxlen=256)  # when the latest joins ended, for the rate they end at
 
 
 def join_begin() -> float | None:
     """Count a join under way in this process; past CHAT_MAX_PENDING_JOINS it is not counted and
-    the seconds the client should wait before it tries again come back (CHAT_JOIN_RETRY_SECONDS,
-    spread from half to one and a half times it, so a storm's retries do not come back together)."""
+    the seconds the client should wait before it tries again come back: the time the joins under
+    way need at the rate joins end here, at least CHAT_JOIN_RETRY_SECONDS, spread from half to one
+    and a half times it so a storm's retries do not come back together."""
     global _joining
     if _joining >= settings.CHAT_MAX_PENDING_JOINS:
-        return round(settings.CHAT_JOIN_RETRY_SECONDS * random.uniform(0.5, 1.5), 1)
+        wait = settings.CHAT_JOIN_RETRY_SECONDS
+        if len(_joined) >= 2:
+            span = time.monotonic() - _joined[0]
+            wait = max(wait, min(60.0, _joining * span / len(_joined)))
+        return round(wait * random.uniform(0.5, 1.5), 1)
     _joining += 1
     return None
 
@@ -96,3 +104,4 @@ def join_begin() -> float | None:
 def join_end() -> None:
     global _joining
     _joining -= 1
+    _joined.append(time.monotonic())

@@ -275,8 +275,9 @@ STORAGES = {
 # Open sockets one user may hold across all instances; past it a new one closes with 4429.
 CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=20)
 # Joins one web process works on at once (accepted, hello not sent yet); past it a new socket
-# closes with 1013 and the reason `retry_after=<seconds>` (CHAT_JOIN_RETRY_SECONDS, jittered from
-# half to one and a half times it), so a reconnect storm is spread out instead of timing out.
+# closes with 1013 and the reason `retry_after=<seconds>`: the time the joins under way need at the
+# rate joins end, at least CHAT_JOIN_RETRY_SECONDS, jittered from half to one and a half times it,
+# so a reconnect storm is spread out instead of timing out.
 CHAT_MAX_PENDING_JOINS = env.int("CHAT_MAX_PENDING_JOINS", default=500)
 CHAT_JOIN_RETRY_SECONDS = env.float("CHAT_JOIN_RETRY_SECONDS", default=2.0)
 # Failed logins per account and per client address, and signups per address, in a window

@@ -117,7 +117,7 @@ async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(s
                 first = await asyncio.wait_for(ws.recv(), 30)
             except websockets.ConnectionClosed as exc:
                 shed.append((exc.rcvd.code, exc.rcvd.reason))
-                await asyncio.sleep(float(exc.rcvd.reason.partition("=")[2] or 0.2))  # the hint (daphne drops it)
+                await asyncio.sleep(min(1.0, float(exc.rcvd.reason.partition("=")[2] or 0.2)))  # daphne sends none
                 continue
             assert first.startswith('{"type":"hello"'), first
             held.append(ws)
@@ -133,7 +133,8 @@ async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(s
         assert {code for code, _ in shed} == {1013}
         if shedding.kind == "uvicorn":  # daphne does not send a close reason
             for _, reason in shed:
-                assert reason.startswith("retry_after=") and 0.1 <= float(reason.partition("=")[2]) <= 0.3
+                # At least half the setting; more while the joins under way need longer (at most 90 s).
+                assert reason.startswith("retry_after=") and 0.1 <= float(reason.partition("=")[2]) <= 90
         assert len(held) >= 40
     finally:
         await asyncio.gather(*(ws.close() for ws in held))
