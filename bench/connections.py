@@ -1,19 +1,28 @@
-"""Idle connections: how many WebSockets one web process holds, and at what memory.
+"""Joins and idle connections: how fast one web process lets sockets in, how many it holds, and at
+what memory.
 
-For each server (daphne, uvicorn) it starts ONE web instance and opens idle, authenticated sockets
-to one room in steps (each waits for its `hello`, so the connection is fully set up: session,
-room, presence in Redis). Per step it prints the sockets held (client and server's gauge), the
-server's RSS, RSS per connection above the baseline (and the step's marginal cost), the time to
-open the step, the CPU of the server and of the load generator, and the server's full garbage
-collections in the step (how many, their pauses in seconds). Then it closes everything,
-waits for the server's `chat_connections_open` to be 0 and prints the RSS left. Writes
-results/connections.{json,png}. Target: >= 10k idle sockets per process at <= 50 KB each.
+For each server (daphne, uvicorn) it starts ONE web instance. First idle sockets to one room in
+cumulative steps, each counted once its `hello` arrived (session, user, room, access, presence in
+Redis, the socket cap: the whole join): per step the sockets held (client and server's gauge), the
+server's RSS, RSS per connection above the baseline (and the step's marginal cost), the time to open
+the step, the CPU of the server and of the load generator, and the server's full garbage
+collections in the step (how many, their pauses in seconds). Then it closes everything, waits for
+the server's `chat_connections_open` to be 0 and prints the RSS left. Then the join rate: `--joins`
+sockets of `--users` real sessions opened as fast as the instance lets them in (`--procs`
+load-generator processes, `--concurrency` handshakes in flight each); a socket shed with 1013
+tries again after its close reason's `retry_after` (1 s when the server sent none). It prints
+joins/s, the time to hello (p50, p99, from the first try), sheds, failures, and the server's and
+the load generator's CPU per join; then closes them. The load generator speaks
+WebSocket by hand (a few microseconds a frame, bench.fanout's `LeanSocket`), so it leaves the cores
+to the server. Writes results/connections.{json,png}. Targets: >= 1 500 joins/s per process;
+>= 20k idle sockets per process at <= 30 KB each.
 
-    .venv/bin/python -m bench.connections --steps 1000,5000,10000
+    .venv/bin/python -m bench.connections --steps 1000,10000,20000
 """
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing as mp
 import re
@@ -23,8 +32,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import orjson
-import websockets
 
 from bench.common import (
     ROOT,
@@ -39,9 +46,12 @@ from bench.common import (
     setup_django,
     users_with_cookies,
 )
+from bench.fanout import LeanSocket, percentile, upgrade_request
 
-TARGET_SOCKETS, TARGET_KB = 10_000, 50
-STEP_TIMEOUT = 3600  # seconds: joins cost more as the room fills, so a 10k step can take many minutes
+TARGET_SOCKETS, TARGET_KB, TARGET_JOINS = 20_000, 30, 1_500
+STEP_TIMEOUT = 3600  # seconds: a slow server on a loaded machine can take many minutes a step
+JOIN_COLUMNS = ["server", "joins", "joined", "join_s", "joins_per_s", "hello_p50_ms", "hello_p99_ms", "shed",
+                "failed", "server_ms_per_join", "loadgen_ms_per_join", "loadavg"]
 COLUMNS = ["server", "step", "held", "gauge", "failed", "dropped", "open_s", "opened_per_s", "rss_mb",
            "kb_per_conn", "marginal_kb", "server_cpu_s", "loadgen_cpu_s", "gc_full", "gc_full_s"]
 CLOSE_COLUMNS = ["server", "closed", "close_s", "gauge_after", "baseline_mb", "peak_mb", "after_close_mb",
@@ -82,70 +92,114 @@ def settled(predicate, timeout: float) -> bool:
 
 # --- the load generator: one process holds its share of the sockets --------------------------------
 
+class JoinSocket(LeanSocket):
+    """A socket that waits for its first frame (`hello`) and remembers how the server closed it."""
+
+    def __init__(self, request: bytes, opened: asyncio.Future, hello: asyncio.Future) -> None:
+        super().__init__(request, opened)
+        self.hello = hello
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def on_text(self, now: int, payload: bytes) -> None:
+        if not self.hello.done():
+            self.hello.set_result(payload)
+
+    def data_received(self, data: bytes) -> None:
+        # The server's close frame, for its code and reason (a shed socket's come with the 101).
+        frames = data
+        if not self.upgraded:
+            _, found, frames = (self.buffer + data).partition(b"\r\n\r\n")
+            frames = frames if found else b""
+        at = 0
+        while len(frames) - at >= 2:
+            opcode, length = frames[at] & 0x0F, frames[at + 1] & 0x7F
+            start = at + 2 + (2 if length == 126 else 8 if length == 127 else 0)
+            if length >= 126:
+                length = int.from_bytes(frames[at + 2:start], "big")
+            if opcode == 0x8 and length >= 2:
+                self.close_code = int.from_bytes(frames[start:start + 2], "big")
+                self.close_reason = frames[start + 2:start + length].decode(errors="replace")
+            at = start + length
+        super().data_received(data)
+
+    def connection_lost(self, exc) -> None:
+        if not self.opened.done():  # before the upgrade: nobody waits for the hello yet
+            self.opened.set_exception(ConnectionError(f"closed {self.close_code} before the upgrade"))
+            self.hello.cancel()
+        elif not self.hello.done():
+            self.hello.set_exception(ConnectionError(f"closed {self.close_code}"))
+
+
 async def _hold(index: int, url: str, origin: str, cookies: list[str], source: str, concurrency: int,
                 commands, reports) -> None:
-    sockets: list = []
+    loop = asyncio.get_running_loop()
+    sockets: list[JoinSocket] = []
     failures: Counter = Counter()
-    dropped: Counter = Counter()  # sockets the server closed while we held them, by close code
-    drains: set[asyncio.Task] = set()
     gate = asyncio.Semaphore(concurrency)  # in-flight handshakes: a burst past the listen backlog stalls
-    closing = False
+    waits: list[float] = []  # first try -> hello, per socket
+    shed = 0
     opened = 0
 
-    async def drain(ws) -> None:
-        # Read whatever comes (presence frames): a socket that does not read is cut with 4408.
-        try:
-            async for _ in ws:
-                pass
-        except websockets.ConnectionClosed:
-            pass
-        if not closing:
-            dropped[str(ws.close_code)] += 1
+    async def open_one(n: int, keep: list) -> None:
+        nonlocal shed, opened
+        first = time.perf_counter()
+        for _ in range(100):
+            async with gate:
+                host, port, request = upgrade_request(url, origin, cookies[n % len(cookies)])
+                up, hello = loop.create_future(), loop.create_future()
+                sock = None
+                try:
+                    _, sock = await loop.create_connection(functools.partial(JoinSocket, request, up, hello), host,
+                                                           port, local_addr=(source, 0))
+                    await asyncio.wait_for(up, 60)
+                    frame = await asyncio.wait_for(hello, 60)
+                    if not frame.startswith(b'{"type":"hello"'):
+                        raise ValueError(f"first frame {frame[:40]!r}")
+                except (OSError, TimeoutError, ValueError) as exc:
+                    if sock is not None and sock.close_code == 1013:  # shed: try again after the hint
+                        shed += 1
+                        hint = sock.close_reason.partition("retry_after=")[2]
+                        retry = float(hint) if hint else 1.0
+                    else:
+                        failures[f"{type(exc).__name__} {sock.close_code if sock else ''}".strip()] += 1
+                        if sock is not None:
+                            sock.transport.close()
+                        return
+                else:
+                    waits.append(time.perf_counter() - first)
+                    keep.append(sock)
+                    opened += 1
+                    if opened % 50 == 0:
+                        reports.put(("progress", 50))
+                    return
+            await asyncio.sleep(retry)
+        failures["shed 100 times"] += 1
 
-    async def open_one(n: int) -> None:
-        nonlocal opened
-        ws = None
-        async with gate:
-            try:
-                ws = await websockets.connect(
-                    url, origin=origin, additional_headers={"Cookie": f"sessionid={cookies[n % len(cookies)]}"},
-                    compression=None, max_size=None, open_timeout=60,
-                    ping_interval=None,  # idle: the server's own pings keep it alive
-                    local_addr=(source, 0))  # a source address per process: local ports do not run short
-                first = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
-                if first["type"] != "hello":
-                    raise ValueError(f"first frame {first['type']}")
-            except (OSError, TimeoutError, ValueError, websockets.WebSocketException) as exc:
-                failures[type(exc).__name__] += 1
-                if ws is not None:  # connected but no hello in time: do not leave it open
-                    await ws.close()
-                return
-        sockets.append(ws)
-        task = asyncio.ensure_future(drain(ws))
-        drains.add(task)
-        task.add_done_callback(drains.discard)
-        opened += 1
-        if opened % 50 == 0:
-            reports.put(("progress", 50))
-
-    async def close_one(ws) -> None:
-        async with gate:
-            await ws.close()
-
-    loop = asyncio.get_running_loop()
-    counter = 0
     while True:
         command, arg = await loop.run_in_executor(None, commands.get)
         cpu = own_cpu()
-        if command == "open":
-            wanted = arg - len(sockets)
-            await asyncio.gather(*(open_one(n) for n in range(counter, counter + wanted)))
-            counter += wanted
-            reports.put(("opened", index, len(sockets), own_cpu() - cpu, dict(failures), dict(dropped)))
-        else:  # "close"
-            closing = True
-            await asyncio.gather(*(close_one(ws) for ws in sockets))
+        if command in ("open", "joins"):
+            failures.clear()
+            waits.clear()
+            shed = 0
+            keep = sockets if command == "open" else []
+            wanted = arg - len(sockets) if command == "open" else arg
+            began = time.perf_counter()
+            await asyncio.gather(*(open_one(n, keep) for n in range(wanted)))
+            elapsed = time.perf_counter() - began
+            dropped = Counter(str(s.close_code) for s in sockets if s.transport.is_closing())
+            reports.put((command, index, len(sockets) if command == "open" else len(keep), own_cpu() - cpu,
+                         dict(failures), dict(dropped), elapsed, list(waits), shed))
+            if command == "joins":  # the join-rate sockets go before the idle steps
+                for sock in keep:
+                    sock.transport.close()
+        elif command == "close":
+            for sock in sockets:
+                sock.transport.close()
             reports.put(("closed", index, len(sockets), own_cpu() - cpu))
+            sockets.clear()
+        else:  # "stop"
             return
 
 
@@ -159,9 +213,21 @@ def loadgen(*args) -> None:
     asyncio.run(_hold(*args))
 
 
+def _collect(reports, procs: int, progress) -> list:
+    results = []
+    while len(results) < procs:
+        report = reports.get(timeout=STEP_TIMEOUT)
+        if report[0] == "progress":
+            progress.update(report[1])
+        else:
+            results.append(report)
+    return results
+
+
 # --- one server -----------------------------------------------------------------------------------
 
-def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs: int, concurrency: int) -> dict:
+def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs: int, concurrency: int,
+            joins: int) -> dict:
     from django.db import connections
 
     from tests.support import WebServer
@@ -173,31 +239,27 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
     commands = [ctx.Queue() for _ in range(procs)]
     children = []
     rows: list[dict] = []
+    join_row = None
     try:
         settled(lambda: gauge(web.url) == 0, 10)  # /metrics answers: the app is fully loaded
-        baseline = rss_kb(pid)
         connections.close_all()  # the children must not share this process's database connection
         url = f"ws://127.0.0.1:{web.port}/ws/chat/{slug}/"
         for k in range(procs):
             # Each process shifts the cookies so users spread evenly; its own 127.0.0.x source.
             mine = cookies[k:] + cookies[:k]
-            child = ctx.Process(target=loadgen, args=(k, url, web.url, mine, f"127.0.0.{k + 2}", concurrency,
+            child = ctx.Process(target=loadgen, args=(k, url, web.url, mine, f"127.0.0.{k + 2}",
+                                                      concurrency,
                                                       commands[k], reports), daemon=True)
             child.start()
             children.append(child)
+        baseline = rss_kb(pid)
         held, rss = 0, baseline
         for step in steps:
             began, server_cpu, collections = time.perf_counter(), process_cpu(pid), full_collections(web.url)
             for k, queue in enumerate(commands):
                 queue.put(("open", step // procs + (1 if k < step % procs else 0)))
-            results = []
             with Progress(f"connections: {server} opening", total=step, unit="sockets", initial=held) as progress:
-                while len(results) < procs:
-                    report = reports.get(timeout=STEP_TIMEOUT)
-                    if report[0] == "progress":
-                        progress.update(report[1])
-                    else:
-                        results.append(report)
+                results = _collect(reports, procs, progress)
             open_s = time.perf_counter() - began
             previous_held, previous_rss = held, rss
             held = sum(r[2] for r in results)
@@ -207,6 +269,7 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
             row = {"server": server, "step": step, "held": held, "gauge": now_gauge,
                    "failed": sum(sum(r[4].values()) for r in results),
                    "dropped": sum(sum(r[5].values()) for r in results),
+                   "shed": sum(r[8] for r in results),
                    "failures": dict(sum((Counter(r[4]) for r in results), Counter())),
                    "drop_codes": dict(sum((Counter(r[5]) for r in results), Counter())),
                    "open_s": round(open_s, 1),
@@ -236,24 +299,63 @@ def measure(server: str, slug: str, cookies: list[str], steps: list[int], procs:
                  "peak_mb": round(peak / 1024, 1), "after_close_mb": round(after / 1024, 1),
                  "given_back_mb": round((peak - after) / 1024, 1), "kept_mb": round((after - baseline) / 1024, 1)}
         print("  ".join(f"{c}={close[c]}" for c in CLOSE_COLUMNS), flush=True)
+        if joins:  # after the memory figures: the join rate's sockets would leave the baseline high
+            join_row = _join_rate(server, web, pid, commands, reports, procs, joins)
     finally:
+        for queue in commands:
+            queue.put(("stop", None))
         for child in children:
             child.join(30)
             if child.is_alive():
                 child.kill()
         web.stop()
-    return {"steps": rows, "close": close, "log": str(web.log_path)}
+    return {"joins": join_row, "steps": rows, "close": close, "log": str(web.log_path)}
+
+
+def _join_rate(server: str, web, pid: int, commands, reports, procs: int, joins: int) -> dict:
+    """Open `joins` sockets as fast as the instance lets them in, then close them."""
+    import os
+
+    server_cpu = process_cpu(pid)
+    for k, queue in enumerate(commands):
+        queue.put(("joins", joins // procs + (1 if k < joins % procs else 0)))
+    with Progress(f"connections: {server} joining", total=joins, unit="sockets") as progress:
+        results = _collect(reports, procs, progress)
+    elapsed = max(r[6] for r in results)
+    server_cpu = process_cpu(pid) - server_cpu
+    joined = sum(r[2] for r in results)
+    waits = sorted(w for r in results for w in r[7])
+    row = {"server": server, "joins": joins, "joined": joined, "join_s": round(elapsed, 2),
+           "joins_per_s": round(joined / max(elapsed, 1e-9)),
+           "hello_p50_ms": round(1000 * percentile(waits, 50), 1),
+           "hello_p99_ms": round(1000 * percentile(waits, 99), 1),
+           "shed": sum(r[8] for r in results), "failed": sum(sum(r[4].values()) for r in results),
+           "failures": dict(sum((Counter(r[4]) for r in results), Counter())),
+           "server_ms_per_join": round(1000 * server_cpu / max(joined, 1), 2),
+           "loadgen_ms_per_join": round(1000 * sum(r[3] for r in results) / max(joined, 1), 2),
+           "loadavg": round(os.getloadavg()[0], 2)}
+    print("  ".join(f"{c}={row[c]}" for c in [*JOIN_COLUMNS, "failures"]), flush=True)
+    settled(lambda: gauge(web.url) == 0, 60)  # the join-rate sockets are gone before the idle steps
+    return row
 
 
 # --- report ----------------------------------------------------------------------------------------
 
 def print_report(result: dict) -> None:
+    joins = [server["joins"] for server in result["servers"].values() if server["joins"]]
+    if joins:
+        print_table(joins, JOIN_COLUMNS)
+        print()
     rows = [r for server in result["servers"].values() for r in server["steps"]]
     print_table(rows, COLUMNS)
     print()
     print_table([s["close"] for s in result["servers"].values()], CLOSE_COLUMNS)
-    print(f"\ntarget: >= {TARGET_SOCKETS} idle sockets per process at <= {TARGET_KB} KB each")
+    print(f"\ntargets: >= {TARGET_JOINS} joins/s per process; >= {TARGET_SOCKETS} idle sockets per process at "
+          f"<= {TARGET_KB} KB each")
     for server, data in result["servers"].items():
+        if data["joins"]:
+            rate = data["joins"]["joins_per_s"]
+            print(f"  {server}: {rate} joins/s -> {'meets' if rate >= TARGET_JOINS else 'misses'} the target")
         last = data["steps"][-1]
         ok = last["held"] >= TARGET_SOCKETS and last["kb_per_conn"] is not None and last["kb_per_conn"] <= TARGET_KB
         print(f"  {server}: {last['held']} held at {last['kb_per_conn']} KB each -> "
@@ -291,21 +393,28 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default="daphne,uvicorn")
-    parser.add_argument("--steps", default="1000,5000,10000", help="sockets held after each step (cumulative)")
+    parser.add_argument("--steps", default="1000,10000,20000", help="sockets held after each step (cumulative)")
+    parser.add_argument("--joins", type=int, default=3000, help="sockets of the join-rate measure (0: none)")
     parser.add_argument("--users", type=int, default=50, help="users whose sessions the sockets share")
     parser.add_argument("--procs", type=int, default=4, help="load-generator processes")
-    parser.add_argument("--concurrency", type=int, default=8, help="handshakes in flight per process")
+    parser.add_argument("--concurrency", type=int, default=64, help="handshakes in flight per process")
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # Every socket is a file on both sides: the server (started after this) inherits the limit.
+    # Every socket is a file on both sides: the server (started after this) inherits the limit, raised
+    # past the hard one where this process may (root), else up to it.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard < steps[-1] + 1000:
-        print(f"warning: the hard file limit ({hard}) is close to {steps[-1]} sockets", flush=True)
+    wanted = max(hard, max(steps[-1], args.joins) + 5000)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit < max(steps[-1], args.joins) + 1000:
+        print(f"warning: the file limit ({limit}) is close to {steps[-1]} sockets", flush=True)
 
     env = environment()
     setup_django("chat_bench_connections")
@@ -315,13 +424,14 @@ def main() -> None:
 
     owner = get_user_model().objects.create_user(username=f"connections-{RUN}")
     cookies = [c for _, c in users_with_cookies(args.users, "conn")]
-    result = {**env, "settings": {**vars(args), "nofile": [soft, hard]}, "servers": {}}
+    result = {**env, "settings": {**vars(args), "nofile": [soft, hard, limit]}, "servers": {}}
     for server in args.servers.split(","):
         # A room per server: the presence of one run does not show in the other's.
         room = room_create(owner=owner, name=f"idle {server} {RUN}", private=False)
         print(f"== {server}: one instance, idle sockets to one room in steps {args.steps}, {args.users} users, "
               f"{args.procs} load-generator processes", flush=True)
-        result["servers"][server] = measure(server, room.slug, cookies, steps, args.procs, args.concurrency)
+        result["servers"][server] = measure(server, room.slug, cookies, steps, args.procs, args.concurrency,
+                                            args.joins)
     print()
     print_report(result)
     (out / "connections.json").write_text(json.dumps(result, indent=2))

@@ -114,6 +114,9 @@ up() {
   app_env
   (cd "$ROOT" && "$PY" manage.py migrate --noinput -v 0)
   local i
+  # Every socket is an open file, and one web instance holds tens of thousands: the limit its
+  # processes inherit, as high as this shell may set it (docs/performance.md, "Memory").
+  ulimit -n "${STACK_NOFILE:-65536}" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   for i in "${!WEB_PORTS[@]}"; do
     start "web-$((i + 1))" "$DIR/web-$((i + 1)).log" env DATABASE_URL="$WEB_DATABASE_URL" \
       "$PY" -m daphne -b 127.0.0.1 -p "${WEB_PORTS[$i]}" --proxy-headers config.asgi:application
