@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 SOCKET_HIGH_WATER = 256 * 1024  # unsent bytes in the server's transport above which the writer waits
 MAX_UNCONFIRMED = 1000  # sent messages of one socket still waiting for Kafka
+_cleanups: set[asyncio.Task] = set()  # sockets' cleanups under way, kept until done (the loop keeps none)
 
 
 class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
@@ -51,6 +52,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     _closing = False
     _greeted = False  # hello sent: the user's standing changes go as `standing` frames
     _counted = False
+    _leaving: asyncio.Task | None = None  # the cleanup, once begun
 
     async def __call__(self, scope, receive, send):
         # channels runs every receive as a new task under asyncio.wait, three event-loop turns a
@@ -61,6 +63,12 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        except asyncio.CancelledError:
+            # daphne cancels an application still running 10 s after its client left (its
+            # application_close_timeout; thousands at once after a mass disconnect): the socket
+            # still leaves the hub, presence and its user's count, or it would stay "online".
+            self._cleanup()
+            raise
 
     async def dispatch(self, message):
         # Skip channels' per-message close_old_connections() thread hop: ORM work already goes
@@ -138,6 +146,17 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         # speaks only contract §4 gets only its frames.
 
     async def disconnect(self, code):
+        await asyncio.shield(self._cleanup())
+
+    def _cleanup(self) -> asyncio.Task:
+        """The socket's cleanup, once, in a task of its own that a cancelled consumer does not cut short."""
+        if self._leaving is None:
+            self._leaving = asyncio.ensure_future(self._leave())
+            _cleanups.add(self._leaving)
+            self._leaving.add_done_callback(_cleanups.discard)
+        return self._leaving
+
+    async def _leave(self) -> None:
         if self._counted:
             metrics.CONNECTIONS.dec()
             self._counted = False
