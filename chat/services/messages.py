@@ -1,7 +1,10 @@
 """Messages: send and confirm, edit, delete, report, and replay after a reconnect."""
 
 import asyncio
+import itertools
 import logging
+import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -221,7 +224,7 @@ async def message_current(*, room_id: int, message_id: str, fresh: bool = True) 
     return stored and stored["frame"]
 
 
-CHANGE_TRIES = 8  # rounds of compare-and-set one change makes while others change the same message
+CHANGE_SECONDS = 3.0  # how long one change keeps trying while others change the same message
 
 
 async def message_change(*, room_id: int, message_id: str, change, live=None,
@@ -232,7 +235,10 @@ async def message_change(*, room_id: int, message_id: str, change, live=None,
     it, so they see a message's changes in order. Returns (the frame changed from, the new frame), or None.
     `fresh=False`: the caller waited for the workers to store the room already (message_current)."""
     current = await message_current(room_id=room_id, message_id=message_id, fresh=fresh)
-    for _ in range(CHANGE_TRIES):
+    deadline = time.monotonic() + CHANGE_SECONDS
+    for attempt in itertools.count():
+        if attempt >= 2:  # a message many change at once (a popular reaction): spread the retries
+            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** attempt)))
         if current is None:
             raise NotFound("No such message.")
         new = change(current)
@@ -244,6 +250,8 @@ async def message_change(*, room_id: int, message_id: str, change, live=None,
         if newer is None:
             return current, new
         current = newer
+        if time.monotonic() > deadline:
+            break
     raise ChatError("The message is being changed by many at once; try again.", code=protocol.ERROR_UNAVAILABLE,
                     retry_after=protocol.UNAVAILABLE_RETRY_AFTER)
 
