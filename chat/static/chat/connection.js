@@ -8,6 +8,12 @@ const ACK_TIMEOUT_MS = 15000;
 // Closes after which reconnecting cannot help: logged out, refused, no such room.
 export const FATAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
 
+/** The wait (ms) a 1013 close asks for in its reason, `retry_after=<seconds>`; 0 when none. */
+export function retryHint(event) {
+  const match = event.code === 1013 && /retry_after=([\d.]+)/.exec(event.reason || "");
+  return match ? Math.min(60, Number(match[1])) * 1000 : 0;
+}
+
 export class Connection {
   #frames = new Emitter();
   #stateHandlers = [];
@@ -94,10 +100,10 @@ export class Connection {
     }
     // 1012 (server restarting) and 4408 (we fell behind) reconnect at once to another instance.
     if (wasConnected && (event.code === 1012 || event.code === 4408)) this.#attempt = 0;
-    this.#scheduleReconnect(event.code);
+    this.#scheduleReconnect(event.code, retryHint(event));
   }
 
-  #scheduleReconnect(code) {
+  #scheduleReconnect(code, notBefore = 0) {
     if (this.#stopped) return;
     if (!navigator.onLine) {
       this.#setState({ state: "offline" }); // the "online" event brings us back
@@ -105,7 +111,9 @@ export class Connection {
     }
     // Exponential backoff with full jitter, capped at 30 s.
     const ceiling = Math.min(30000, 500 * 2 ** this.#attempt);
-    const delay = this.#attempt === 0 ? Math.random() * 500 : Math.random() * ceiling;
+    const backoff = this.#attempt === 0 ? Math.random() * 500 : Math.random() * ceiling;
+    // An instance shedding joins (1013) says how long: that, spread a little, unless backoff is longer.
+    const delay = Math.max(backoff, notBefore * (1 + Math.random() * 0.5));
     this.#attempt += 1;
     this.#setState({ state: "reconnecting", delay, code });
     this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
