@@ -34,6 +34,9 @@ from chat.roomstate import HUB_GROUP, room_state
 
 logger = logging.getLogger(__name__)
 
+# A room's last seen message while its shard's events were interrupted: unknown, maybe missed.
+_EVENTS_LOST = (None, None)
+
 
 class LocalConnection(Protocol):
     conn_id: str
@@ -328,6 +331,8 @@ class RoomHub:
         if room_id not in self._subscribed:  # joining or leaving: nothing to compare with
             return False
         last, self._last_seq[room_id] = self._last_seq.get(room_id), (epoch, seq)
+        if last is _EVENTS_LOST:  # the first since the shard's events stopped: any before it may be lost
+            return True
         if last is None:
             return False
         if epoch is not None and last[0] is not None and epoch != last[0]:
@@ -400,7 +405,9 @@ class RoomHub:
         self._flush()
         rooms = [room_id for room_id in self.rooms if room_state().shard_index(room_id) == index]
         for room_id in rooms:
-            self._last_seq.pop(room_id, None)
+            # Sockets that join before the last of these leaves keep the room subscribed, on a
+            # connection that may come back after more publishes: its next message resyncs them.
+            self._last_seq[room_id] = _EVENTS_LOST
             if room_id in self._room_serial:  # its state may have changed unseen: joins under way read again
                 self._room_changed(room_id)
             for conn in tuple(self.rooms.get(room_id, ())):
