@@ -2,6 +2,7 @@
 of a user's sidebar."""
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
-from chat import protocol, selectors
+from chat import drain, protocol, selectors
 from chat.errors import ChatError
 from chat.models import ReadState
 from chat.roomstate import RedisRoomState, room_state
@@ -18,6 +19,7 @@ from chat.services.events import after_commit, hub_event, room_broadcast, sideba
 from chat.services.limits import rate_take
 from chat.services.rooms import room_gate_blocked
 
+logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Participant:
@@ -179,7 +181,7 @@ async def presence_arrive(who: Participant) -> dict:
         seq, members = await state.last_seq(who.room_id), None
     online = sorted(m.decode() for m in members) if members is not None else await state.presence_online(who.room_id)
     if new:
-        await room_broadcast(who.room_id, protocol.presence_frame(online=online))
+        await presence_announce(who.room_id)
     if seq is None:
         seq = await room_last_seq(who.room_id)
     return await hello_for(who, last_seq=int(seq), online=online)
@@ -192,12 +194,61 @@ async def presence_enter(who: Participant) -> None:
 
 async def presence_exit(who: Participant) -> None:
     if await room_state().presence_leave(who.room_id, who.conn_id, who.username):
-        await presence_announce(who.room_id)
+        announced = _announcer().schedule(who.room_id)
+        if drain.is_draining():
+            # The process exits once its sockets' cleanups end: announce the leave before then.
+            await asyncio.wait({announced})
 
 
 async def presence_announce(room_id: int) -> None:
-    online = await room_state().presence_online(room_id)
-    await room_broadcast(room_id, protocol.presence_frame(online=online))
+    """Tell the room's sockets on every instance who is online, once the room's changes of the next
+    CHAT_PRESENCE_COALESCE_SECONDS are in (`_Announcer`); returns without waiting for it."""
+    _announcer().schedule(room_id)
+
+
+class _Announcer:
+    """A process's presence announcements: per room at most one waiting or running, which reads
+    the online list when it runs, so a burst of joins and leaves is one frame of the newest list
+    instead of a frame per change to every socket in the room."""
+
+    def __init__(self) -> None:
+        self.changed: set[int] = set()  # rooms changed since their announcement last began reading
+        self.tasks: dict[int, asyncio.Task] = {}  # kept until done: the loop holds tasks weakly
+
+    def schedule(self, room_id: int) -> asyncio.Task:
+        self.changed.add(room_id)
+        task = self.tasks.get(room_id)
+        if task is None:
+            task = self.tasks[room_id] = asyncio.ensure_future(self._run(room_id))
+        return task
+
+    async def _run(self, room_id: int) -> None:
+        try:
+            while room_id in self.changed:
+                window = settings.CHAT_PRESENCE_COALESCE_SECONDS
+                if window > 0:
+                    await asyncio.sleep(window)
+                # Cleared before the read: a change from here on is after it and gets a round of its own.
+                self.changed.discard(room_id)
+                try:
+                    online = await room_state().presence_online(room_id)
+                    await room_broadcast(room_id, protocol.presence_frame(online=online))
+                except Exception as exc:  # noqa: BLE001 - the room's next change announces again
+                    logger.warning("presence of room %s not announced (%r); its next change tries again",
+                                   room_id, exc)
+        finally:
+            self.tasks.pop(room_id, None)
+
+
+_announcers: dict = {}
+
+
+def _announcer() -> _Announcer:
+    loop = asyncio.get_running_loop()
+    announcer = _announcers.get(loop)
+    if announcer is None:
+        announcer = _announcers[loop] = _Announcer()
+    return announcer
 
 
 async def typing_notify(*, who: Participant, active: bool) -> None:
