@@ -1,3 +1,6 @@
+"""Read and re-drive the worker's dead letters: reading is chat/bus/deadletter_reader.py, the
+re-drive and its ledger chat/services/deadletters.py; this command parses, prints and exits."""
+
 import argparse
 import time
 from collections import Counter
@@ -7,25 +10,28 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils import timezone
 
+from chat.bus.deadletter_reader import (
+    TIMEOUT,
+    DeadLetter,
+    DeadLettersError,
+    Filter,
+    age_text,
+    dead_letter_get,
+    dead_letters_read,
+    since_parse,
+)
+from chat.management.commandkit import at_least, exits_on
 from chat.services.deadletters import (
     APPLIED,
     FAILED,
     SKIPPED,
-    TIMEOUT,
     WOULD_REDRIVE,
-    DeadLetter,
-    DeadLettersError,
-    Filter,
     RedriveStopped,
     RedriveSummary,
     Result,
-    age_text,
-    dead_letter_get,
     dead_letter_ledger,
     dead_letters_ledger,
-    dead_letters_read,
     dead_letters_redrive,
-    since_parse,
 )
 
 # Exit codes: 1 when a dead letter failed to re-drive, 2 when the command could not do its work
@@ -41,24 +47,15 @@ def _since(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _chosen(options) -> Filter:
+    return Filter(since=options["since"], reason=options["reason"])
+
+
 def _ledger_word(ledger: dict | None, letter: DeadLetter) -> str:
     if ledger is None:
         return "?"
     entry = ledger.get((letter.partition, letter.offset))
     return entry.outcome if entry is not None and entry.source == letter.source else "-"
-
-
-def _at_least(least: float, kind=int):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least:g}, not {value:g}")
-        return value
-
-    return parse
 
 
 class Command(BaseCommand):
@@ -70,7 +67,7 @@ class Command(BaseCommand):
         common = argparse.ArgumentParser(add_help=False)
         common.add_argument("--topic", default=None,
                             help="The message topic whose dead letters to read, <topic>.dead (default: KAFKA_TOPIC).")
-        common.add_argument("--timeout", type=_at_least(0.5, float), default=TIMEOUT,
+        common.add_argument("--timeout", type=at_least(0.5, float), default=TIMEOUT,
                             help=f"Seconds any Kafka call may take before the command gives up (default: {TIMEOUT:g}).")
         # Also after the subcommand (`redrive -v 2`); unset there, the command's own -v stands.
         common.add_argument("-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS,
@@ -88,7 +85,7 @@ class Command(BaseCommand):
                         "topic (partition:offset), where it came from (topic:partition:offset), its room and "
                         "event when its value says so, its age and the reason; then how many there are of each "
                         "reason, and whether each was re-driven.")
-        listing.add_argument("--limit", type=_at_least(0), default=None,
+        listing.add_argument("--limit", type=at_least(0), default=None,
                              help="Print at most this many lines (the counts still cover every match).")
         showing = actions.add_parser(
             "show", parents=[common], help="One dead letter in full: headers and value.",
@@ -109,19 +106,10 @@ class Command(BaseCommand):
                                help="Decode and report what would be re-driven; write nothing, to the ledger "
                                     "neither.")
 
-    def handle(self, *args, **options):
-        try:
-            if options["action"] == "list":
-                self.handle_list(options)
-            elif options["action"] == "show":
-                self.handle_show(options)
-            else:
-                self.handle_redrive(options)
-        except RedriveStopped as exc:
-            self.summary(exc.summary, dry_run=options["dry_run"])
-            raise CommandError(f"stopped: {exc}", returncode=UNABLE_EXIT) from exc
-        except DeadLettersError as exc:
-            raise CommandError(str(exc), returncode=UNABLE_EXIT) from exc
+    def handle(self, *args, action: str, **options):
+        run = {"list": self.handle_list, "show": self.handle_show, "redrive": self.handle_redrive}[action]
+        with exits_on(DeadLettersError, returncode=UNABLE_EXIT):
+            run(options)
 
     def handle_list(self, options) -> None:
         now, shown, reasons, total = timezone.now(), 0, Counter(), 0
@@ -135,7 +123,7 @@ class Command(BaseCommand):
             nonlocal total
             total += 1
 
-        only = Filter(since=options["since"], reason=options["reason"])
+        only = _chosen(options)
         for letter in dead_letters_read(topic=options["topic"], only=only, timeout=options["timeout"], skipped=other):
             total += 1
             reasons[letter.reason] += 1
@@ -191,9 +179,12 @@ class Command(BaseCommand):
                 last = time.monotonic()
                 self.stdout.write(f"... {seen} read so far, {failed} failed")
 
-        summary = dead_letters_redrive(topic=options["topic"], only=Filter(since=options["since"],
-                                       reason=options["reason"]), dry_run=dry_run, timeout=options["timeout"],
-                                       report=report)
+        try:
+            summary = dead_letters_redrive(topic=options["topic"], only=_chosen(options), dry_run=dry_run,
+                                           timeout=options["timeout"], report=report)
+        except RedriveStopped as exc:
+            self.summary(exc.summary, dry_run=dry_run)  # what was done before Kafka or Postgres failed
+            raise CommandError(f"stopped: {exc}", returncode=UNABLE_EXIT) from exc
         self.summary(summary, dry_run=dry_run)
         if summary.failed:
             raise CommandError(f"{summary.failed} dead letter{'' if summary.failed == 1 else 's'} "

@@ -1,23 +1,13 @@
-import argparse
+"""Delete the messages past their room's retention (chat/services/retention.py); this command
+parses, prints and exits."""
+
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from chat.management.commandkit import at_least, exits_on
 from chat.services.retention import PruneError, PruneRunning, RoomPruned, messages_prune
-
-
-def _at_least(least: float, kind=int):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least:g}, not {value:g}")
-        return value
-
-    return parse
 
 
 def _days(days: int | None) -> str:
@@ -38,9 +28,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true",
                             help="Count what would be deleted, per room, and delete nothing.")
-        parser.add_argument("--batch-size", type=_at_least(1), default=1000, metavar="N",
+        parser.add_argument("--batch-size", type=at_least(1), default=1000, metavar="N",
                             help="Messages deleted per transaction (default: 1000).")
-        parser.add_argument("--sleep", type=_at_least(0, float), default=0.1, metavar="SECONDS",
+        parser.add_argument("--sleep", type=at_least(0, float), default=0.1, metavar="SECONDS",
                             help="Pause between two batches (default: 0.1).")
         parser.add_argument("--room", default=None, metavar="SLUG",
                             help="Prune this room only (default: every room with a retention).")
@@ -63,13 +53,12 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         try:
-            summary = messages_prune(room_slug=room, batch_size=batch_size, pause=sleep, dry_run=dry_run,
-                                     progress=progress)
+            with exits_on(PruneError):
+                summary = messages_prune(room_slug=room, batch_size=batch_size, pause=sleep, dry_run=dry_run,
+                                         progress=progress)
         except PruneRunning as exc:
             self.stdout.write(f"{exc}: nothing done")
             return
-        except PruneError as exc:
-            raise CommandError(str(exc)) from None
         except (DatabaseError, OSError) as exc:
             deleted = sum(pruned.messages for pruned in rooms.values())
             raise CommandError(f"pruning failed after {deleted} messages deleted: {exc.__class__.__name__}: "
