@@ -1,9 +1,14 @@
 """Presence and typing across instances on the real Redis layer: one user with two tabs is one
-online user, a crashed instance's users drop out on their own, and typing is throttled per user."""
+online user, a crashed instance's users drop out on their own, a burst of joins or leaves is a few
+frames with the newest list, a user moving instances does not flap offline, and typing is
+throttled per user."""
 
+import asyncio
 import time
+from contextlib import AsyncExitStack
 
-from tests.conftest import RUN, child_env
+from chat.roomstate import room_state
+from tests.conftest import RUN, child_env, make_user, session_cookie
 from tests.support import WebServer, chat_socket
 
 
@@ -39,6 +44,68 @@ async def test_a_crashed_instances_users_drop_out_on_their_own(web_a, alice, bob
             assert online == [alice.username]
     finally:
         doomed.stop()
+
+
+def presence_frames(sock, since: int) -> list[list[str]]:
+    return [f["online"] for f in sock.frames[since:] if f["type"] == "presence"]
+
+
+async def test_a_burst_of_joins_and_of_leaves_is_a_few_frames_with_the_newest_list(web_a, web_b, alice, room):
+    joiners = [make_user("joiner") for _ in range(12)]
+    cookies = [session_cookie(user) for user in joiners]
+    everyone = sorted([alice.username, *(user.username for user in joiners)])
+    async with chat_socket(web_a, room.slug, alice.cookie) as observer:
+        await next_presence(observer, lambda online: online == [alice.username])  # its own arrival's
+        since = len(observer.frames)
+        async with AsyncExitStack() as stack:
+            # All at once on the other instance: its changes within CHAT_PRESENCE_COALESCE_SECONDS
+            # (0.25 s) of the first go out as one frame, read when it goes.
+            socks = await asyncio.gather(*(stack.enter_async_context(chat_socket(web_b, room.slug, cookie))
+                                           for cookie in cookies))
+            await next_presence(observer, lambda online: online == everyone)
+            burst = presence_frames(observer, since)
+            assert 1 <= len(burst) <= 3, burst
+            assert all(set(online) <= set(everyone) for online in burst)
+
+            # One leaving alone is still announced: the final state always goes out.
+            gone = joiners[0].username
+            await socks[0].close()
+            online = await next_presence(observer, lambda online: gone not in online)
+            assert online == [name for name in everyone if name != gone]
+
+            since = len(observer.frames)
+            await asyncio.gather(*(sock.close() for sock in socks[1:]))
+            await next_presence(observer, lambda online: online == [alice.username])
+            leaves = presence_frames(observer, since)
+            assert len(leaves) <= 3, leaves
+
+
+async def test_a_user_moving_instances_within_the_window_does_not_flap_offline(web_b, alice, bob, room):
+    # A window far longer than a join, so the move is inside it however loaded the machine is.
+    old = WebServer(f"web-window-{RUN}", child_env(CHAT_PRESENCE_COALESCE_SECONDS="3")).start()
+    try:
+        async with chat_socket(web_b, room.slug, alice.cookie) as observer:
+            async with chat_socket(old, room.slug, bob.cookie) as moving:
+                await next_presence(observer, lambda online: bob.username in online)
+                since = len(observer.frames)
+                await moving.close()
+
+                async def left() -> bool:
+                    return bob.username not in await room_state().presence_online(room.id)
+
+                deadline = time.monotonic() + 10
+                while not await left():  # bob's leave is in Redis: the old instance's window runs
+                    assert time.monotonic() < deadline, "bob's leave never reached Redis"
+                    await asyncio.sleep(0.02)
+            async with chat_socket(web_b, room.slug, bob.cookie) as moved:
+                assert bob.username in moved.hello["online"]
+                # The new instance announces the join, the old one the leave after its window: both
+                # read the list once bob is back.
+                while len(presence_frames(observer, since)) < 2:
+                    await observer.recv_type("presence", timeout=15)
+                assert all(bob.username in online for online in presence_frames(observer, since))
+    finally:
+        old.stop()
 
 
 async def test_typing_is_relayed_once_a_start_and_once_a_stop_per_throttle_window(web_a, web_b, alice, bob, room):
