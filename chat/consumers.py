@@ -18,12 +18,12 @@ from urllib.parse import parse_qs
 import orjson
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 
 from chat import drain, logcontext, metrics, permissions, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
+from chat.join_gate import join_done
 from chat.services import accounts, limits, messages, presence, reactions, rooms
 from chat.user_consumer import SidebarWatcher
 
@@ -88,19 +88,12 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self._sends: list[tuple[messages.SendRequest, float]] = []  # checked, waiting for their room step
         self._sender: asyncio.Task | None = None
         await self.accept()
-        self._send_frame = _frame_sender(self.base_send)
         self._write_now = extensions.get("chat.send_texts")
         metrics.CONNECTIONS.inc()
         self._counted = True
         if drain.is_draining():  # shutting down: try another instance
             return await self.close(code=protocol.CLOSE_SERVICE_RESTART)
-        retry_after = limits.join_begin()
-        if retry_after is not None:  # too many joins under way here: before any database or Redis work
-            return await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER, reason=f"retry_after={retry_after}")
-        try:
-            await self._join()
-        finally:
-            limits.join_end()
+        await self._join()
 
     async def _join(self):
         user = self.scope.get("user")
@@ -136,6 +129,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         hello.update(protocol.standing_fields(muted_until=self._muted_until()))  # a mute that holds now
         self.push(hello)
         self._greeted = True
+        join_done(self.scope)
         after = _query_int(self.scope, "after")
         if after is not None:
             self._start_replay(after)
@@ -369,7 +363,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             texts, weight = outbox.popleft()
             self._outbox_bytes -= weight
             for text in texts:
-                await self._send_frame({"type": "websocket.send", "text": text})
+                await self.base_send({"type": "websocket.send", "text": text})
         self._writer = self._outbox = None
         self._drained.set()
 
@@ -419,23 +413,6 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
                 return
             self._sent_seq = seq
         self._enqueue((text,))
-
-
-def _frame_sender(send):
-    """The send for frames once accepted. channels' session wrapper reads the lazy session on every
-    send although it only acts on accept and close; under load that was a quarter of the write
-    path (docs/performance.md), so frames go past it, to the wrapper's private `real_send`: only on
-    the channels version this was written for (checked once), else through the wrapper."""
-    from config.shims import versions_match_once
-
-    wrapper = getattr(send, "__self__", None)
-    if not isinstance(wrapper, InstanceSessionWrapper):
-        return send
-    written_for = {"channels": "4.3.2"}  # InstanceSessionWrapper.real_send and what its send does
-    if not versions_match_once(f"{__name__}._frame_sender", written_for,
-                               without="frames go through channels' session wrapper"):
-        return send
-    return wrapper.real_send
 
 
 def _query_int(scope, name: str) -> int | None:

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from chat import drain, metrics, protocol, selectors
 from chat.hub import get_hub
+from chat.join_gate import join_done
 from chat.services import accounts, limits, presence
 from chat.services.blocks import blocked_user_ids
 
@@ -97,6 +98,7 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         accounts.socket_scope_release(self.scope)
         await get_hub().attach(self)
         self.push(protocol.sidebar_hello_frame(user={"id": self.user_id, "username": self.username}))
+        join_done(self.scope)
         await self.sidebar_watch()
 
     async def disconnect(self, code):

@@ -1,5 +1,5 @@
 """ASGI entry point: HTTP through Django, WebSockets through the chat consumer behind origin
-validation (ALLOWED_HOSTS) and session authentication."""
+validation (ALLOWED_HOSTS), the join limit and session authentication."""
 
 import gc
 import os
@@ -14,13 +14,14 @@ SERVER = "uvicorn" if "uvicorn" in sys.modules else "daphne" if "daphne" in sys.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()  # before importing consumers: it sets Django up
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat import drain, metrics  # noqa: E402
 from chat.checks import require_durability  # noqa: E402
+from chat.join_gate import JoinGateMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.socket_auth import SocketAuthMiddleware  # noqa: E402
 from chat.upload_limit import UploadLimit  # noqa: E402
 
 # Servers run no system checks: refuse to serve a chat that would ack messages nobody stores.
@@ -40,7 +41,9 @@ router = ProtocolTypeRouter(
     {
         # Too-large uploads are refused before Django reads (and spools) their bodies.
         "http": UploadLimit(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Joins past the limit are shed before their session is read; sessions are read in batches.
+        "websocket": AllowedHostsOriginValidator(
+            JoinGateMiddleware(SocketAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )
 

@@ -8,7 +8,6 @@ import math
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.utils.functional import LazyObject, empty
 
 from chat import protocol
 from chat.attempts import attempt_key, attempts
@@ -79,22 +78,16 @@ def signup_attempt(*, address: str) -> float:
 
 
 def socket_tags(scope: dict) -> tuple[str, str]:
-    """What a socket remembers of how it was let in: digests of its session key and of its user's
-    session hash (a new password changes it), so events can name them without carrying either."""
-    return _tag(scope["session"].session_key or ""), _tag(scope["user"].get_session_auth_hash())
+    """What a socket remembers of how it was let in (chat/socket_auth.py): digests of its session key
+    and of its user's session hash (a new password changes it), so events can name them without
+    carrying either."""
+    return _tag(scope["session_key"] or ""), _tag(scope["user"].get_session_auth_hash())
 
 
 def socket_scope_release(scope: dict) -> None:
-    """Once a socket has its tags and its user's id and name, let go of the user row and the
-    session's decoded data, which every copy of the scope in channels' middleware would otherwise
-    keep for the socket's life (about 1.5 KB a socket). The session keeps its key, so closing the
-    socket through channels' session wrapper still finds nothing to save."""
-    user = scope.get("user")
-    if isinstance(user, LazyObject):
-        user._wrapped = empty  # channels' UserLazyObject: reading it again raises, nothing does
-    session = scope.get("session")
-    if session is not None and getattr(session, "_wrapped", empty) is not empty:
-        session._session_cache = {}
+    """Once a socket has its tags and its user's id and name, let go of the user row, which the
+    scope would otherwise keep for the socket's life."""
+    scope["user"] = None
 
 
 def session_end(*, user_id: int, session_key: str | None) -> None:

@@ -5,12 +5,10 @@ import logging
 import re
 
 import pytest
-from channels.sessions import InstanceSessionWrapper
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from chat.consumers import _frame_sender
 from config import daphne_backpressure, daphne_close_codes, shims, uvicorn_frames
 from tests.support import ROOT
 
@@ -100,22 +98,3 @@ def test_the_lookup_reads_installed_metadata():
     assert shims.upstream_version("daphne") == "4.2.3"
     assert shims.upstream_version("no-such-package-here") is None
 
-
-async def plain_send(message):
-    pass
-
-
-def test_frames_skip_channels_session_wrapper_on_the_channels_version_it_was_written_for(caplog):
-    wrapper = InstanceSessionWrapper({"cookies": {}}, plain_send)
-    assert _frame_sender(wrapper.send) is plain_send
-    assert _frame_sender(plain_send) is plain_send  # no wrapper: the send itself
-    assert shim_warnings(caplog) == []
-
-
-def test_on_another_channels_version_frames_go_through_the_wrapper_with_one_warning(monkeypatch, caplog):
-    found_instead(monkeypatch, "channels", "9.0")
-    for _ in range(3):  # one per socket: checked, and warned about, once
-        wrapper = InstanceSessionWrapper({"cookies": {}}, plain_send)
-        assert _frame_sender(wrapper.send) == wrapper.send
-    [warning] = shim_warnings(caplog)
-    assert "channels 9.0 (written for 4.3.2)" in warning

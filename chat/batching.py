@@ -1,0 +1,58 @@
+"""Blocking reads batched across the requests that arrive together: one thread hop (and one
+connection health check) for every request waiting while the previous batch ran, so a storm of
+joins costs a few queries per batch instead of several per socket."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from channels.db import database_sync_to_async
+
+Request = TypeVar("Request")
+Result = TypeVar("Result")
+
+
+class ThreadBatch(Generic[Request, Result]):
+    """`await batch(request)` runs `read(requests)` off the event loop for every request waiting,
+    one batch at a time. `read` returns one result per request, in order; a result that is an
+    exception is raised to its caller alone, an exception `read` raises to every caller of the batch."""
+
+    def __init__(self, read: Callable[[list[Request]], list[Result | Exception]]) -> None:
+        self._read = database_sync_to_async(read)
+        self._loops: dict[asyncio.AbstractEventLoop, _Queue] = {}
+
+    async def __call__(self, request: Request) -> Result:
+        loop = asyncio.get_running_loop()
+        queue = self._loops.get(loop)
+        if queue is None:
+            queue = self._loops[loop] = _Queue()
+        future = loop.create_future()
+        queue.waiting.append((request, future))
+        if queue.running is None:
+            queue.running = asyncio.ensure_future(self._run(queue))  # next turn: this turn's requests come along
+        result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _run(self, queue: "_Queue") -> None:
+        try:
+            while queue.waiting:
+                batch, queue.waiting = queue.waiting, []
+                try:
+                    results = await self._read([request for request, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every request of the batch hears it
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():  # its caller went meanwhile
+                        future.set_result(result)
+        finally:
+            queue.running = None
+
+
+class _Queue:
+    __slots__ = ("running", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple] = []
+        self.running: asyncio.Task | None = None

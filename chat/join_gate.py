@@ -1,0 +1,46 @@
+"""The first thing a WebSocket meets: past CHAT_MAX_PENDING_JOINS joins under way in this process
+(from the handshake until the consumer calls `join_done` with its first frame out, or the socket
+ends), a new one is accepted and closed at once with 1013 and a `retry_after=<seconds>` reason,
+before its session, user or room cost anything."""
+
+from chat import metrics, protocol
+from chat.services import limits
+
+JOIN_DONE = "chat.join_done"  # the scope's key for ending the socket's join
+
+
+class JoinGateMiddleware:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        retry_after = limits.join_begin()
+        if retry_after is not None:
+            return await _shed(receive, send, retry_after)
+        counted = True
+
+        def done() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                limits.join_end()
+
+        try:
+            return await self.inner(dict(scope, **{JOIN_DONE: done}), receive, send)
+        finally:
+            done()
+
+
+def join_done(scope: dict) -> None:
+    """The socket's join is over (its first frame is out): it no longer counts against the limit."""
+    scope[JOIN_DONE]()
+
+
+async def _shed(receive, send, retry_after: float) -> None:
+    metrics.CLOSES.labels(code=str(protocol.CLOSE_TRY_AGAIN_LATER)).inc()
+    message = await receive()
+    if message["type"] != "websocket.connect":  # the client left before its handshake was answered
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": protocol.CLOSE_TRY_AGAIN_LATER,
+                "reason": f"retry_after={retry_after}"})
