@@ -158,6 +158,13 @@ def room_max_seq(room_id: int) -> int:
     return Message.objects.filter(room_id=room_id).aggregate(m=Max("seq"))["m"] or 0
 
 
+def rooms_max_seq(room_ids: list[int]) -> list[int]:
+    """room_max_seq of each room, in one query."""
+    found = dict(Message.objects.filter(room_id__in=set(room_ids)).values("room_id").annotate(m=Max("seq"))
+                 .values_list("room_id", "m"))
+    return [found.get(room_id) or 0 for room_id in room_ids]
+
+
 def message_to_object(message: Message, room_slug: str, parents: dict | None = None) -> dict:
     """The message object of a row. `parents`: the rows replied to, by id (messages_to_objects loads
     them); without it the parent is read here."""

@@ -12,6 +12,7 @@ from django.conf import settings
 from redis.exceptions import NoScriptError
 
 from chat import drain, protocol, selectors
+from chat.batching import ThreadBatch
 from chat.errors import ChatError
 from chat.models import ReadState
 from chat.roomstate import RedisRoomState, room_state
@@ -144,8 +145,12 @@ async def room_last_seq(room_id: int) -> int:
     """The room's newest seq: Redis's counter, or Postgres when Redis has none."""
     last_seq = await room_state().last_seq(room_id)
     if last_seq is None:
-        last_seq = await database_sync_to_async(selectors.room_max_seq)(room_id)
+        last_seq = await _rooms_max_seq(room_id)
     return last_seq
+
+
+# A storm's joins to rooms Redis holds no seq for (never written to, or evicted) read them together.
+_rooms_max_seq = ThreadBatch(selectors.rooms_max_seq)
 
 
 async def hello_for(who: Participant, *, last_seq: int | None = None, online: list[str] | None = None) -> dict:
