@@ -187,8 +187,8 @@ async def presence_arrive(who: Participant) -> dict:
     online = sorted(m.decode() for m in members) if members is not None else await state.presence_online(who.room_id)
     if new:
         await presence_announce(who.room_id)
-    if seq is None:
-        seq = await room_last_seq(who.room_id)
+    if seq is None:  # no counter on the shard (the pipeline read it): Postgres, without asking Redis again
+        seq = await _rooms_max_seq(who.room_id) if members is not None else await room_last_seq(who.room_id)
     return await hello_for(who, last_seq=int(seq), online=online)
 
 
