@@ -130,10 +130,10 @@ class MemoryRoomState:
                                              "seq": None})
             return None
 
-    async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
+    async def presence_join(self, room_id: int, conn_id: str, username: str) -> tuple[bool, int | None, list[str]]:
         was_online = username in await self.presence_online(room_id)
         self.presence[room_id][conn_id] = (username, time.time() + _ttl())
-        return not was_online
+        return not was_online, await self.last_seq(room_id), await self.presence_online(room_id)
 
     async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
         self.presence[room_id].pop(conn_id, None)

@@ -232,14 +232,17 @@ redis.call('PEXPIRE', KEYS[1], every + 60000)
 return 1
 """
 
-# KEYS: the room's online users, the user's connections. ARGV: username, conn_id, expiry, now, ttl.
+# KEYS: the room's online users, the user's connections, the room's meta. ARGV: username, conn_id,
+# expiry, now, ttl. Returns {1 when the user was not online before, the room's seq or '', who is
+# online}: what a joining socket's hello needs, in one call.
 PRESENCE_JOIN_SCRIPT = """
 local was = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
-if was and tonumber(was) > tonumber(ARGV[4]) then return 0 end
-return 1
+local new = 1
+if was and tonumber(was) > tonumber(ARGV[4]) then new = 0 end
+return {new, redis.call('HGET', KEYS[3], 'seq') or '', redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], '+inf')}
 """
 
 # KEYS as above. ARGV: username, conn_id, now. Returns 1 when the user has no live connection left.

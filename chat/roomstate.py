@@ -279,12 +279,15 @@ class RedisRoomState:
     # `<room>:presence:<username>` scores that user's connections. Instances refresh their
     # connections' expiries; a crashed instance's entries run out on their own.
 
-    async def presence_join(self, room_id: int, conn_id: str, username: str) -> bool:
-        """Adds the connection; True when its user was not online in the room before."""
+    async def presence_join(self, room_id: int, conn_id: str, username: str) -> tuple[bool, int | None, list[str]]:
+        """Adds the connection; whether its user was not online in the room before, the room's seq
+        (None: no counter) and who is online, the user included."""
         shard, room = self._room(room_id)
-        expiry = time.time() + _ttl()
-        return bool(await shard.presence_join(keys=[f"{room}:presence", f"{room}:presence:{username}"],
-                                              args=[username, conn_id, expiry, time.time(), _ttl()]))
+        now = time.time()
+        new, seq, members = await shard.presence_join(
+            keys=[f"{room}:presence", f"{room}:presence:{username}", f"{room}:meta"],
+            args=[username, conn_id, now + _ttl(), now, _ttl()])
+        return bool(new), int(seq) if seq else None, sorted(member.decode() for member in members)
 
     async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
         """Removes the connection; True when that was the user's last one in the room."""

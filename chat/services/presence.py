@@ -3,19 +3,17 @@ of a user's sidebar."""
 
 import asyncio
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from redis.exceptions import NoScriptError
 
 from chat import drain, protocol, selectors
 from chat.batching import ThreadBatch
 from chat.errors import ChatError
 from chat.models import ReadState
-from chat.roomstate import RedisRoomState, room_state
+from chat.roomstate import room_state
 from chat.services.events import after_commit, hub_event, room_broadcast, sidebar_changed
 from chat.services.limits import rate_take
 from chat.services.rooms import room_gate_blocked
@@ -164,37 +162,13 @@ async def hello_for(who: Participant, *, last_seq: int | None = None, online: li
 
 async def presence_arrive(who: Participant) -> dict:
     """The socket enters the room's presence (announced when its user was not online there), and
-    its hello, whose online list includes the user: on Redis one round trip to the room's shard for
-    all three (the presence script, the room's seq and who is online)."""
-    state = room_state()
-    if not isinstance(state, RedisRoomState):
-        await presence_enter(who)
-        return await hello_for(who)
-    shard, room = state._room(who.room_id)
-    now, ttl = time.time(), settings.CHAT_PRESENCE_TTL
-    keys, args = [f"{room}:presence", f"{room}:presence:{who.username}"], [who.username, who.conn_id, now + ttl, now,
-                                                                            ttl]
-    try:
-        async with shard.redis.pipeline(transaction=False) as pipe:
-            # EVALSHA without the pipeline's own script check, a round trip of its own on every call.
-            pipe.evalsha(shard.presence_join.sha, len(keys), *keys, *args)
-            pipe.hget(f"{room}:meta", "seq")
-            pipe.zrangebyscore(f"{room}:presence", now, "+inf")
-            new, seq, members = await pipe.execute()
-    except NoScriptError:  # the shard restarted without its scripts: the script loads them
-        new = await shard.presence_join(keys=keys, args=args)
-        seq, members = await state.last_seq(who.room_id), None
-    online = sorted(m.decode() for m in members) if members is not None else await state.presence_online(who.room_id)
+    its hello, whose online list includes the user: one call to the room's shard for all three."""
+    new, seq, online = await room_state().presence_join(who.room_id, who.conn_id, who.username)
     if new:
         await presence_announce(who.room_id)
-    if seq is None:  # no counter on the shard (the pipeline read it): Postgres, without asking Redis again
-        seq = await _rooms_max_seq(who.room_id) if members is not None else await room_last_seq(who.room_id)
-    return await hello_for(who, last_seq=int(seq), online=online)
-
-
-async def presence_enter(who: Participant) -> None:
-    if await room_state().presence_join(who.room_id, who.conn_id, who.username):
-        await presence_announce(who.room_id)
+    if seq is None:  # no counter on the shard: Postgres
+        seq = await _rooms_max_seq(who.room_id)
+    return await hello_for(who, last_seq=seq, online=online)
 
 
 async def presence_exit(who: Participant) -> None:
