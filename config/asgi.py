@@ -28,10 +28,11 @@ from chat.upload_limit import UploadLimit  # noqa: E402
 require_durability()
 
 if SERVER == "daphne":
-    from config import daphne_backpressure, daphne_close_codes
+    from config import daphne_backpressure, daphne_close_codes, daphne_handshake
 
     daphne_close_codes.install()
     daphne_backpressure.install()
+    daphne_handshake.install()
 if SERVER == "uvicorn":
     from config import uvicorn_frames
 

@@ -17,7 +17,7 @@ from tests.support import PYTHON, Process, WebServer, chat_socket, daphne_comman
 OTHER_VERSIONS = ("import runpy, sys; import config.shims; config.shims.upstream_version = lambda package: '0.0.1'; "
                   "sys.argv[0] = sys.argv[1]; del sys.argv[1]; runpy.run_module(sys.argv[0], run_name='__main__')")
 SHIMS = {
-    "daphne": ["config.daphne_close_codes", "config.daphne_backpressure"],
+    "daphne": ["config.daphne_close_codes", "config.daphne_backpressure", "config.daphne_handshake"],
     "uvicorn": ["config.uvicorn_frames"],
 }
 
