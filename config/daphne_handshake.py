@@ -4,7 +4,7 @@ Autobahn builds the values of its debug lines before the logger drops them: on e
 `_connectionMade` formats all of the protocol's options (about thirty) with `pformat`, and nearly
 every step (connect, handshake, each frame sent, close) highlights names and values with `hltype`
 and `hlval`. With debug off, as under daphne (txaio logs from info up unless told otherwise), a
-storm of handshakes spent 11 % of daphne's event loop in that `pformat` and 3 % in the highlighting
+storm of handshakes spent 11-13 % of daphne's event loop in that `pformat` and 3-5 % in the highlighting
 (py-spy, docs/performance.md). Here the options are copied without the log line while autobahn's
 debug level is off, and the highlighting is done only if a line is formatted. RFC 6455's UTF-8
 validation is untouched.
