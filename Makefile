@@ -12,13 +12,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-# backlog=1024: Twisted's default listen queue of 50 drops the SYNs of a reconnect storm.
 run: venv
 	$(PY) manage.py migrate --noinput
 	@echo ""
 	@echo "  Chat running at http://127.0.0.1:$(PORT)/  (sign up at http://127.0.0.1:$(PORT)/accounts/signup/)"
 	@echo ""
-	$(PY) -m daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=1024 config.asgi:application
+	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 test: venv services browser nginx promtool lint
 	$(PY) -m pytest

@@ -28,11 +28,12 @@ from chat.upload_limit import UploadLimit  # noqa: E402
 require_durability()
 
 if SERVER == "daphne":
-    from config import daphne_backpressure, daphne_close_codes, daphne_handshake
+    from config import daphne_backpressure, daphne_close_codes, daphne_handshake, daphne_listen
 
     daphne_close_codes.install()
     daphne_backpressure.install()
     daphne_handshake.install()
+    daphne_listen.install()
 if SERVER == "uvicorn":
     from config import uvicorn_frames
 

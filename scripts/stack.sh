@@ -117,11 +117,9 @@ up() {
   # Every socket is an open file, and one web instance holds tens of thousands: the limit its
   # processes inherit, as high as this shell may set it (docs/performance.md, "Memory").
   ulimit -n "${STACK_NOFILE:-65536}" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-  # backlog=1024 as in the Procfile: Twisted's default of 50 drops the SYNs of a reconnect storm.
   for i in "${!WEB_PORTS[@]}"; do
     start "web-$((i + 1))" "$DIR/web-$((i + 1)).log" env DATABASE_URL="$WEB_DATABASE_URL" \
-      "$PY" -m daphne -e "tcp:port=${WEB_PORTS[$i]}:interface=127.0.0.1:backlog=1024" --proxy-headers \
-        config.asgi:application
+      "$PY" -m daphne -b 127.0.0.1 -p "${WEB_PORTS[$i]}" --proxy-headers config.asgi:application
   done
   for i in "${!WORKER_PORTS[@]}"; do
     start "worker-$((i + 1))" "$DIR/worker-$((i + 1)).log" env DATABASE_URL="$WORKER_DATABASE_URL" \

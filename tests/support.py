@@ -111,15 +111,9 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-# The listen backlog of every daphne the tests and benchmarks start, as in the deployment (Procfile):
-# Twisted's default of 50 drops the SYNs of a reconnect storm.
-DAPHNE_BACKLOG = 1024
-
-
 def daphne_command(port: int, *options: str, app: str = "config.asgi:application") -> list[str]:
-    """The command that runs daphne on 127.0.0.1:`port` with the deployment's listen backlog."""
-    return [PYTHON, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog={DAPHNE_BACKLOG}",
-            *options, app]
+    """The contract's command for daphne on 127.0.0.1:`port` (its listen backlog: config/daphne_listen.py)."""
+    return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *options, app]
 
 
 class WebServer(Process):

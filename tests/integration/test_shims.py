@@ -3,6 +3,7 @@ still chats: each shim says so once in the log, and frames go through the server
 the shims on, daphne closes sockets with the app's close code and reason."""
 
 import asyncio
+import subprocess
 import uuid
 from urllib.parse import quote
 
@@ -17,7 +18,8 @@ from tests.support import PYTHON, Process, WebServer, chat_socket, daphne_comman
 OTHER_VERSIONS = ("import runpy, sys; import config.shims; config.shims.upstream_version = lambda package: '0.0.1'; "
                   "sys.argv[0] = sys.argv[1]; del sys.argv[1]; runpy.run_module(sys.argv[0], run_name='__main__')")
 SHIMS = {
-    "daphne": ["config.daphne_close_codes", "config.daphne_backpressure", "config.daphne_handshake"],
+    "daphne": ["config.daphne_close_codes", "config.daphne_backpressure", "config.daphne_handshake",
+               "config.daphne_listen"],
     "uvicorn": ["config.uvicorn_frames"],
 }
 
@@ -110,3 +112,11 @@ async def test_under_daphne_a_socket_shed_past_the_pending_joins_limit_gets_retr
         server.stop()
     assert rcvd.code == 1013
     assert rcvd.reason.startswith("retry_after=") and float(rcvd.reason.partition("=")[2]) > 0, rcvd.reason
+
+
+def test_daphne_started_with_the_contracts_command_listens_with_a_backlog_of_1024(web_a):
+    """`daphne -b HOST -p PORT` (contract §1): Twisted's backlog of 50 would drop a storm's SYNs."""
+    assert web_a.argv[web_a.argv.index("-b"):][:4] == ["-b", "127.0.0.1", "-p", str(web_a.port)]
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{web_a.port}"], capture_output=True, text=True,
+                               check=True).stdout.split()
+    assert listening[0] == "LISTEN" and listening[2] == "1024", listening

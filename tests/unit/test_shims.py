@@ -9,12 +9,12 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from config import daphne_backpressure, daphne_close_codes, shims, uvicorn_frames
+from config import daphne_backpressure, daphne_close_codes, daphne_listen, shims, uvicorn_frames
 from tests.support import ROOT
 
 # What each shim's install() replaces, and the flag that makes a second install() a no-op.
 PATCHES = {
-    daphne_close_codes: [(WebSocketProtocol, "serverClose")],
+    daphne_close_codes: [(WebSocketProtocol, "serverClose"), (WebSocketProtocol, "handle_reply")],
     daphne_backpressure: [(Server, "create_application"), (WebSocketProtocol, "serverClose")],
     uvicorn_frames: [(WebSocketsSansIOProtocol, "run_asgi")],
 }
@@ -98,3 +98,12 @@ def test_the_lookup_reads_installed_metadata():
     assert shims.upstream_version("daphne") == "4.2.3"
     assert shims.upstream_version("no-such-package-here") is None
 
+
+@pytest.mark.parametrize(("given", "listened"), [
+    ("tcp:port=8000:interface=127.0.0.1", "tcp:port=8000:interface=127.0.0.1:backlog=1024"),
+    ("ssl:8443:privateKey=k.pem:certKey=c.pem", "ssl:8443:privateKey=k.pem:certKey=c.pem:backlog=1024"),
+    ("tcp:port=8000:backlog=64", "tcp:port=8000:backlog=64"),  # the operator's own stands
+    ("unix:/run/chat.sock", "unix:/run/chat.sock"),
+])
+def test_daphne_listens_with_the_backlog_unless_the_endpoint_names_one(given, listened):
+    assert daphne_listen.with_backlog(given) == listened
