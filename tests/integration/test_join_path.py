@@ -117,7 +117,7 @@ async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(s
                 first = await asyncio.wait_for(ws.recv(), 30)
             except websockets.ConnectionClosed as exc:
                 shed.append((exc.rcvd.code, exc.rcvd.reason))
-                await asyncio.sleep(min(1.0, float(exc.rcvd.reason.partition("=")[2] or 0.2)))  # daphne sends none
+                await asyncio.sleep(min(1.0, float(exc.rcvd.reason.partition("=")[2] or 0.2)))
                 continue
             assert first.startswith('{"type":"hello"'), first
             held.append(ws)
@@ -131,10 +131,22 @@ async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(s
                 break
         assert shed, "no socket was shed with one join allowed at a time"
         assert {code for code, _ in shed} == {1013}
-        if shedding.kind == "uvicorn":  # daphne does not send a close reason
-            for _, reason in shed:
-                # At least half the setting; more while the joins under way need longer (at most 90 s).
-                assert reason.startswith("retry_after=") and 0.1 <= float(reason.partition("=")[2]) <= 90
+        for _, reason in shed:
+            # At least half the setting; more while the joins under way need longer (at most 90 s).
+            assert reason.startswith("retry_after=") and 0.1 <= float(reason.partition("=")[2]) <= 90
         assert len(held) >= 40
     finally:
         await asyncio.gather(*(ws.close() for ws in held))
+
+
+async def test_a_shed_socket_costs_no_session_read():
+    """Past the limit the socket is shed before anything about it is read: no session, no user."""
+    server = WebServer(unique("gate-closed"), child_env(CHAT_MAX_PENDING_JOINS="0"), server="uvicorn").start()
+    try:
+        for cookie in (None, "not-a-session"):
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with chat_socket(server, "any-room", cookie, hello=False) as client:
+                    await client.recv(timeout=30)
+            assert closed.value.rcvd.code == 1013 and closed.value.rcvd.reason.startswith("retry_after=")
+    finally:
+        server.stop()
