@@ -129,7 +129,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         hello.update(protocol.standing_fields(muted_until=self._muted_until()))  # a mute that holds now
         self.push(hello)
         self._greeted = True
-        join_done(self.scope)
+        join_done()
         after = _query_int(self.scope, "after")
         if after is not None:
             self._start_replay(after)

@@ -3,10 +3,14 @@
 ends), a new one is accepted and closed at once with 1013 and a `retry_after=<seconds>` reason,
 before its session, user or room cost anything."""
 
+from contextvars import ContextVar
+
 from chat import metrics, protocol
 from chat.services import limits
 
-JOIN_DONE = "chat.join_done"  # the scope's key for ending the socket's join
+# The socket's own "join over" callback: its consumer runs in the task that called the gate, and a
+# context variable costs the socket nothing, where a scope key would cost another copy of the scope.
+_join_done: ContextVar = ContextVar("chat_join_done")
 
 
 class JoinGateMiddleware:
@@ -25,15 +29,20 @@ class JoinGateMiddleware:
                 counted = False
                 limits.join_end()
 
+        _join_done.set(done)
         try:
-            return await self.inner(dict(scope, **{JOIN_DONE: done}), receive, send)
+            return await self.inner(scope, receive, send)
         finally:
             done()
 
 
-def join_done(scope: dict) -> None:
+def join_done() -> None:
     """The socket's join is over (its first frame is out): it no longer counts against the limit."""
-    scope[JOIN_DONE]()
+    _join_done.get(_nothing)()
+
+
+def _nothing() -> None:
+    pass
 
 
 async def _shed(receive, send, retry_after: float) -> None:

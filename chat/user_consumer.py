@@ -98,7 +98,7 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         accounts.socket_scope_release(self.scope)
         await get_hub().attach(self)
         self.push(protocol.sidebar_hello_frame(user={"id": self.user_id, "username": self.username}))
-        join_done(self.scope)
+        join_done()
         await self.sidebar_watch()
 
     async def disconnect(self, code):
