@@ -11,7 +11,6 @@ read once the writer has sent the last, while the live frames held meanwhile cou
 
 import asyncio
 import logging
-import time
 from collections import deque
 from urllib.parse import parse_qs
 
@@ -24,13 +23,12 @@ from chat import drain, logcontext, metrics, permissions, protocol
 from chat.errors import ChatError
 from chat.hub import get_hub
 from chat.join_gate import join_done
-from chat.services import accounts, limits, messages, presence, reactions, rooms
+from chat.services import accounts, limits, messages, presence, reactions, rooms, sending
 from chat.user_consumer import SidebarWatcher
 
 logger = logging.getLogger(__name__)
 
 SOCKET_HIGH_WATER = 256 * 1024  # unsent bytes in the server's transport above which the writer waits
-MAX_UNCONFIRMED = 1000  # sent messages of one socket still waiting for Kafka
 _cleanups: set[asyncio.Task] = set()  # sockets' cleanups under way, kept until done (the loop keeps none)
 
 
@@ -48,6 +46,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     _write_now = None  # the server's plain-call frames write, once accepted (config/ws_frames.py)
     _held_bytes = 0
     _replay_task: asyncio.Task | None = None
+    _sends: sending.SocketSends | None = None  # from the socket's first send
     _sent_seq: int | None = None  # the highest message seq queued to this socket
     _closing = False
     _greeted = False  # hello sent: the user's standing changes go as `standing` frames
@@ -84,9 +83,6 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         extensions = self.scope.get("extensions", {})
         self._unsent_bytes = extensions.get("chat.unsent_bytes")
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
-        self._confirming: set[asyncio.Task] = set()
-        self._sends: list[tuple[messages.SendRequest, float]] = []  # checked, waiting for their room step
-        self._sender: asyncio.Task | None = None
         await self.accept()
         self._write_now = extensions.get("chat.send_texts")
         metrics.CONNECTIONS.inc()
@@ -158,8 +154,9 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             self._writer.cancel()
         if self._replay_task is not None:
             self._replay_task.cancel()
-        if getattr(self, "_sender", None) is not None:
-            self._sender.cancel()
+        if self._sends is not None:  # its acks under way still go out; dropped, it holds no cycle with us
+            self._sends.cancel()
+            self._sends = None
         if self.who is not None:
             await get_hub().leave(self)
             await self.sidebar_unwatch()
@@ -187,7 +184,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         except protocol.ProtocolError as exc:
             metrics.FRAMES_IN.labels(type="invalid").inc()
             self.push(protocol.error_frame(code=exc.code, detail=exc.detail))
-        except (ChatError, *messages.SEND_FAILURES) as exc:
+        except (ChatError, *sending.SEND_FAILURES) as exc:
             self.push(self._error_for(exc, client_id, frame.type if frame else "a"))
 
     def _error_for(self, exc: Exception, client_id: str | None, frame_type: str) -> dict:
@@ -205,43 +202,12 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
 
     async def on_message_send(self, body: str, client_id: str, reply_to: str | None = None,
                               attachments: list | tuple = ()):
-        if len(self._confirming) + len(self._sends) >= MAX_UNCONFIRMED:
-            raise ChatError("Too many messages waiting to be stored; wait for their acks.", code="rate_limited",
-                            retry_after=1.0)
-        request = messages.message_send_check(who=self.who, gate=self.gate, request=messages.SendRequest(
-            body, client_id, reply_to, tuple(attachments)))
-        # Sequenced by one task per socket, in the order read: the sends read while the last ones
-        # were on their way go together (messages.message_send_many), so the frame loop never waits.
-        self._sends.append((request, time.monotonic()))
-        if self._sender is None:
-            self._sender = asyncio.ensure_future(self._send_queued())
+        if self._sends is None:
+            self._sends = sending.SocketSends(self.who, push=self.push, refused=self._send_refused)
+        self._sends.queue(sending.SendRequest(body, client_id, reply_to, tuple(attachments)), gate=self.gate)
 
-    async def _send_queued(self) -> None:
-        try:
-            while self._sends:
-                batch, self._sends = self._sends, []
-                try:
-                    results = await messages.message_send_many(who=self.who, requests=[req for req, _ in batch])
-                except Exception as exc:
-                    logger.exception("sends of %s failed", self.conn_id)
-                    results = [exc] * len(batch)
-                for (request, received), result in zip(batch, results, strict=True):
-                    if isinstance(result, messages.SentMessage):
-                        # Durability off the send task, so a slow Kafka delays acks, not sends.
-                        task = asyncio.ensure_future(self._confirm(result, received))
-                        self._confirming.add(task)
-                        task.add_done_callback(self._confirming.discard)
-                    else:
-                        self.push(self._error_for(result, request.client_id, "message.send"))
-        finally:
-            self._sender = None
-
-    async def _confirm(self, sent: messages.SentMessage, received: float) -> None:
-        try:
-            self.push(await messages.message_confirm(sent))
-            metrics.SEND_ACK_SECONDS.observe(time.monotonic() - received)
-        except ChatError as exc:
-            self.push(protocol.error_frame(code=exc.code, detail=exc.detail, client_id=sent.client_id))
+    def _send_refused(self, exc: Exception, client_id: str) -> None:
+        self.push(self._error_for(exc, client_id, "message.send"))
 
     async def on_sidebar_watch(self):
         if not self._sidebar_asked:  # once a socket: a repeat costs nothing

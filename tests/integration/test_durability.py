@@ -12,7 +12,7 @@ from chat import protocol
 from chat.bus import records
 from chat.errors import NotPersisted
 from chat.receivers import persist_record
-from chat.services.messages import SentMessage, message_confirm
+from chat.services.sending import SentMessage, message_confirm
 from chat.signals import Persisted, message_sent
 from tests.conftest import child_env
 from tests.support import PYTHON, ROOT, free_port
