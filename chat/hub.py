@@ -6,29 +6,25 @@ holds one channel on the channel layer for user-wide events (HUB_GROUP). It hand
 the already-encoded frame to every local socket of the room in one loop. Messages of a room that
 arrive together (the event loop was busy while they came) go to each socket as one run: one write,
 one system call and one wake-up of the client for all of them, so a loaded instance gets cheaper
-per message instead of falling behind. It also keeps this process's presence entries alive in
-Redis, so a crashed instance's users expire on their own.
+per message instead of falling behind. When a room's events may have been missed (a gap in its
+seqs, a shard's events lost or the shard back after an outage) its sockets resume.
 
-The sidebar's per-user stream rides on the same subscriptions: a socket (a user socket of
-/ws/user/, or a room's once its client sent sidebar.watch) registers its user's sidebar rooms as a
-watcher (`watch`); a room watched or joined is subscribed once per process, and each message of a
-watched room becomes one small
-`sidebar.activity` frame per watcher (its own room's sockets aside), its mentions read once per
-message. Sidebar changes that are not messages come as `user.sidebar` events through HUB_GROUP.
+The hub owns the sidebar's per-user stream, which rides on the same subscriptions
+(chat/hub_sidebar.py), and runs the heartbeat that keeps this process's presence entries alive in
+Redis and notices a shard back after an outage (chat/hub_heartbeat.py).
 """
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from datetime import datetime
 from typing import Protocol
 
-import orjson
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from chat import metrics, protocol
+from chat.hub_heartbeat import heartbeat_loop
+from chat.hub_sidebar import SidebarWatchers
 from chat.roomfeed import room_feed
 from chat.roomstate import HUB_GROUP, room_state
 
@@ -70,9 +66,7 @@ class RoomHub:
         self._start_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._feeds: dict[int, object] = {}  # shard index -> its room feed
-        self.watchers: dict[int, set[LocalConnection]] = defaultdict(set)  # room -> sockets with it in their sidebar
-        self._watched: dict[LocalConnection, set[int]] = {}  # socket -> the rooms it watches
-        self._direct: set[int] = set()  # watched rooms that are DMs: every message there mentions the other member
+        self.sidebar = SidebarWatchers(start=self._ensure_started, hold=self._hold, release=self._release)
         self.user_sockets: set[LocalConnection] = set()  # sockets in no room (/ws/user/)
         # What a join read before it joined may be stale by now: each change a join could have
         # missed (a room subscribed anew or its state changed, a user closed or their standing
@@ -139,7 +133,7 @@ class RoomHub:
     async def _release(self, room_id: int) -> None:
         """Unsubscribe from the room once no local socket is in it or watches it."""
         async with self._room_locks[room_id]:
-            if room_id in self._subscribed and not self.rooms.get(room_id) and not self.watchers.get(room_id):
+            if room_id in self._subscribed and not self.rooms.get(room_id) and not self.sidebar.watchers.get(room_id):
                 self._subscribed.discard(room_id)
                 self._last_seq.pop(room_id, None)
                 self._room_serial.pop(room_id, None)
@@ -148,7 +142,7 @@ class RoomHub:
                 except Exception:  # noqa: BLE001 - its shard is down; a later event of the room finds no socket
                     logger.warning("could not unsubscribe from room %s (its Redis shard unreachable?)", room_id)
 
-    # --- the sidebar's per-user stream ---
+    # --- user sockets (/ws/user/), which carry only the sidebar's stream ---
 
     async def attach(self, conn: LocalConnection) -> None:
         """A user socket (in no room): reached by user-wide events, closed with the others."""
@@ -157,66 +151,7 @@ class RoomHub:
 
     async def detach(self, conn: LocalConnection) -> None:
         self.user_sockets.discard(conn)
-        await self.unwatch(conn)
-
-    async def watch(self, conn: LocalConnection, rooms: dict[int, bool]) -> None:
-        """Make `rooms` (room id -> is a DM) the socket's sidebar rooms: it gets `sidebar.activity`
-        for each message there, except in its own room. Called again with the new set when it changes."""
-        await self._ensure_started()
-        old = self._watched.get(conn, set())
-        new = set(rooms)
-        self._watched[conn] = new
-        self._direct.update(room_id for room_id, direct in rooms.items() if direct)
-        for room_id in new - old:
-            self.watchers[room_id].add(conn)
-        for room_id in old - new:
-            await self._unwatch_room(conn, room_id)
-        for room_id in new - old:
-            try:
-                await self._hold(room_id)
-            except Exception:  # noqa: BLE001 - its shard is down: that room's sidebar entry is not live until a refresh
-                logger.warning("could not subscribe to room %s for a sidebar (its Redis shard unreachable?)", room_id)
-
-    async def unwatch(self, conn: LocalConnection) -> None:
-        for room_id in self._watched.pop(conn, ()):
-            await self._unwatch_room(conn, room_id)
-
-    async def _unwatch_room(self, conn: LocalConnection, room_id: int) -> None:
-        watchers = self.watchers.get(room_id)
-        if watchers is not None:
-            watchers.discard(conn)
-            if not watchers:
-                del self.watchers[room_id]
-                self._direct.discard(room_id)
-                await self._release(room_id)
-
-    def _sidebar_activity(self, room_id: int, texts: tuple[str, ...], seqs: tuple[int | None, ...]) -> None:
-        """Each message of a watched room to its watchers as `sidebar.activity`: its mentions are
-        read once per message, whatever the number of watchers; the frame comes in two encodings."""
-        watchers = tuple(self.watchers.get(room_id, ()))
-        if not watchers:
-            return
-        direct = room_id in self._direct
-        for text, seq in zip(texts, seqs, strict=True):
-            message = orjson.loads(text)
-            author, names = message["author"]["id"], protocol.mentioned_usernames(message["body"])
-            frames = [protocol.encode(protocol.sidebar_activity_frame(room=message["room"], seq=seq, mention=flag))
-                      for flag in (False, True)]
-            for conn in watchers:
-                if conn.room_id == room_id or conn.user_id == author:  # its own room, its own message
-                    continue
-                try:
-                    mentioned = (direct or conn.username in names) and author not in conn.blocked
-                    conn.deliver((frames[mentioned],), (None,))
-                except Exception:  # one broken socket must not cost the others their frames
-                    logger.exception("could not hand a sidebar frame to %s", conn.conn_id)
-
-    def _sidebar_stale(self, room_ids) -> None:
-        """Watchers of these rooms may have missed messages there: they fetch their sidebar again."""
-        stale = {conn for room_id in room_ids for conn in self.watchers.get(room_id, ())}
-        for conn in stale:
-            with contextlib.suppress(Exception):
-                conn.sidebar_refresh()
+        await self.sidebar.unwatch(conn)
 
     def close_all(self, code: int) -> None:
         for conn in tuple(self.sockets()):
@@ -247,14 +182,8 @@ class RoomHub:
             for conn in tuple(self.rooms.get(room, ())) if room is not None else tuple(self.sockets()):
                 if conn.user_id == event["user"] and conn.conn_id != event.get("exclude"):
                     conn.deliver((event["text"],), (None,))
-        elif kind == "user.sidebar":  # the set changed (refresh), or a frame for the sidebars (`text`)
-            users, text = set(event["users"]), event.get("text")
-            for conn in tuple(self._watched):  # only those watching: a socket's hello stays its first frame
-                if conn.user_id in users:
-                    if text is None:
-                        conn.sidebar_refresh()
-                    elif conn.room_id != event.get("room"):
-                        conn.deliver((text,), (None,))
+        elif kind == "user.sidebar":
+            self.sidebar.user_sidebar(event)
         elif kind == "user.close":
             self._user_changed(event["user"])
             self._close_user(event)
@@ -289,7 +218,7 @@ class RoomHub:
                            " closing its %d socket(s) there with 1012 so they resume", room_id, seq, len(members))
             for conn in members:
                 conn.close_with(protocol.CLOSE_SERVICE_RESTART)
-            self._sidebar_stale((room_id,))
+            self.sidebar.stale((room_id,))
             return
         run = self._runs.get(room_id)
         if run is None:
@@ -304,11 +233,12 @@ class RoomHub:
         """Hand each room's run of messages to its sockets."""
         self._flush_scheduled = False
         runs, self._runs = self._runs, {}
+        sidebar = self.sidebar
         for room_id, (texts, seqs) in runs.items():
             self._deliver(room_id, tuple(texts), tuple(seqs))
-            if room_id in self.watchers:
+            if room_id in sidebar.watchers:
                 try:
-                    self._sidebar_activity(room_id, tuple(texts), tuple(seqs))
+                    sidebar.activity(room_id, tuple(texts), tuple(seqs))
                 except Exception:  # the sidebar is a courtesy: the other rooms' runs still go out
                     logger.exception("sidebar frames of room %s not handed out", room_id)
 
@@ -348,7 +278,7 @@ class RoomHub:
             channel = await self.layer.new_channel("hub.")
             await self.layer.group_add(HUB_GROUP, channel)
             self.channel = channel
-            self._tasks = [asyncio.ensure_future(self._receive_loop()), asyncio.ensure_future(self._heartbeat_loop())]
+            self._tasks = [asyncio.ensure_future(self._receive_loop()), asyncio.ensure_future(heartbeat_loop(self))]
 
     async def _receive_loop(self) -> None:
         while True:
@@ -360,45 +290,6 @@ class RoomHub:
             except Exception:
                 logger.exception("hub failed to receive or dispatch an event")
                 await asyncio.sleep(0.5)
-
-    async def _heartbeat_loop(self) -> None:
-        interval = max(1.0, settings.CHAT_PRESENCE_TTL / 3)
-        lost: set[int] = set()  # shards that failed or restarted since this process last reached them
-        server_ids: dict[int, str] = {}
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                state = room_state()
-                # A new server id means the shard restarted (or another took its place), even if
-                # no call failed meanwhile.
-                current = await state.server_ids()
-                for index, server_id in enumerate(current):
-                    if server_id is None or server_ids.get(index, server_id) != server_id:
-                        lost.add(index)
-                    if server_id is not None:
-                        server_ids[index] = server_id
-                entries = [(c.room_id, c.conn_id, c.username) for c in self.connections()]
-                rooms_left, failed = await state.presence_refresh(entries)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("presence heartbeat failed; retrying every %.0f s", interval)
-                continue
-            try:
-                # The user's socket count (CHAT_MAX_SOCKETS_PER_USER) expires like presence.
-                await state.limits.sockets_refresh([(c.user_id, c.conn_id) for c in self.sockets()],
-                                                   settings.CHAT_PRESENCE_TTL)
-            except Exception:  # noqa: BLE001 - a user's shard down: the other shards' rooms go on
-                logger.warning("socket counts not refreshed (a Redis shard unreachable?); retrying every %.0f s",
-                               interval)
-            back = {index for index in lost if current[index] is not None and index not in failed}
-            if back:
-                lost -= back
-                await self._after_redis_outage(back)
-            from chat.services.presence import presence_announce  # services build on the hub's layer
-
-            for room_id in rooms_left:
-                await presence_announce(room_id)
 
     def _shard_lost(self, index: int) -> None:
         """A shard's room events stopped arriving: its rooms' sockets resume (1012), the others go on."""
@@ -412,9 +303,9 @@ class RoomHub:
                 self._room_changed(room_id)
             for conn in tuple(self.rooms.get(room_id, ())):
                 conn.close_with(protocol.CLOSE_SERVICE_RESTART)
-        self._sidebar_stale([room_id for room_id in self.watchers if room_state().shard_index(room_id) == index])
+        self.sidebar.stale([room_id for room_id in self.sidebar.watchers if room_state().shard_index(room_id) == index])
 
-    async def _after_redis_outage(self, shards: set[int]) -> None:
+    async def after_redis_outage(self, shards: set[int]) -> None:
         """Shards are back but may have restarted empty, and this process's subscriptions with
         them: subscribe to the hub group afresh and send the sockets of their rooms to reconnect
         (1012), so each rejoins its room on a fresh subscription and resumes with ?after= without a gap."""

@@ -1,7 +1,7 @@
 """The sidebar's per-user stream: what every socket does to keep its user's sidebar live, and the
 user socket (/ws/user/) that carries only that, for pages without a room (the home page).
 
-A socket registers its user's sidebar rooms with the process's hub as a watcher (chat/hub.py); the
+A socket registers its user's sidebar rooms with the process's hub as a watcher (chat/hub_sidebar.py); the
 hub hands it `sidebar.activity` for each message there and asks it to refresh (`sidebar_refresh`)
 when the set changed (a `user.sidebar` event) or frames may have been missed (a Redis shard lost).
 """
@@ -46,9 +46,9 @@ class SidebarWatcher:
                 self.blocked = frozenset(await database_sync_to_async(blocked_user_ids)(self.user_id))
                 if self._sidebar_gone:  # closed meanwhile: a watch now would outlive the socket
                     return
-                await get_hub().watch(self, rooms)
+                await get_hub().sidebar.watch(self, rooms)
                 if self._sidebar_gone:
-                    return await get_hub().unwatch(self)
+                    return await get_hub().sidebar.unwatch(self)
             except Exception:  # noqa: BLE001 - Postgres or Redis down: the sidebar is not live, the socket is fine
                 logger.warning("sidebar of user %s not watched (database or Redis unreachable?)", self.user_id)
                 return
@@ -63,7 +63,7 @@ class SidebarWatcher:
     async def sidebar_unwatch(self) -> None:
         """The socket is gone: no more sidebar frames, no refresh after this."""
         self._sidebar_gone = True
-        await get_hub().unwatch(self)
+        await get_hub().sidebar.unwatch(self)
 
 
 class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
