@@ -245,6 +245,23 @@ if was and tonumber(was) > tonumber(ARGV[4]) then new = 0 end
 return {new, redis.call('HGET', KEYS[3], 'seq') or '', redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], '+inf')}
 """
 
+# KEYS: n users' connection sets, the n rooms' online sets (one per connection), then the online
+# sets to trim. ARGV: expiry, ttl, now, n, the n conn ids, the n usernames. Re-adding (not XX) heals
+# the sets after Redis restarts empty. Returns how many expired users each trimmed set lost.
+PRESENCE_REFRESH_SCRIPT = """
+local n = tonumber(ARGV[4])
+for i = 1, n do
+  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[4 + i])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+  redis.call('ZADD', KEYS[n + i], 'GT', ARGV[1], ARGV[4 + n + i])
+end
+local removed = {}
+for j = 2 * n + 1, #KEYS do
+  removed[#removed + 1] = redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', ARGV[3])
+end
+return removed
+"""
+
 # KEYS as above. ARGV: username, conn_id, now. Returns 1 when the user has no live connection left.
 PRESENCE_LEAVE_SCRIPT = """
 redis.call('ZREM', KEYS[2], ARGV[2])

@@ -18,7 +18,7 @@ import orjson
 from django.conf import settings
 
 from chat import idempotency, protocol
-from chat.limits import RedisLimits
+from chat.limits import REFRESH_CHUNK, RedisLimits
 from chat.roomscripts import (
     ACK_SCRIPT,
     CHANGE_SCRIPT,
@@ -26,6 +26,7 @@ from chat.roomscripts import (
     IDENTITY_SCRIPT,
     PRESENCE_JOIN_SCRIPT,
     PRESENCE_LEAVE_SCRIPT,
+    PRESENCE_REFRESH_SCRIPT,
     REPLAY_SCRIPT,
     RESTORE_SCRIPT,
     SEND_SCRIPT,
@@ -86,6 +87,7 @@ class RedisShard:
         self.typing = self.redis.register_script(TYPING_SCRIPT)
         self.presence_join = self.redis.register_script(PRESENCE_JOIN_SCRIPT)
         self.presence_leave = self.redis.register_script(PRESENCE_LEAVE_SCRIPT)
+        self.presence_refresh = self.redis.register_script(PRESENCE_REFRESH_SCRIPT)
 
 
 class RedisRoomState:
@@ -308,19 +310,22 @@ class RedisRoomState:
         return [room for result in results if not isinstance(result, BaseException) for room in result], failed
 
     async def _presence_refresh(self, index: int, entries: list[tuple[int, str, str]]) -> list[int]:
+        """One script call per REFRESH_CHUNK connections; the last also trims the rooms' online sets."""
+        if not entries:
+            return []
         expiry, now = time.time() + _ttl(), time.time()
         rooms = sorted({room_id for room_id, _, _ in entries})
-        async with self.shards[index].redis.pipeline(transaction=False) as pipe:
-            for room_id, conn_id, username in entries:
-                # Not "xx": re-adding heals the sets after Redis restarts empty.
-                _, room = self._room(room_id)
-                pipe.zadd(f"{room}:presence:{username}", {conn_id: expiry})
-                pipe.expire(f"{room}:presence:{username}", _ttl())
-                pipe.zadd(f"{room}:presence", {username: expiry}, gt=True)
-            for room_id in rooms:
-                pipe.zremrangebyscore(f"{self._room(room_id)[1]}:presence", "-inf", now)
-            results = await pipe.execute()
-        removed = results[3 * len(entries):]
+        removed: list[int] = []
+        for start in range(0, len(entries), REFRESH_CHUNK):
+            chunk = entries[start:start + REFRESH_CHUNK]
+            trim = rooms if start + REFRESH_CHUNK >= len(entries) else []
+            names = [(self._room(room_id)[1], username) for room_id, _, username in chunk]
+            keys = [f"{room}:presence:{username}" for room, username in names]
+            keys += [f"{room}:presence" for room, _ in names]
+            keys += [f"{self._room(room_id)[1]}:presence" for room_id in trim]
+            args = [expiry, _ttl(), now, len(chunk), *(conn_id for _, conn_id, _ in chunk),
+                    *(username for _, username in names)]
+            removed = await self.shards[index].presence_refresh(keys=keys, args=args)
         return [room_id for room_id, count in zip(rooms, removed, strict=True) if count]
 
     async def presence_online(self, room_id: int) -> list[str]:

@@ -131,3 +131,30 @@ async def test_typing_is_relayed_once_a_start_and_once_a_stop_per_throttle_windo
                 continue
             assert again["active"] is True and time.monotonic() - first_start >= 2.0
             break
+
+
+async def test_a_heartbeat_keeps_every_connection_and_drops_the_expired(room):
+    """More connections than one refresh call takes (chat.limits.REFRESH_CHUNK): each is extended,
+    each user's socket count too (closed ones stay closed), and a user whose entries ran out leaves."""
+    state = room_state()
+    entries = [(room.id, f"conn-{n}", f"user-{n % 1500}") for n in range(2500)]
+    shard, prefix = state._room(room.id)
+    await shard.redis.zadd(f"{prefix}:presence", {"gone-user": time.time() - 1})
+
+    rooms_left, failed = await state.presence_refresh(entries)
+
+    assert rooms_left == [room.id] and not failed
+    online = await state.presence_online(room.id)
+    assert "gone-user" not in online and len(online) == 1500
+    assert await shard.redis.zscore(f"{prefix}:presence:user-7", "conn-1507") > time.time() + 1
+
+    users = [user.pk for user in [make_user("refresh") for _ in range(3)]]
+    sockets = [(users[n % 3], f"sock-{n}") for n in range(1200)]
+    for user_id, conn_id in sockets[:-1]:  # the last one closed before the heartbeat
+        assert await state.limits.socket_open(user_id, conn_id, 10_000, 1)
+    await state.limits.sockets_refresh(sockets, 60)
+    redis, base, _ = state.limits._user(users[0])
+    assert await redis.zscore(f"{base}:sockets", "sock-0") > time.time() + 30
+    assert await redis.ttl(f"{base}:sockets") > 30
+    redis, base, _ = state.limits._user(sockets[-1][0])
+    assert await redis.zscore(f"{base}:sockets", sockets[-1][1]) is None
