@@ -204,7 +204,7 @@ CHAT_REPLAY_PAGE = env.int("CHAT_REPLAY_PAGE", default=500)
 CHAT_PRESENCE_TTL = env.int("CHAT_PRESENCE_TTL", default=30)
 # A process gathers a room's presence changes this long, from the first, before it sends one frame
 # with the newest online list; 0: at once.
-CHAT_PRESENCE_COALESCE_SECONDS = env.float("CHAT_PRESENCE_COALESCE_SECONDS", default=0.25)
+CHAT_PRESENCE_COALESCE_SECONDS = env.float("CHAT_PRESENCE_COALESCE_SECONDS", default=1.0)
 # On SIGTERM, how long a web instance waits for its sockets to close (1012) before it exits.
 # Bytes of live frames queued for one socket before it counts as not reading and is cut (4408).
 CHAT_SOCKET_BUFFER_BYTES = env.int("CHAT_SOCKET_BUFFER_BYTES", default=1024 * 1024)
