@@ -64,7 +64,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def message(n: int) -> dict:
-    """A message of a usual size, as chat.services.messages builds it."""
+    """A message of a usual size, as chat.services.sending builds it."""
     return {"id": str(uuid.uuid4()), "room": "bench-sendpath", "author": {"id": USER_ID, "username": "bench-user"},
             "body": "x" * 80, "created_at": "2026-11-30T23:00:00.000000+00:00", "edited_at": None,
             "client_id": f"c-{n}"}

@@ -2,7 +2,8 @@
 
 - `rooms`: create rooms, open direct messages, add members, seed a room's sequence
 - `presence`: who is in a room (join, hello, online list), typing, read marks
-- `messages`: send, confirm, edit, delete, report, replay
+- `sending`: send (a socket's sends in order, batched) and confirm
+- `messages`: edit, delete, hide and restore under the message's rev, report, replay
 - `moderation`: bans, mutes, hiding messages, resolving reports, the moderation log
 - `persistence`: what the worker (or the embedded default's inline store) applies to Postgres
 - `events`: the live side shared by the others (room broadcasts, user-wide events, signals)
