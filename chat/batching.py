@@ -3,6 +3,7 @@ connection health check) for every request waiting while the previous batch ran,
 joins costs a few queries per batch instead of several per socket."""
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -19,7 +20,7 @@ class ThreadBatch(Generic[Request, Result]):
 
     def __init__(self, read: Callable[[list[Request]], list[Result | Exception]]) -> None:
         self._read = database_sync_to_async(read)
-        self._loops: dict[asyncio.AbstractEventLoop, _Queue] = {}
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
     async def __call__(self, request: Request) -> Result:
         loop = asyncio.get_running_loop()
@@ -32,7 +33,7 @@ class ThreadBatch(Generic[Request, Result]):
             queue.running = asyncio.ensure_future(self._run(queue))  # next turn: this turn's requests come along
         result = await future
         if isinstance(result, Exception):
-            raise result
+            raise result.with_traceback(None)  # one exception for a batch's callers: no tracebacks piled up
         return result
 
     async def _run(self, queue: "_Queue") -> None:

@@ -32,6 +32,11 @@ SOCKET_HIGH_WATER = 256 * 1024  # unsent bytes in the server's transport above w
 _cleanups: set[asyncio.Task] = set()  # sockets' cleanups under way, kept until done (the loop keeps none)
 
 
+def cleanups_under_way() -> set[asyncio.Task]:
+    """The cleanups of sockets that closed and have not finished leaving (the drain waits for them)."""
+    return set(_cleanups)
+
+
 class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     # No per-socket channel: the per-process hub receives room events and hands them to us.
     channel_layer_alias = "__per_process_hub_only__"
@@ -80,6 +85,12 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     # --- connection lifecycle ---
 
     async def connect(self):
+        try:
+            await self._connect()
+        finally:
+            join_done()  # hello out, or closed before it: the join is over either way
+
+    async def _connect(self):
         extensions = self.scope.get("extensions", {})
         self._unsent_bytes = extensions.get("chat.unsent_bytes")
         self._held: list[tuple[int | None, str]] | None = []  # live frames held while hello/replay go out
@@ -125,7 +136,6 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         hello.update(protocol.standing_fields(muted_until=self._muted_until()))  # a mute that holds now
         self.push(hello)
         self._greeted = True
-        join_done()
         after = _query_int(self.scope, "after")
         if after is not None:
             self._start_replay(after)

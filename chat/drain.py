@@ -55,6 +55,13 @@ async def _drain(previous) -> None:
     deadline = time.monotonic() + settings.CHAT_DRAIN_SECONDS
     while any(True for _ in hub.sockets()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    # Their cleanups (presence, socket counts, the leaves' announcements) end before the signal goes
+    # back: daphne then cancels every application still running.
+    from chat.consumers import cleanups_under_way
+
+    cleanups = cleanups_under_way()
+    if cleanups and time.monotonic() < deadline:
+        await asyncio.wait(cleanups, timeout=deadline - time.monotonic())
     logger.info("drained; shutting down")
     # Hand the signal back to the server's own handler (or the default: exit).
     signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)

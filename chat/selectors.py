@@ -159,9 +159,10 @@ def room_max_seq(room_id: int) -> int:
 
 
 def rooms_max_seq(room_ids: list[int]) -> list[int]:
-    """room_max_seq of each room, in one query."""
-    found = dict(Message.objects.filter(room_id__in=set(room_ids)).values("room_id").annotate(m=Max("seq"))
-                 .values_list("room_id", "m"))
+    """room_max_seq of each room, in one query: each room's newest seq read off the (room, seq)
+    index, not a scan of its messages."""
+    newest = Message.objects.filter(room_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]
+    found = dict(Room.objects.filter(id__in=set(room_ids)).annotate(m=Subquery(newest)).values_list("id", "m"))
     return [found.get(room_id) or 0 for room_id in room_ids]
 
 

@@ -6,6 +6,7 @@ reconnects costs two queries per batch instead of two (and a connection check) p
 It takes the place of channels' AuthMiddlewareStack for WebSockets: the scope gets `user` and
 `session_key`; nothing is written to the session, which a WebSocket cannot send back anyway."""
 
+import re
 from importlib import import_module
 
 from django.conf import settings
@@ -31,10 +32,17 @@ class SocketAuthMiddleware:
                                 receive, send)
 
 
+# What a session key can be (Django makes them of lowercase letters and digits, 32 long; its
+# column holds 40): anything else is no session, and never reaches a query it could fail for the
+# whole batch (a NUL, say).
+_SESSION_KEY = re.compile(r"[a-z0-9]{8,40}")
+
+
 def _session_cookie(scope: dict) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"cookie":
-            return parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME) or None
+            key = parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME, "")
+            return key if _SESSION_KEY.fullmatch(key) else None
     return None
 
 
@@ -53,24 +61,25 @@ def _users_read(keys: list[str]) -> list:
     """The user each session key proves, or None, as django.contrib.auth.get_user decides."""
     sessions = _sessions_read(keys)
     model = get_user_model()
-    claims: dict[str, tuple] = {}  # session key -> (user id, backend)
+    claims: dict[str, tuple] = {}  # session key -> (user id, backend, whether ModelBackend reads the user)
     for key, data in sessions.items():
         try:
             user_id, path = model._meta.pk.to_python(data[SESSION_KEY]), data[BACKEND_SESSION_KEY]
         except (KeyError, ValidationError):
             continue
         if path in settings.AUTHENTICATION_BACKENDS:
-            claims[key] = (user_id, load_backend(path))
+            backend = load_backend(path)
+            claims[key] = (user_id, backend, type(backend).get_user is ModelBackend.get_user)
     # ModelBackend's get_user is one query a user: the same read, for all of them at once.
-    bulk = {user_id for user_id, backend in claims.values() if type(backend).get_user is ModelBackend.get_user}
+    bulk = {user_id for user_id, _, by_model in claims.values() if by_model}
     rows = model._default_manager.in_bulk(bulk) if bulk else {}
     users: list = []
     for key in keys:
         if key not in claims:
             users.append(None)
             continue
-        user_id, backend = claims[key]
-        if user_id in bulk:
+        user_id, backend, by_model = claims[key]
+        if by_model:
             user = rows.get(user_id)
             user = user if user is not None and backend.user_can_authenticate(user) else None
         else:
@@ -80,14 +89,13 @@ def _users_read(keys: list[str]) -> list:
 
 
 def _hash_verified(user, session_hash: str | None) -> bool:
-    """The session was signed with the user's current password (or under a fallback secret key,
-    which Django re-signs at the session's next HTTP request)."""
+    """The session was signed with the user's current password under the current secret key. One
+    signed under a fallback key is refused (4401): Django would give it a new key, which a WebSocket
+    cannot hand the browser, and logout would not find the socket by it; the page's next request
+    re-signs the session and the client connects again."""
     if not hasattr(user, "get_session_auth_hash"):
         return True
-    if not session_hash:
-        return False
-    return constant_time_compare(session_hash, user.get_session_auth_hash()) or any(
-        constant_time_compare(session_hash, fallback) for fallback in user.get_session_auth_fallback_hash())
+    return bool(session_hash) and constant_time_compare(session_hash, user.get_session_auth_hash())
 
 
 _users_of_sessions = ThreadBatch(_users_read)

@@ -81,6 +81,12 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     _admitted = False
 
     async def connect(self):
+        try:
+            await self._connect()
+        finally:
+            join_done()  # hello out, or closed before it: the join is over either way
+
+    async def _connect(self):
         await self.accept()
         if drain.is_draining():
             return await self.close(code=protocol.CLOSE_SERVICE_RESTART)
@@ -98,7 +104,6 @@ class UserConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         accounts.socket_scope_release(self.scope)
         await get_hub().attach(self)
         self.push(protocol.sidebar_hello_frame(user={"id": self.user_id, "username": self.username}))
-        join_done()
         await self.sidebar_watch()
 
     async def disconnect(self, code):

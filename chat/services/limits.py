@@ -87,18 +87,23 @@ _joined: deque[float] = deque(maxlen=256)  # when the latest joins ended, for th
 
 def join_begin() -> float | None:
     """Count a join under way in this process; past CHAT_MAX_PENDING_JOINS it is not counted and
-    the seconds the client should wait before it tries again come back: the time the joins under
-    way need at the rate joins end here, at least CHAT_JOIN_RETRY_SECONDS, spread from half to one
-    and a half times it so a storm's retries do not come back together."""
+    the seconds the client should wait before it tries again come back (`join_wait`), spread from
+    half to one and a half times it so a storm's retries do not come back together."""
     global _joining
     if _joining >= settings.CHAT_MAX_PENDING_JOINS:
-        wait = settings.CHAT_JOIN_RETRY_SECONDS
-        if len(_joined) >= 2:
-            span = time.monotonic() - _joined[0]
-            wait = max(wait, min(60.0, _joining * span / len(_joined)))
-        return round(wait * random.uniform(0.5, 1.5), 1)
+        return round(join_wait(_joining, _joined) * random.uniform(0.5, 1.5), 1)
     _joining += 1
     return None
+
+
+def join_wait(pending: int, ended: deque[float]) -> float:
+    """Seconds `pending` joins need at the rate the latest joins ended (between the first and the
+    last of them: a quiet spell before a storm is not its rate), at least CHAT_JOIN_RETRY_SECONDS,
+    at most 60."""
+    wait = settings.CHAT_JOIN_RETRY_SECONDS
+    if len(ended) >= 2 and ended[-1] > ended[0]:
+        wait = max(wait, min(60.0, pending * (ended[-1] - ended[0]) / (len(ended) - 1)))
+    return wait
 
 
 def join_end() -> None:

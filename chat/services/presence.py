@@ -4,6 +4,7 @@ of a user's sidebar."""
 import asyncio
 import logging
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -204,7 +205,8 @@ class _Announcer:
     async def _run(self, room_id: int) -> None:
         try:
             while room_id in self.changed:
-                window = settings.CHAT_PRESENCE_COALESCE_SECONDS
+                # Draining: the leaves go out before the process exits, not a window later.
+                window = 0 if drain.is_draining() else settings.CHAT_PRESENCE_COALESCE_SECONDS
                 if window > 0:
                     await asyncio.sleep(window)
                 # Cleared before the read: a change from here on is after it and gets a round of its own.
@@ -219,7 +221,7 @@ class _Announcer:
             self.tasks.pop(room_id, None)
 
 
-_announcers: dict = {}
+_announcers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _announcer() -> _Announcer:

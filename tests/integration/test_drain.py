@@ -55,3 +55,22 @@ async def test_sigterm_fails_readiness_closes_sockets_with_1012_and_clients_resu
     finally:
         balancer.stop()
         leaving.stop()
+
+
+async def test_a_user_gone_with_a_drained_instance_is_announced_before_it_exits(web_b, alice, bob, room):
+    """daphne cancels every application once the drain hands SIGTERM back: the sockets' cleanups,
+    their leave's announcement included, end first, or a user who does not come back stays online
+    for the others."""
+    leaving = WebServer(f"web-gone-{RUN}", child_env(CHAT_DRAIN_GRACE_SECONDS="0.5")).start()
+    try:
+        async with chat_socket(web_b, room.slug, bob.cookie) as b:
+            async with chat_socket(leaving, room.slug, alice.cookie) as a:
+                while alice.username not in (await b.recv_type("presence", timeout=20))["online"]:
+                    pass
+                leaving.signal(signal.SIGTERM)
+                assert await a.close_code(timeout=10) == 1012
+            assert await asyncio.to_thread(leaving.proc.wait, 20) == 0, leaving.log()[-2000:]
+            while alice.username in (await b.recv_type("presence", timeout=10))["online"]:
+                pass
+    finally:
+        leaving.stop()
