@@ -82,7 +82,7 @@ async def socket_release(*, user_id: int, conn_id: str) -> None:
 
 
 _joining = 0  # this process's joins between accept and hello
-_joined: deque[float] = deque(maxlen=256)  # when the latest joins ended, for the rate they end at
+_joined: deque[float] = deque(maxlen=4096)  # when the latest joins ended, for the rate they end at
 
 
 def join_begin() -> float | None:
@@ -91,18 +91,25 @@ def join_begin() -> float | None:
     half to one and a half times it so a storm's retries do not come back together."""
     global _joining
     if _joining >= settings.CHAT_MAX_PENDING_JOINS:
-        return round(join_wait(_joining, _joined) * random.uniform(0.5, 1.5), 1)
+        return round(join_wait(_joining, _joined, time.monotonic()) * random.uniform(0.5, 1.5), 1)
     _joining += 1
     return None
 
 
-def join_wait(pending: int, ended: deque[float]) -> float:
-    """Seconds `pending` joins need at the rate the latest joins ended (between the first and the
-    last of them: a quiet spell before a storm is not its rate), at least CHAT_JOIN_RETRY_SECONDS,
-    at most 60."""
+JOIN_RATE_SECONDS = 5.0  # the span the rate joins end at is measured over...
+JOIN_RATE_MIN_ENDS = 20  # ...from at least this many ends in it
+
+
+def join_wait(pending: int, ended: deque[float], now: float) -> float:
+    """Seconds `pending` joins need at the rate joins ended lately (in the last JOIN_RATE_SECONDS,
+    from the oldest of them), at least CHAT_JOIN_RETRY_SECONDS, at most 60. Too few recent ends say
+    nothing of the rate (a storm's first moment, stragglers of an earlier burst, a quiet spell): then
+    the setting."""
+    recent = [end for end in ended if now - end <= JOIN_RATE_SECONDS]
     wait = settings.CHAT_JOIN_RETRY_SECONDS
-    if len(ended) >= 2 and ended[-1] > ended[0]:
-        wait = max(wait, min(60.0, pending * (ended[-1] - ended[0]) / (len(ended) - 1)))
+    if len(recent) >= JOIN_RATE_MIN_ENDS:
+        rate = len(recent) / max(1.0, now - recent[0])
+        wait = max(wait, min(60.0, pending / rate))
     return wait
 
 

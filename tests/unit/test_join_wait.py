@@ -8,22 +8,28 @@ from chat.services.limits import join_wait
 
 
 @override_settings(CHAT_JOIN_RETRY_SECONDS=2)
-def test_the_hint_is_the_time_the_pending_joins_need_at_the_latest_rate():
-    ended = deque(100.0 + n * 0.01 for n in range(101))  # 100 joins a second
-    assert join_wait(500, ended) == 5.0
-    assert join_wait(50, ended) == 2  # never under the setting
-    assert join_wait(100_000, ended) == 60.0  # nor over a minute
+def test_the_hint_is_the_time_the_pending_joins_need_at_the_recent_rate():
+    ended = deque(100.0 + n * 0.01 for n in range(500))  # 100 joins a second, the last at 104.99
+    assert join_wait(500, ended, 105.0) == 5.0
+    assert join_wait(50, ended, 105.0) == 2  # never under the setting
+    assert join_wait(100_000, ended, 105.0) == 60.0  # nor over a minute
 
 
 @override_settings(CHAT_JOIN_RETRY_SECONDS=2)
-def test_a_quiet_spell_before_a_storm_is_not_its_rate():
-    """The latest joins ended while the instance filled up, then nothing for a while: the rate is
-    theirs, not stretched over the quiet (which once sent a storm's sockets away for 40 s)."""
-    ended = deque(100.0 + n * 0.004 for n in range(256))  # 250 joins a second, long ago
-    assert join_wait(500, ended) == 2.0
+def test_stragglers_and_quiet_spells_are_not_the_rate():
+    """A burst long ago, then a few stragglers: the hint once came out at 40 s when a storm began
+    after such an opening, and sent every shed socket away for that long."""
+    ended = deque([*(100.0 + n * 0.004 for n in range(250)), 110.0, 115.0, 120.0])
+    assert join_wait(500, ended, 130.0) == 2  # nothing in the last 5 s
+    assert join_wait(500, ended, 121.0) == 2  # a straggler is no rate
+
+
+@override_settings(CHAT_JOIN_RETRY_SECONDS=2)
+def test_a_storm_just_under_way_is_measured_from_its_first_ends():
+    ended = deque(200.0 + n * 0.004 for n in range(125))  # 250 a second for half a second
+    assert join_wait(500, ended, 200.5) == 4.0  # over the one second the rate is counted on at least
 
 
 @override_settings(CHAT_JOIN_RETRY_SECONDS=2)
 def test_without_a_rate_the_setting():
-    assert join_wait(500, deque()) == 2 and join_wait(500, deque([5.0])) == 2
-    assert join_wait(500, deque([5.0, 5.0])) == 2
+    assert join_wait(500, deque(), 10.0) == 2
