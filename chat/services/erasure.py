@@ -7,6 +7,7 @@ worker applies. docs/operations.md, "Account deletion and export", says what sta
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -37,6 +38,7 @@ BY_ERASURE = "erasure"  # the `by` of the message.deleted records of an erased m
 BATCH = 500  # messages read, changed and handed to Kafka at a time: memory stays bounded
 CONCURRENCY = 16  # compare-and-sets in flight at once
 ROUNDS = 3  # passes over what is left, for messages stored while the first passes ran
+DEADLOCK, DEADLOCK_TRIES = "40P01", 5  # Postgres's deadlock_detected, and how often a batch meets it
 
 Progress = Callable[[str], None]
 
@@ -327,14 +329,21 @@ def _messages_batch(user_id: int) -> list[dict]:
 
 def _batch_reassigned(ids: list[str], *, user_id: int, stand_in_id: int, mode: str) -> None:
     """What the batch's records say, written at once too: history and search show it before the
-    worker gets there, and no row is left for the user row's cascade to take. Erased messages'
-    mentions go."""
+    worker gets there, and no row is left for the user row's cascade to take; erased ones' mentions go."""
     erased = {} if mode == "keep" else {"body": "", "deleted": True, "attachments": [], "reactions": []}
-    with transaction.atomic():
-        Message.objects.filter(id__in=ids, author_id=user_id).update(author_id=stand_in_id, **erased)
-        if mode == "keep":  # the messages it had deleted itself are erased in either mode
-            Message.objects.filter(id__in=ids, deleted=True).update(body="", attachments=[], reactions=[])
-        Mention.objects.filter(message_id__in=ids, message__deleted=True).delete()
+    for attempt in range(DEADLOCK_TRIES):
+        try:
+            with transaction.atomic():
+                Message.objects.filter(id__in=ids, author_id=user_id).update(author_id=stand_in_id, **erased)
+                if mode == "keep":  # the messages it had deleted itself are erased in either mode
+                    Message.objects.filter(id__in=ids, deleted=True).update(body="", attachments=[], reactions=[])
+                Mention.objects.filter(message_id__in=ids, message__deleted=True).delete()
+            return
+        except OperationalError as exc:  # deadlocked with the worker writing these rows: safe to run again
+            if getattr(exc.__cause__, "pgcode", None) != DEADLOCK or attempt == DEADLOCK_TRIES - 1:
+                raise
+            logger.warning("account deletion batch deadlocked with another writer; trying it again")
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _replies_of(parent_ids: list[str], *, user_id: int) -> list[tuple[int, str]]:
