@@ -105,10 +105,14 @@ def join_wait(pending: int, ended: deque[float], now: float) -> float:
     from the oldest of them), at least CHAT_JOIN_RETRY_SECONDS, at most 60. Too few recent ends say
     nothing of the rate (a storm's first moment, stragglers of an earlier burst, a quiet spell): then
     the setting."""
-    recent = [end for end in ended if now - end <= JOIN_RATE_SECONDS]
+    count, oldest = 0, now
+    for end in reversed(ended):  # newest first; stop at the first too old (a shed is on the hot path)
+        if now - end > JOIN_RATE_SECONDS:
+            break
+        count, oldest = count + 1, end
     wait = settings.CHAT_JOIN_RETRY_SECONDS
-    if len(recent) >= JOIN_RATE_MIN_ENDS:
-        rate = len(recent) / max(1.0, now - recent[0])
+    if count >= JOIN_RATE_MIN_ENDS:
+        rate = count / max(1.0, now - oldest)
         wait = max(wait, min(60.0, pending / rate))
     return wait
 
