@@ -1,9 +1,15 @@
 """The first thing a WebSocket meets: past CHAT_MAX_PENDING_JOINS joins under way in this process
 (from the handshake until the consumer calls `join_done` with its first frame out, or the socket
 ends), a new one is accepted and closed at once with 1013 and a `retry_after=<seconds>` reason,
-before its session, user or room cost anything."""
+before its session, user or room cost anything.
+
+A server whose listening sockets can stop accepting (daphne's: config/daphne_listen.py) registers
+them with `listener_add`: at the limit they stop, so new connections wait in the kernel's listen
+queue, costing the process nothing, and are taken in order as joins end, instead of each costing a
+whole handshake to be shed and coming back after its hint."""
 
 from contextvars import ContextVar
+from typing import Protocol
 
 from chat import metrics, protocol
 from chat.services import limits
@@ -11,6 +17,20 @@ from chat.services import limits
 # The socket's own "join over" callback: its consumer runs in the task that called the gate, and a
 # context variable costs the socket nothing, where a scope key would cost another copy of the scope.
 _join_done: ContextVar = ContextVar("chat_join_done")
+
+
+class Listener(Protocol):
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
+_listeners: list[Listener] = []
+_paused = False
+
+
+def listener_add(listener: Listener) -> None:
+    """A listening socket of this process, to stop while the joins under way are at the limit."""
+    _listeners.append(listener)
 
 
 class JoinGateMiddleware:
@@ -21,6 +41,8 @@ class JoinGateMiddleware:
         retry_after = limits.join_begin()
         if retry_after is not None:
             return await _shed(receive, send, retry_after)
+        if not limits.joins_free():
+            _accepting(False)
         counted = True
 
         def done() -> None:
@@ -28,6 +50,7 @@ class JoinGateMiddleware:
             if counted:
                 counted = False
                 limits.join_end()
+                _accepting(True)
 
         _join_done.set(done)
         try:
@@ -43,6 +66,20 @@ def join_done() -> None:
 
 def _nothing() -> None:
     pass
+
+
+def _accepting(on: bool) -> None:
+    global _paused
+    if _paused == (not on) or not _listeners:
+        return
+    _paused = not on
+    if _paused:
+        metrics.ACCEPT_PAUSES.inc()
+    for listener in _listeners:
+        if _paused:
+            listener.pause()
+        else:
+            listener.resume()
 
 
 async def _shed(receive, send, retry_after: float) -> None:

@@ -11,6 +11,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+from chat.batching import PipelineBatch
+
 # The token bucket: refill at `rate` tokens a second up to `cap`, take one; 0, or the seconds
 # until one is there (on Redis's clock, shared by every instance).
 BUCKET_LUA = """
@@ -85,8 +87,9 @@ class RedisLimits:
         redis, base = self._route(user_id)
         scripts = self._scripts.get(id(redis))
         if scripts is None:
+            # A storm's joins count their sockets hundreds at a time: one pipeline a batch.
             scripts = self._scripts[id(redis)] = (redis.register_script(TAKE_SCRIPT),
-                                                  redis.register_script(SOCKET_OPEN_SCRIPT),
+                                                  PipelineBatch(redis).script(redis.register_script(SOCKET_OPEN_SCRIPT)),
                                                   redis.register_script(SOCKETS_REFRESH_SCRIPT))
         return redis, base, scripts
 

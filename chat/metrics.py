@@ -21,6 +21,8 @@ FANOUT_DELIVERIES = Counter("chat_fanout_deliveries_total", "Room frames handed 
 RATE_LIMITED = Counter("chat_rate_limited_total", "Sends refused by the rate limit")
 ERRORS_SENT = Counter("chat_errors_sent_total", "Error frames sent, by code", ["code"])
 CLOSES = Counter("chat_socket_closes_total", "Sockets closed by the server, by close code", ["code"])
+ACCEPT_PAUSES = Counter("chat_accept_pauses_total",
+                        "Times this process stopped accepting connections: CHAT_MAX_PENDING_JOINS joins under way")
 SLOW_CONSUMER_CUTS = Counter("chat_slow_consumer_cuts_total", "Sockets cut (4408) for not reading their frames")
 HUB_GAPS = Counter("chat_hub_gaps_total", "Room messages this instance missed (sockets sent to resume with 1012)")
 REPLAY_INCOMPLETE = Counter("chat_replay_incomplete_total",

@@ -18,6 +18,7 @@ import orjson
 from django.conf import settings
 
 from chat import idempotency, protocol
+from chat.batching import PipelineBatch
 from chat.limits import REFRESH_CHUNK, RedisLimits
 from chat.roomscripts import (
     ACK_SCRIPT,
@@ -85,8 +86,10 @@ class RedisShard:
         self.current = self.redis.register_script(CURRENT_SCRIPT)
         self.change = self.redis.register_script(CHANGE_SCRIPT)
         self.typing = self.redis.register_script(TYPING_SCRIPT)
-        self.presence_join = self.redis.register_script(PRESENCE_JOIN_SCRIPT)
-        self.presence_leave = self.redis.register_script(PRESENCE_LEAVE_SCRIPT)
+        # A storm's joins and leaves come hundreds at a time: one pipeline a batch (chat/batching.py).
+        batch = PipelineBatch(self.redis)
+        self.presence_join = batch.script(self.redis.register_script(PRESENCE_JOIN_SCRIPT))
+        self.presence_leave = batch.script(self.redis.register_script(PRESENCE_LEAVE_SCRIPT))
         self.presence_refresh = self.redis.register_script(PRESENCE_REFRESH_SCRIPT)
 
 

@@ -1,14 +1,20 @@
-"""daphne listens with a backlog of LISTEN_BACKLOG whatever its command line says (the contract's
-`daphne -b HOST -p PORT` included): Twisted's default of 50 makes the kernel drop the SYNs of a
-reconnect storm, which clients resend only after a second. An endpoint that names its own
-`backlog=` keeps it. Linux caps the backlog at net.core.somaxconn (docs/deployment.md)."""
+"""How daphne listens, whatever its command line says (the contract's `daphne -b HOST -p PORT`
+included):
+
+- with a backlog of LISTEN_BACKLOG: Twisted's default of 50 makes the kernel drop the SYNs of a
+  reconnect storm, which clients resend only after a second. An endpoint that names its own
+  `backlog=` keeps it. Linux caps the backlog at net.core.somaxconn (docs/deployment.md).
+- as the join gate's listener (chat/join_gate.py): it stops accepting while CHAT_MAX_PENDING_JOINS
+  joins are under way, so a storm's sockets wait in that backlog instead of being accepted and
+  shed, and an accept round takes no more connections than joins may begin."""
 
 from config.shims import versions_match
 
 LISTEN_BACKLOG = 1024
 
-# daphne.server's module-level serverFromString, which Server.run calls for each endpoint string.
-WRITTEN_FOR = {"daphne": "4.2.3"}
+# daphne.server's module-level serverFromString, which Server.run calls for each endpoint string;
+# Twisted's tcp.Port (stopReading, startReading, numberAccepts: the connections one doRead accepts).
+WRITTEN_FOR = {"daphne": "4.2.3", "twisted": "26.10.0"}
 
 
 def with_backlog(description: str) -> str:
@@ -19,10 +25,60 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={LISTEN_BACKLOG}"
 
 
+# After an accept round the port rests this long: the sockets just accepted reach the join gate a
+# turn or two of the event loop later, and must be counted before the next round takes more.
+ACCEPT_REST_SECONDS = 0.01
+
+
+class GatedPort:
+    """A listening port as the join gate's listener: paused by the gate at the limit, and each
+    accept round takes no more connections than joins may begin."""
+
+    def __init__(self, port) -> None:
+        self.port = port
+        self.paused = self.resting = False
+        accept_round = port.doRead
+
+        def do_read():
+            from chat.services import limits
+
+            free = limits.joins_free()
+            port.numberAccepts = max(1, free)
+            try:
+                return accept_round()
+            finally:
+                self.resting = True
+                self._apply()
+                port.reactor.callLater(ACCEPT_REST_SECONDS, self._rested)
+
+        port.doRead = do_read
+
+    def pause(self) -> None:
+        self.paused = True
+        self._apply()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._apply()
+
+    def _rested(self) -> None:
+        self.resting = False
+        self._apply()
+
+    def _apply(self) -> None:
+        if not self.port.connected or self.port.disconnecting:  # daphne stopped listening
+            return
+        if self.paused or self.resting:
+            self.port.stopReading()
+        else:
+            self.port.startReading()
+
+
 def install() -> bool:
-    """Replaces daphne.server's serverFromString, on the version it was written for only; returns
+    """Replaces daphne.server's serverFromString, on the versions it was written for only; returns
     whether it is installed."""
-    if not versions_match(__name__, WRITTEN_FOR, without="daphne listens with Twisted's backlog of 50"):
+    if not versions_match(__name__, WRITTEN_FOR, without="daphne listens with Twisted's backlog of 50 "
+                                                         "and accepts connections past the join limit"):
         return False
     from daphne import server
 
@@ -31,8 +87,22 @@ def install() -> bool:
     original = server.serverFromString
 
     def server_from_string(reactor, description):
-        return original(reactor, with_backlog(str(description)))
+        endpoint = original(reactor, with_backlog(str(description)))
+        listen = endpoint.listen
+
+        def listen_gated(factory):
+            return listen(factory).addCallback(_gated)
+
+        endpoint.listen = listen_gated
+        return endpoint
 
     server_from_string._chat_backlog = True
     server.serverFromString = server_from_string
     return True
+
+
+def _gated(port):
+    from chat import join_gate
+
+    join_gate.listener_add(GatedPort(port))
+    return port

@@ -96,6 +96,11 @@ def join_begin() -> float | None:
     return None
 
 
+def joins_free() -> int:
+    """Joins this process may begin before CHAT_MAX_PENDING_JOINS are under way."""
+    return max(0, settings.CHAT_MAX_PENDING_JOINS - _joining)
+
+
 JOIN_RATE_SECONDS = 5.0  # the span the rate joins end at is measured over...
 JOIN_RATE_MIN_ENDS = 20  # ...from at least this many ends in it
 

@@ -1,6 +1,7 @@
 """The join path: joins that arrive together are read together and still refused one by one; what a
 join read before it was in the hub is read again when the hub saw a change meanwhile; and past
-CHAT_MAX_PENDING_JOINS a new socket is shed with 1013 and a retry hint, then joins on retry."""
+CHAT_MAX_PENDING_JOINS a new socket is shed with 1013 and a retry hint, then joins on retry, or under
+daphne waits in the listen queue for its turn."""
 
 import asyncio
 import random
@@ -12,6 +13,7 @@ from asgiref.sync import sync_to_async
 from chat.models import ChatProfile, Membership
 from chat.services.moderation import user_ban
 from tests.conftest import child_env, make_room, make_user, session_cookie
+from tests.integration.test_metrics import scrape
 from tests.support import WebServer, chat_socket, unique
 
 
@@ -92,43 +94,44 @@ async def test_room_state_frames_and_new_subscriptions_mark_a_change():
     assert hub.changed_since(mark, room_id=1, user_id=7)
 
 
-@pytest.fixture(params=["daphne", "uvicorn"])
-def shedding(request):
-    """An instance that works on one join at a time."""
-    server = WebServer(unique(f"shedding-{request.param}"),
-                       child_env(CHAT_MAX_PENDING_JOINS="1", CHAT_JOIN_RETRY_SECONDS="0.2",
-                                 CHAT_MAX_SOCKETS_PER_USER="1000"), server=request.param).start()
-    server.kind = request.param
+async def _join_retrying(server: WebServer, slug: str, cookie: str, shed: list[tuple[int, str]]):
+    """A socket that has its hello, trying again after each 1013's hint (noted in `shed`)."""
+    deadline = asyncio.get_running_loop().time() + 120  # one join at a time is slow on a loaded machine
+    while asyncio.get_running_loop().time() < deadline:
+        ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/ws/chat/{slug}/", origin=server.url,
+                                      open_timeout=60, additional_headers={"Cookie": f"sessionid={cookie}"})
+        try:
+            first = await asyncio.wait_for(ws.recv(), 30)
+        except websockets.ConnectionClosed as exc:
+            shed.append((exc.rcvd.code, exc.rcvd.reason))
+            await asyncio.sleep(min(1.0, float(exc.rcvd.reason.partition("=")[2] or 0.2)))
+            continue
+        assert first.startswith('{"type":"hello"'), first
+        return ws
+    raise AssertionError("a socket never joined")
+
+
+@pytest.fixture
+def storm_cookies(alice):
+    return [alice.cookie] + [session_cookie(make_user("storm")) for _ in range(9)]
+
+
+@pytest.fixture
+def shedding():
+    """A uvicorn instance that works on one join at a time (uvicorn accepts whenever its loop gets to it)."""
+    server = WebServer(unique("shedding"), child_env(CHAT_MAX_PENDING_JOINS="1", CHAT_JOIN_RETRY_SECONDS="0.2",
+                                                     CHAT_MAX_SOCKETS_PER_USER="1000"), server="uvicorn").start()
     yield server
     server.stop()
 
 
-async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(shedding, alice, room):
-    cookies = [alice.cookie] + [session_cookie(make_user("storm")) for _ in range(9)]
+async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(shedding, storm_cookies, room):
     shed: list[tuple[int, str]] = []
     held = []
-
-    async def join(n: int) -> None:
-        # One join at a time: on a loaded machine forty take a while, each retrying after its hint.
-        deadline = asyncio.get_running_loop().time() + 120
-        while asyncio.get_running_loop().time() < deadline:
-            ws = await websockets.connect(f"ws://127.0.0.1:{shedding.port}/ws/chat/{room.slug}/",
-                                          origin=shedding.url, open_timeout=30,
-                                          additional_headers={"Cookie": f"sessionid={cookies[n % len(cookies)]}"})
-            try:
-                first = await asyncio.wait_for(ws.recv(), 30)
-            except websockets.ConnectionClosed as exc:
-                shed.append((exc.rcvd.code, exc.rcvd.reason))
-                await asyncio.sleep(min(1.0, float(exc.rcvd.reason.partition("=")[2] or 0.2)))
-                continue
-            assert first.startswith('{"type":"hello"'), first
-            held.append(ws)
-            return
-        raise AssertionError(f"socket {n} never joined")
-
     try:
         for _ in range(5):  # a burst is not guaranteed to overlap on a fast machine: a few at most
-            await asyncio.gather(*(join(n) for n in range(40)))
+            held += await asyncio.gather(*(_join_retrying(shedding, room.slug, storm_cookies[n % 10], shed)
+                                           for n in range(40)))
             if shed:
                 break
         assert shed, "no socket was shed with one join allowed at a time"
@@ -139,6 +142,29 @@ async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(s
         assert len(held) >= 40
     finally:
         await asyncio.gather(*(ws.close() for ws in held))
+
+
+async def test_at_the_limit_daphne_stops_accepting_and_the_waiting_sockets_join_in_turn(storm_cookies, room):
+    """Under daphne the sockets past CHAT_MAX_PENDING_JOINS wait in the listen queue
+    (config/daphne_listen.py) and join as the joins before them end, instead of each being shed."""
+    server = WebServer(unique("queueing"), child_env(CHAT_MAX_PENDING_JOINS="2", CHAT_JOIN_RETRY_SECONDS="0.2",
+                                                     CHAT_MAX_SOCKETS_PER_USER="1000")).start()
+    shed: list[tuple[int, str]] = []
+    held = []
+    try:
+        for _ in range(5):  # as above: until a burst overlapped
+            pauses = scrape(f"{server.url}/metrics").get("chat_accept_pauses_total", 0)
+            held += await asyncio.gather(*(_join_retrying(server, room.slug, storm_cookies[n % 10], shed)
+                                           for n in range(40)))
+            if scrape(f"{server.url}/metrics").get("chat_accept_pauses_total", 0) > pauses:
+                break
+        else:
+            raise AssertionError("daphne never stopped accepting with two joins allowed at a time")
+        # Shedding them instead would have shed most of the forty, each again on every retry.
+        assert len(shed) < 20, shed
+    finally:
+        await asyncio.gather(*(ws.close() for ws in held))
+        server.stop()
 
 
 async def test_a_shed_socket_costs_no_session_read():
