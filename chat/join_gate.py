@@ -38,7 +38,7 @@ class JoinGateMiddleware:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
-        retry_after = limits.join_begin()
+        retry_after = limits.join_begin(queued=bool(_listeners))
         if retry_after is not None:
             return await _shed(receive, send, retry_after)
         if not limits.joins_free():

@@ -10,7 +10,7 @@ included):
 
 from config.shims import versions_match
 
-LISTEN_BACKLOG = 1024
+LISTEN_BACKLOG = 4096
 
 # daphne.server's module-level serverFromString, which Server.run calls for each endpoint string;
 # Twisted's tcp.Port (stopReading, startReading, numberAccepts: the connections one doRead accepts).

@@ -85,13 +85,16 @@ _joining = 0  # this process's joins between accept and hello
 _joined: deque[float] = deque(maxlen=4096)  # when the latest joins ended, for the rate they end at
 
 
-def join_begin() -> float | None:
+def join_begin(*, queued: bool = False) -> float | None:
     """Count a join under way in this process; past CHAT_MAX_PENDING_JOINS it is not counted and
     the seconds the client should wait before it tries again come back (`join_wait`), spread from
-    half to one and a half times it so a storm's retries do not come back together."""
+    half to one and a half times it so a storm's retries do not come back together. `queued`: the
+    server holds the sockets that wait in its listen queue, which orders a retry behind them, so
+    the retry needs only the least wait."""
     global _joining
     if _joining >= settings.CHAT_MAX_PENDING_JOINS:
-        return round(join_wait(_joining, _joined, time.monotonic()) * random.uniform(0.5, 1.5), 1)
+        wait = settings.CHAT_JOIN_RETRY_SECONDS if queued else join_wait(_joining, _joined, time.monotonic())
+        return round(wait * random.uniform(0.5, 1.5), 1)
     _joining += 1
     return None
 

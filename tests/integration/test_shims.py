@@ -114,9 +114,9 @@ async def test_under_daphne_a_socket_shed_past_the_pending_joins_limit_gets_retr
     assert rcvd.reason.startswith("retry_after=") and float(rcvd.reason.partition("=")[2]) > 0, rcvd.reason
 
 
-def test_daphne_started_with_the_contracts_command_listens_with_a_backlog_of_1024(web_a):
+def test_daphne_started_with_the_contracts_command_listens_with_a_backlog_of_4096(web_a):
     """`daphne -b HOST -p PORT` (contract §1): Twisted's backlog of 50 would drop a storm's SYNs."""
     assert web_a.argv[web_a.argv.index("-b"):][:4] == ["-b", "127.0.0.1", "-p", str(web_a.port)]
     listening = subprocess.run(["ss", "-ltnH", f"sport = :{web_a.port}"], capture_output=True, text=True,
                                check=True).stdout.split()
-    assert listening[0] == "LISTEN" and listening[2] == "1024", listening
+    assert listening[0] == "LISTEN" and listening[2] == "4096", listening

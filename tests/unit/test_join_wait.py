@@ -1,9 +1,11 @@
 """The retry hint of a socket shed past CHAT_MAX_PENDING_JOINS (chat.services.limits.join_wait)."""
 
 from collections import deque
+from time import monotonic
 
 from django.test import override_settings
 
+from chat.services import limits
 from chat.services.limits import join_wait
 
 
@@ -33,3 +35,15 @@ def test_a_storm_just_under_way_is_measured_from_its_first_ends():
 @override_settings(CHAT_JOIN_RETRY_SECONDS=2)
 def test_without_a_rate_the_setting():
     assert join_wait(500, deque(), 10.0) == 2
+
+
+@override_settings(CHAT_JOIN_RETRY_SECONDS=2, CHAT_MAX_PENDING_JOINS=500)
+def test_a_socket_shed_by_a_server_that_queues_the_others_comes_back_soon(monkeypatch):
+    """daphne holds the waiting sockets in its listen queue (config/daphne_listen.py): a socket shed
+    anyway goes behind them when it retries, so it needs no hint of the whole queue's time."""
+    now = monotonic()
+    monkeypatch.setattr(limits, "_joining", 500)
+    monkeypatch.setattr(limits, "_joined", deque(now - 4 + n * 0.04 for n in range(100)))  # 25 a second
+    assert 10 <= limits.join_begin() <= 30  # 500 joins at 25 a second: 20 s, spread
+    assert 1 <= limits.join_begin(queued=True) <= 3
+    assert limits._joining == 500  # a shed socket is not counted

@@ -100,8 +100,8 @@ def test_the_lookup_reads_installed_metadata():
 
 
 @pytest.mark.parametrize(("given", "listened"), [
-    ("tcp:port=8000:interface=127.0.0.1", "tcp:port=8000:interface=127.0.0.1:backlog=1024"),
-    ("ssl:8443:privateKey=k.pem:certKey=c.pem", "ssl:8443:privateKey=k.pem:certKey=c.pem:backlog=1024"),
+    ("tcp:port=8000:interface=127.0.0.1", "tcp:port=8000:interface=127.0.0.1:backlog=4096"),
+    ("ssl:8443:privateKey=k.pem:certKey=c.pem", "ssl:8443:privateKey=k.pem:certKey=c.pem:backlog=4096"),
     ("tcp:port=8000:backlog=64", "tcp:port=8000:backlog=64"),  # the operator's own stands
     ("unix:/run/chat.sock", "unix:/run/chat.sock"),
 ])
