@@ -28,6 +28,7 @@ def with_backlog(description: str) -> str:
 # After an accept round the port rests this long: the sockets just accepted reach the join gate a
 # turn or two of the event loop later, and must be counted before the next round takes more.
 ACCEPT_REST_SECONDS = 0.01
+ACCEPT_ROUND_MOST = 100  # Twisted's own first round: more in one turn would hold the loop
 
 
 class GatedPort:
@@ -43,7 +44,7 @@ class GatedPort:
             from chat.services import limits
 
             free = limits.joins_free()
-            port.numberAccepts = max(1, free)
+            port.numberAccepts = max(1, min(free, ACCEPT_ROUND_MOST))
             try:
                 return accept_round()
             finally:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from chat.batching import PipelineBatch
 from tests.support import unique
@@ -45,12 +45,48 @@ async def test_calls_made_together_share_a_connection_and_each_gets_its_own_resu
         await redis.delete(*(f"{prefix}:{n}" for n in range(len(amounts))))
 
 
-async def test_a_redis_that_lost_its_scripts_gets_them_again(redis):
-    add = PipelineBatch(redis).script(redis.register_script(ADD))
-    key = unique("batch-flushed")
+async def test_a_script_redis_has_not_seen_is_loaded_on_the_way(redis):
+    """As after a restart or a failover to a replica without the scripts (a body of its own here, so
+    no other client's scripts are flushed)."""
+    body = f"-- {unique('unseen')}\n{ADD}"
+    add = PipelineBatch(redis).script(redis.register_script(body))
+    key = unique("batch-unseen")
     try:
-        assert await add(keys=[key], args=[2]) == 2
-        await redis.script_flush()  # as after a restart or a failover to a replica without them
-        assert await asyncio.gather(add(keys=[key], args=[3]), add(keys=[key], args=[4])) == [5, 9]
+        assert await asyncio.gather(add(keys=[key], args=[3]), add(keys=[key], args=[4])) == [3, 7]
     finally:
         await redis.delete(key)
+
+
+async def test_a_batch_that_fails_gives_its_connection_back_to_the_pool(redis):
+    """A pipeline that fails before its commands run (its script check refused, as by a Redis still
+    loading its data after a restart) must not keep its connection: the pool would run dry and
+    every later call on the shard fail."""
+    user, password = unique("noscript"), unique("pw")
+    await redis.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                            commands=["+@all", "-script"])  # EVALSHA allowed, SCRIPT EXISTS refused
+    host, port = redis.connection_pool.connection_kwargs["host"], redis.connection_pool.connection_kwargs["port"]
+    client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool(
+        host=host, port=port, username=user, password=password, max_connections=2, timeout=1))
+    add = PipelineBatch(client).script(client.register_script(ADD))
+    try:
+        for _ in range(4):  # twice the pool
+            with pytest.raises(NoPermissionError):
+                await add(keys=[unique("batch-refused")], args=[1])
+        assert not client.connection_pool._in_use_connections
+    finally:
+        await client.aclose()
+        await redis.acl_deluser(user)
+
+
+async def test_a_call_whose_caller_left_before_its_batch_went_is_not_sent(redis):
+    """A socket closed while its join waited (cancelled) must not be counted after it is gone."""
+    add = PipelineBatch(redis).script(redis.register_script(ADD))
+    gone, kept = unique("batch-gone"), unique("batch-kept")
+    try:
+        leaving = asyncio.ensure_future(add(keys=[gone], args=[1]))
+        await asyncio.sleep(0)  # its call is queued; the batch goes on the next turn
+        leaving.cancel()
+        assert await add(keys=[kept], args=[2]) == 2
+        assert await redis.exists(gone) == 0
+    finally:
+        await redis.delete(gone, kept)
