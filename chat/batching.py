@@ -1,6 +1,7 @@
-"""Blocking reads batched across the requests that arrive together: one thread hop (and one
-connection health check) for every request waiting while the previous batch ran, so a storm of
-joins costs a few queries per batch instead of several per socket."""
+"""Work batched across the requests that arrive together, so a storm of joins costs a few queries
+and round trips per batch instead of several per socket: blocking reads in one thread hop (and one
+connection health check) for every request waiting while the previous batch ran (`ThreadBatch`),
+Redis script calls in one pipeline a turn of the event loop (`PipelineBatch`)."""
 
 import asyncio
 import weakref
@@ -9,6 +10,7 @@ from typing import Generic, TypeVar
 
 from channels.db import database_sync_to_async
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
@@ -61,25 +63,27 @@ class _Queue:
 
 
 class PipelineBatch:
-    """Script calls to one Redis client made while the previous ones are on their way, sent as one
-    pipeline on one connection. A call on its own holds a pooled connection for at least a turn of
-    the event loop; with hundreds of joins under way and each turn slow, the pool and not Redis set
-    the pace (a reconnect storm's joins waited seconds for a connection to take their socket count).
-    A call's own error is raised to its caller alone, a failed pipeline's to every caller in it."""
+    """Script calls to one Redis client made in one turn of the event loop, sent as one pipeline on
+    one connection. A call on its own holds a pooled connection for at least a turn of the loop; with
+    hundreds of joins under way and each turn slow, the pool and not Redis set the pace (a reconnect
+    storm's joins waited seconds for a connection to count their socket). Each turn's pipeline goes
+    at once, beside any still on their way, and runs its scripts by hash; a Redis that lost them (a
+    restart, a failover) loads them and the calls it refused run again. A call's own error is raised
+    to its caller alone, a failed pipeline's to every caller in it."""
 
     def __init__(self, redis) -> None:
         self.redis = redis
         self.waiting: list[tuple] = []
-        self.running: asyncio.Task | None = None
+        self.sending: set[asyncio.Task] = set()  # kept until done: the loop holds tasks weakly
 
     def script(self, script) -> Callable:
         """`script` (registered on this client) as a coroutine function of keys and args, batched."""
 
         async def call(*, keys: list, args: list):
             future = asyncio.get_running_loop().create_future()
+            if not self.waiting:
+                asyncio.get_running_loop().call_soon(self._flush)  # after this turn: its calls come along
             self.waiting.append((script, keys, args, future))
-            if self.running is None:
-                self.running = asyncio.ensure_future(self._run())  # next turn: this turn's calls come along
             result = await future
             if isinstance(result, Exception):
                 raise result.with_traceback(None)  # one exception for a batch's callers: no tracebacks piled up
@@ -87,33 +91,37 @@ class PipelineBatch:
 
         return call
 
-    async def _run(self) -> None:
-        batch: list[tuple] = []
+    def _flush(self) -> None:
+        # A caller gone meanwhile (a socket closed during a storm) must not have its script run after
+        # it: its socket would be counted with nothing left to uncount it.
+        batch, self.waiting = [call for call in self.waiting if not call[3].done()], []
+        if batch:
+            task = asyncio.ensure_future(self._send(batch))
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+    async def _send(self, batch: list[tuple]) -> None:
         try:
-            while self.waiting:
-                # A caller gone meanwhile (a socket closed during a storm) must not have its script run
-                # after it: its socket would be counted with nothing left to uncount it.
-                batch, self.waiting = [call for call in self.waiting if not call[3].done()], []
-                if batch:
-                    _settle(batch, await self._execute(batch))
-        except BaseException as exc:  # no caller may wait forever on a batch that died
-            error = exc if isinstance(exc, Exception) else RedisConnectionError("the Redis batch was cancelled")
-            _settle(batch + self.waiting, [error] * (len(batch) + len(self.waiting)))
-            self.waiting = []
+            results = await self._execute(batch)
+            refused = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if refused:
+                for script in {batch[i][0] for i in refused}:
+                    await self.redis.script_load(script.script)
+                for i, result in zip(refused, await self._execute([batch[i] for i in refused]), strict=True):
+                    results[i] = result
+        except Exception as exc:  # noqa: BLE001 - every call of the batch hears it
+            results = [exc] * len(batch)
+        except BaseException:  # cancelled: no caller may wait forever on a batch that died
+            _settle(batch, [RedisConnectionError("the Redis batch was cancelled")] * len(batch))
             raise
-        finally:
-            self.running = None
+        _settle(batch, results)
 
     async def _execute(self, batch: list[tuple]) -> list:
-        # `async with`: a pipeline that fails before its commands (its script check on a Redis still
-        # loading, say) gives its connection back to the pool all the same.
+        # `async with`: a pipeline that fails gives its connection back to the pool all the same.
         async with self.redis.pipeline(transaction=False) as pipe:
             for script, keys, args, _ in batch:
-                await script(keys=keys, args=args, client=pipe)  # queued: the pipeline loads scripts it lacks
-            try:
-                return await pipe.execute(raise_on_error=False)
-            except Exception as exc:  # noqa: BLE001 - every call of the batch hears it
-                return [exc] * len(batch)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
 
 
 def _settle(batch: list[tuple], results: list) -> None:

@@ -58,16 +58,15 @@ async def test_a_script_redis_has_not_seen_is_loaded_on_the_way(redis):
 
 
 async def test_a_batch_that_fails_gives_its_connection_back_to_the_pool(redis):
-    """A pipeline that fails before its commands run (its script check refused, as by a Redis still
-    loading its data after a restart) must not keep its connection: the pool would run dry and
-    every later call on the shard fail."""
+    """A batch that fails (here its script cannot be loaded into a Redis that lacks it) must not keep
+    a connection: the pool would run dry and every later call on the shard fail."""
     user, password = unique("noscript"), unique("pw")
     await redis.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
-                            commands=["+@all", "-script"])  # EVALSHA allowed, SCRIPT EXISTS refused
+                            commands=["+@all", "-script"])  # EVALSHA allowed, SCRIPT LOAD refused
     host, port = redis.connection_pool.connection_kwargs["host"], redis.connection_pool.connection_kwargs["port"]
     client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool(
         host=host, port=port, username=user, password=password, max_connections=2, timeout=1))
-    add = PipelineBatch(client).script(client.register_script(ADD))
+    add = PipelineBatch(client).script(client.register_script(f"-- {unique('refused')}\n{ADD}"))
     try:
         for _ in range(4):  # twice the pool
             with pytest.raises(NoPermissionError):
