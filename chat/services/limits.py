@@ -99,6 +99,11 @@ def join_begin(*, queued: bool = False) -> float | None:
     return None
 
 
+def joins_crowded() -> bool:
+    """A reconnect storm is under way here: a tenth of CHAT_MAX_PENDING_JOINS or more joins at once."""
+    return _joining >= max(1, settings.CHAT_MAX_PENDING_JOINS // 10)
+
+
 def joins_free() -> int:
     """Joins this process may begin before CHAT_MAX_PENDING_JOINS are under way."""
     return max(0, settings.CHAT_MAX_PENDING_JOINS - _joining)

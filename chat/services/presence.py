@@ -16,7 +16,7 @@ from chat.errors import ChatError
 from chat.models import ReadState
 from chat.roomstate import room_state
 from chat.services.events import after_commit, hub_event, room_broadcast, sidebar_changed
-from chat.services.limits import rate_take
+from chat.services.limits import joins_crowded, rate_take
 from chat.services.rooms import room_gate_blocked
 
 logger = logging.getLogger(__name__)
@@ -205,8 +205,7 @@ class _Announcer:
     async def _run(self, room_id: int) -> None:
         try:
             while room_id in self.changed:
-                # Draining: the leaves go out before the process exits, not a window later.
-                window = 0 if drain.is_draining() else settings.CHAT_PRESENCE_COALESCE_SECONDS
+                window = coalesce_window()
                 if window > 0:
                     await asyncio.sleep(window)
                 # Cleared before the read: a change from here on is after it and gets a round of its own.
@@ -219,6 +218,17 @@ class _Announcer:
                                    room_id, exc)
         finally:
             self.tasks.pop(room_id, None)
+
+
+def coalesce_window() -> float:
+    """Seconds a room's presence changes gather before one frame goes out. Draining: none, the leaves
+    go out before the process exits. During a reconnect storm (`joins_crowded`): longer, since every
+    frame is a write to each socket in the room, and the online list can wait where joins cannot."""
+    if drain.is_draining():
+        return 0
+    if joins_crowded():
+        return settings.CHAT_PRESENCE_CROWDED_COALESCE_SECONDS
+    return settings.CHAT_PRESENCE_COALESCE_SECONDS
 
 
 _announcers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
