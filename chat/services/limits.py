@@ -100,8 +100,13 @@ def join_begin(*, queued: bool = False) -> float | None:
 
 
 def joins_crowded() -> bool:
-    """A reconnect storm is under way here: a tenth of CHAT_MAX_PENDING_JOINS or more joins at once."""
-    return _joining >= max(1, settings.CHAT_MAX_PENDING_JOINS // 10)
+    """A reconnect storm is under way here: a tenth of CHAT_MAX_PENDING_JOINS or more joins at once,
+    or as many ended in the last second (uvicorn queues a storm's handshakes itself, before they
+    count as joins, so it has few under way at a time)."""
+    crowd = max(1, settings.CHAT_MAX_PENDING_JOINS // 10)
+    if _joining >= crowd:
+        return True
+    return len(_joined) >= crowd and time.monotonic() - _joined[-crowd] <= 1.0
 
 
 def joins_free() -> int:

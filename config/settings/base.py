@@ -205,8 +205,9 @@ CHAT_PRESENCE_TTL = env.int("CHAT_PRESENCE_TTL", default=30)
 # A process gathers a room's presence changes this long, from the first, before it sends one frame
 # with the newest online list; 0: at once.
 CHAT_PRESENCE_COALESCE_SECONDS = env.float("CHAT_PRESENCE_COALESCE_SECONDS", default=1.0)
-# The same while a tenth of CHAT_MAX_PENDING_JOINS or more joins are under way in the process (a
-# reconnect storm): presence frames to every socket of a room are what can wait.
+# The same while a tenth of CHAT_MAX_PENDING_JOINS or more joins are under way in the process, or as
+# many ended in the last second (a reconnect storm): presence frames to every socket of a room are
+# what can wait.
 CHAT_PRESENCE_CROWDED_COALESCE_SECONDS = env.float("CHAT_PRESENCE_CROWDED_COALESCE_SECONDS", default=5.0)
 # On SIGTERM, how long a web instance waits for its sockets to close (1012) before it exits.
 # Bytes of live frames queued for one socket before it counts as not reading and is cut (4408).

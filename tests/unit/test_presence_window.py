@@ -1,6 +1,7 @@
 """How long a room's presence changes gather before one frame goes out (presence.coalesce_window)."""
 
 from collections import deque
+from time import monotonic
 
 from django.test import override_settings
 
@@ -19,8 +20,22 @@ def test_presence_waits_longer_while_a_storm_of_joins_fills_the_process(monkeypa
     assert coalesce_window() == 1  # a few joins at once: the usual window
     assert limits.join_begin() is None  # the 50th: a tenth of the limit
     assert coalesce_window() == 5
-    limits.join_end()
+    monkeypatch.setattr(limits, "_joining", 49)
     assert coalesce_window() == 1  # the storm is over as soon as the joins are
+
+
+@override_settings(CHAT_MAX_PENDING_JOINS=500, CHAT_PRESENCE_COALESCE_SECONDS=1,
+                   CHAT_PRESENCE_CROWDED_COALESCE_SECONDS=5)
+def test_presence_waits_longer_while_joins_end_fast(monkeypatch):
+    """uvicorn queues a storm's handshakes before they count as joins: the rate they end at tells."""
+    now = monotonic()
+    monkeypatch.setattr(limits, "_joining", 3)
+    monkeypatch.setattr(limits, "_joined", deque(now - 0.9 + n * 0.018 for n in range(49)))
+    assert coalesce_window() == 1  # 49 in the last second
+    limits.join_end()
+    assert coalesce_window() == 5  # the 50th
+    monkeypatch.setattr(limits, "_joined", deque(now - 2.5 + n * 0.018 for n in range(50)))
+    assert coalesce_window() == 1  # as many, but over a second ago
 
 
 @override_settings(CHAT_MAX_PENDING_JOINS=500, CHAT_PRESENCE_COALESCE_SECONDS=1,
