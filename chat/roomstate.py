@@ -82,12 +82,13 @@ class RedisShard:
         self.ack = self.redis.register_script(ACK_SCRIPT)
         self.restore = self.redis.register_script(RESTORE_SCRIPT)
         self.identity = self.redis.register_script(IDENTITY_SCRIPT)
-        self.replay = self.redis.register_script(REPLAY_SCRIPT)
         self.current = self.redis.register_script(CURRENT_SCRIPT)
         self.change = self.redis.register_script(CHANGE_SCRIPT)
         self.typing = self.redis.register_script(TYPING_SCRIPT)
-        # A storm's joins and leaves come hundreds at a time: one pipeline a batch (chat/batching.py).
+        # A storm's joins, leaves and replays come hundreds at a time: one pipeline a batch
+        # (chat/batching.py).
         batch = PipelineBatch(self.redis)
+        self.replay = batch.script(self.redis.register_script(REPLAY_SCRIPT))
         self.presence_join = batch.script(self.redis.register_script(PRESENCE_JOIN_SCRIPT))
         self.presence_leave = batch.script(self.redis.register_script(PRESENCE_LEAVE_SCRIPT))
         self.presence_refresh = self.redis.register_script(PRESENCE_REFRESH_SCRIPT)
