@@ -25,8 +25,8 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={LISTEN_BACKLOG}"
 
 
-# After an accept round the port rests this long: the sockets just accepted reach the join gate a
-# turn or two of the event loop later, and must be counted before the next round takes more.
+# After an accept round the port rests this long; the sockets it took count as joins from then
+# (limits.join_accepted) until they reach the join gate, turns of the event loop later.
 ACCEPT_REST_SECONDS = 0.01
 ACCEPT_ROUND_MOST = 100  # Twisted's own first round: more in one turn would hold the loop
 
@@ -39,20 +39,31 @@ class GatedPort:
         self.port = port
         self.paused = self.resting = False
         accept_round = port.doRead
+        build_protocol = port.factory.buildProtocol
 
         def do_read():
             from chat.services import limits
 
             free = limits.joins_free()
-            port.numberAccepts = max(1, min(free, ACCEPT_ROUND_MOST))
             try:
-                return accept_round()
+                # No slot free: wait while sockets on their way to the gate may settle it; else one,
+                # to be shed (at least one a round, so a limit of 0 sheds rather than hangs).
+                if free or not limits.joins_in_transit():
+                    port.numberAccepts = max(1, min(free, ACCEPT_ROUND_MOST))
+                    return accept_round()
             finally:
                 self.resting = True
                 self._apply()
                 port.reactor.callLater(ACCEPT_REST_SECONDS, self._rested)
 
+        def build_counted(addr):  # Twisted's accept round calls it for each socket it took
+            from chat.services import limits
+
+            limits.join_accepted()
+            return build_protocol(addr)
+
         port.doRead = do_read
+        port.factory.buildProtocol = build_counted
 
     def pause(self) -> None:
         self.paused = True

@@ -47,3 +47,22 @@ def test_a_socket_shed_by_a_server_that_queues_the_others_comes_back_soon(monkey
     assert 10 <= limits.join_begin() <= 30  # 500 joins at 25 a second: 20 s, spread
     assert 1 <= limits.join_begin(queued=True) <= 3
     assert limits._joining == 500  # a shed socket is not counted
+
+
+@override_settings(CHAT_MAX_PENDING_JOINS=10)
+def test_sockets_accepted_for_joins_hold_their_slots_until_they_reach_the_gate(monkeypatch):
+    """daphne's accept rounds take only the free slots (config/daphne_listen.py); the sockets of a
+    round reach the gate turns of the event loop later, and the next round must leave them room."""
+    monkeypatch.setattr(limits, "_joining", 0)
+    monkeypatch.setattr(limits, "_accepted", deque())
+    for _ in range(4):
+        limits.join_accepted()
+    assert limits.joins_free() == 6
+    assert limits.join_begin() is None  # one of them arrives: a join now, counted once
+    assert limits.joins_free() == 6
+    assert limits.joins_in_transit() == 3
+
+
+def test_a_socket_that_never_reaches_the_gate_stops_holding_a_slot(monkeypatch):
+    monkeypatch.setattr(limits, "_accepted", deque([monotonic() - 2 * limits.ACCEPT_TRANSIT_SECONDS, monotonic()]))
+    assert limits.joins_in_transit() == 1  # a plain HTTP request, or a client gone before its request
