@@ -21,6 +21,7 @@ from chat import drain, metrics  # noqa: E402
 from chat.checks import require_durability  # noqa: E402
 from chat.join_gate import JoinGateMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.services import limits  # noqa: E402
 from chat.socket_auth import SocketAuthMiddleware  # noqa: E402
 from chat.upload_limit import UploadLimit  # noqa: E402
 
@@ -64,4 +65,5 @@ metrics.watch_gc_pauses()  # chat_gc_pause_seconds at /metrics
 
 async def application(scope, receive, send):
     drain.install()  # once, on the first request: the server's own signal handlers exist by then
+    limits.connection_arrived()  # off the accept rounds' count (config/daphne_listen.py); a join is the gate's now
     return await router(scope, receive, send)

@@ -25,8 +25,8 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={LISTEN_BACKLOG}"
 
 
-# After an accept round the port rests this long; the sockets it took count as joins from then
-# (limits.join_accepted) until they reach the join gate, turns of the event loop later.
+# After an accept round the port rests this long; the connections it took hold join slots from then
+# (limits.connection_accepted) until the application sees them, turns of the event loop later.
 ACCEPT_REST_SECONDS = 0.01
 ACCEPT_ROUND_MOST = 100  # Twisted's own first round: more in one turn would hold the loop
 
@@ -59,7 +59,7 @@ class GatedPort:
         def build_counted(addr):  # Twisted's accept round calls it for each socket it took
             from chat.services import limits
 
-            limits.join_accepted()
+            limits.connection_accepted()
             return build_protocol(addr)
 
         port.doRead = do_read

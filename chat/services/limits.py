@@ -83,20 +83,28 @@ async def socket_release(*, user_id: int, conn_id: str) -> None:
 
 _joining = 0  # this process's joins between accept and hello
 _joined: deque[float] = deque(maxlen=4096)  # when the latest joins ended, for the rate they end at
-# When a listener that waits for free join slots (config/daphne_listen.py) took each socket that has
-# not reached the gate yet: an accept round must leave room for them, or they arrive past the limit
-# and are shed. One that never arrives (a plain HTTP request) stops counting after ACCEPT_TRANSIT_SECONDS.
+# When a listener that waits for free join slots (config/daphne_listen.py) took each connection the
+# application has not seen yet: any of them may be a join, and an accept round must leave room for
+# them or they arrive past the limit and are shed. One the application never sees (its client left)
+# stops counting after ACCEPT_TRANSIT_SECONDS.
 _accepted: deque[float] = deque()
 ACCEPT_TRANSIT_SECONDS = 1.0
 
 
-def join_accepted() -> None:
-    """A gated listener took a socket, on its way to the join gate."""
+def connection_accepted() -> None:
+    """A gated listener took a connection, on its way to the application."""
     _accepted.append(time.monotonic())
 
 
+def connection_arrived() -> None:
+    """The server handed a request to the application: one connection less in transit (which one
+    does not matter; a request on a kept-alive connection only makes the count err low, as it was)."""
+    if _accepted:
+        _accepted.popleft()
+
+
 def joins_in_transit() -> int:
-    """Sockets a gated listener took that have not reached the join gate yet."""
+    """Connections a gated listener took that the application has not seen yet."""
     now = time.monotonic()
     while _accepted and now - _accepted[0] > ACCEPT_TRANSIT_SECONDS:
         _accepted.popleft()
@@ -110,8 +118,6 @@ def join_begin(*, queued: bool = False) -> float | None:
     server holds the sockets that wait in its listen queue, which orders a retry behind them, so
     the retry needs only the least wait."""
     global _joining
-    if _accepted:  # it is here now (which of them does not matter: they count alike)
-        _accepted.popleft()
     if _joining >= settings.CHAT_MAX_PENDING_JOINS:
         wait = settings.CHAT_JOIN_RETRY_SECONDS if queued else join_wait(_joining, _joined, time.monotonic())
         return round(wait * random.uniform(0.5, 1.5), 1)

@@ -56,13 +56,16 @@ def test_sockets_accepted_for_joins_hold_their_slots_until_they_reach_the_gate(m
     monkeypatch.setattr(limits, "_joining", 0)
     monkeypatch.setattr(limits, "_accepted", deque())
     for _ in range(4):
-        limits.join_accepted()
+        limits.connection_accepted()
     assert limits.joins_free() == 6
-    assert limits.join_begin() is None  # one of them arrives: a join now, counted once
+    limits.connection_arrived()  # one of them reaches the application, and the gate: a join now
+    assert limits.join_begin() is None
     assert limits.joins_free() == 6
     assert limits.joins_in_transit() == 3
+    limits.connection_arrived()  # a plain HTTP request: no join
+    assert limits.joins_free() == 7
 
 
-def test_a_socket_that_never_reaches_the_gate_stops_holding_a_slot(monkeypatch):
+def test_a_connection_the_application_never_sees_stops_holding_a_slot(monkeypatch):
     monkeypatch.setattr(limits, "_accepted", deque([monotonic() - 2 * limits.ACCEPT_TRANSIT_SECONDS, monotonic()]))
-    assert limits.joins_in_transit() == 1  # a plain HTTP request, or a client gone before its request
+    assert limits.joins_in_transit() == 1  # its client left before its request
