@@ -122,8 +122,8 @@ class WebServer(Process):
         if server == "daphne":
             argv = daphne_command(self.port)
         else:
-            argv = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-                    "config.asgi:application"]
+            argv = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--backlog", "4096",
+                    "--no-access-log", "config.asgi:application"]
         super().__init__(name, argv, with_database_role(env, "web"))
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -60,6 +60,19 @@ def test_procfile_has_exactly_web_worker_and_release():
 # --- compose: the processes ---------------------------------------------------------------------
 
 
+def test_every_uvicorn_command_the_docs_give_listens_with_a_storms_backlog():
+    """uvicorn's default backlog (2048) overflows when one instance's sockets move to another
+    (docs/deployment.md); daphne gets 4096 from config/daphne_listen.py whatever its command."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    commands = [match for path in docs
+                for match in re.findall(r"uvicorn [^`\n]*?(?:\\\n[^`\n]*?)*config\.asgi:application",
+                                        path.read_text())]
+    assert commands, "no uvicorn command in the docs"
+    for command in commands:
+        words = argv(command.replace("\\\n", " "))
+        assert words[words.index("--backlog") + 1] == "4096", command
+
+
 def test_compose_has_every_part_of_the_deployment():
     assert {"nginx", "postgres", "redis", "migrate", "worker"} <= set(SERVICES)
     assert len(KAFKA) == 3, "three Kafka nodes: one may be lost without losing an acked message"
