@@ -1,19 +1,47 @@
 """Work batched across the requests that arrive together, so a storm of joins costs a few queries
-and round trips per batch instead of several per socket: blocking reads in one thread hop (and one
-connection health check) for every request waiting while the previous batch ran (`ThreadBatch`),
-Redis script calls in one pipeline a turn of the event loop (`PipelineBatch`)."""
+and round trips per batch instead of several per socket: blocking reads in one thread hop for every
+request waiting while the previous batch ran (`ThreadBatch`, `batch_sync_to_async`), Redis script
+calls in one pipeline a turn of the event loop (`PipelineBatch`)."""
 
 import asyncio
+import functools
+import time
 import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from channels.db import database_sync_to_async
+from django.db import connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
+
+# A connection a batch used without error this recently needs no health check before the next.
+HEALTHY_FOR_SECONDS = 1.0
+
+
+def batch_sync_to_async(read: Callable) -> Callable:
+    """`database_sync_to_async(read)` for batched reads, without the health check (CONN_HEALTH_CHECKS:
+    a `SELECT 1` each time channels hands the connection new work) when a batch used the same
+    connection without error in the last HEALTHY_FOR_SECONDS: in a storm of joins that was a round
+    trip on the one database thread for every batch. A connection that broke within that second
+    fails its batch as it would have between the check and the query; Django marks it and the next
+    hop's close_old_connections() drops it, so the batch after reconnects."""
+
+    @functools.wraps(read)
+    def checked_when_idle(*args, **kwargs):
+        raw, used_at = getattr(connection, "_chat_batch_used", (None, 0.0))
+        if raw is not None and raw is connection.connection and not connection.errors_occurred \
+                and time.monotonic() - used_at < HEALTHY_FOR_SECONDS:
+            connection.health_check_done = True
+        result = read(*args, **kwargs)
+        if not connection.errors_occurred:
+            connection._chat_batch_used = (connection.connection, time.monotonic())
+        return result
+
+    return database_sync_to_async(checked_when_idle)
 
 
 class ThreadBatch(Generic[Request, Result]):
@@ -22,7 +50,7 @@ class ThreadBatch(Generic[Request, Result]):
     exception is raised to its caller alone, an exception `read` raises to every caller of the batch."""
 
     def __init__(self, read: Callable[[list[Request]], list[Result | Exception]]) -> None:
-        self._read = database_sync_to_async(read)
+        self._read = batch_sync_to_async(read)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
     async def __call__(self, request: Request) -> Result:

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import drain, protocol, selectors
-from chat.batching import ThreadBatch
+from chat.batching import ThreadBatch, batch_sync_to_async
 from chat.errors import ChatError
 from chat.models import ReadState
 from chat.roomstate import room_state
@@ -95,7 +95,7 @@ class _JoinReads:
                 batch, self.waiting = self.waiting, []
                 mark = get_hub().mark()
                 try:
-                    results = await database_sync_to_async(_joins_read)([(u, slug) for u, slug, _ in batch])
+                    results = await _joins_read_off_loop([(u, slug) for u, slug, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - every join of the batch hears it
                     for _, _, future in batch:
                         if not future.done():
@@ -138,6 +138,9 @@ def _joins_read(requests: list[tuple[int, str]]) -> list[dict | ChatError]:
                                        for room_id, user_id in opened], ignore_conflicts=True)
         after_commit(sidebar_changed, user_ids=sorted({user_id for _, user_id in opened}))
     return results
+
+
+_joins_read_off_loop = batch_sync_to_async(_joins_read)
 
 
 async def room_last_seq(room_id: int) -> int:
