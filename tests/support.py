@@ -202,8 +202,10 @@ async def chat_socket(server: WebServer, slug: str, cookie: str | None, *, after
                       origin: str | None = None, hello: bool = True, compression: str | None = "deflate"):
     url = f"ws://127.0.0.1:{server.port}/ws/chat/{slug}/" + (f"?after={after}" if after is not None else "")
     headers = {"Cookie": f"sessionid={cookie}"} if cookie else {}
+    # max_queue=None: a test's socket that reads none of its room's frames would otherwise stop
+    # reading at 16 and not see the server's close frame, and each close wait out its timeout.
     async with websockets.connect(url, origin=origin or server.url, additional_headers=headers,
-                                  max_size=None, open_timeout=10, compression=compression) as ws:
+                                  max_size=None, max_queue=None, open_timeout=10, compression=compression) as ws:
         client = ChatSocket(ws)
         if hello:
             first = await client.recv()
