@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import environ
 import httpx
+import psycopg2
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,3 +372,17 @@ class StayingSender:
             elif frame["type"] == "error" and frame.get("client_id"):
                 # not_persisted or rate_limited: it stays pending and goes again on the next connection
                 raise AssertionError(f"send refused: {frame}")
+
+
+def pg_query(database_url: str, statement: str, params: list | None = None) -> list[tuple]:
+    """The rows of one statement, on a connection of its own to that database (autocommit)."""
+    db = environ.Env.db_url_config(database_url)
+    conn = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
+                            port=db["PORT"])
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall()
+    finally:
+        conn.close()

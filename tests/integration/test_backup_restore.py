@@ -27,7 +27,7 @@ from chat.bus.topics import admin_client, ensure_topics
 from chat.models import Message
 from chat.services.rooms import deployment_identity
 from tests.conftest import OWNER_DATABASE_URL, SERVICES, child_env
-from tests.support import PYTHON, ROOT, Process, WebServer, chat_socket, unique, unique_topic, wait_until
+from tests.support import PYTHON, ROOT, Process, WebServer, chat_socket, pg_query, unique, unique_topic, wait_until
 
 PARTITIONS = 4
 BATCH = 20  # messages per batch: before the replay point, between it and the dump, after the dump
@@ -70,21 +70,9 @@ def admin_connection():
     return conn
 
 
-def query(database_url: str, statement: str, params: list | None = None) -> list[tuple]:
-    db = environ.Env.db_url_config(database_url)
-    conn = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
-                            port=db["PORT"])
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(statement, params)
-            return cursor.fetchall()
-    finally:
-        conn.close()
-
-
 def stored(database_url: str, room_id: int) -> list[tuple[str, int]]:
     """(id, seq) of the room's messages in that database, by seq."""
-    return query(database_url, "SELECT id::text, seq FROM chat_message WHERE room_id = %s ORDER BY seq", [room_id])
+    return pg_query(database_url, "SELECT id::text, seq FROM chat_message WHERE room_id = %s ORDER BY seq", [room_id])
 
 
 async def test_a_restored_dump_plus_the_replayed_topic_holds_every_acked_message_once(alice, bob, room, tmp_path):
@@ -139,9 +127,9 @@ async def test_a_restored_dump_plus_the_replayed_topic_holds_every_acked_message
         assert [row[1] for row in stored(restored_url, room.id)] == list(range(1, 2 * BATCH + 1))
         _, migrate_seconds = manage("migrate", "--noinput", database_url=restored_url)
         # ... a new deployment identity: the dump carried the old one, which the Redis state names ...
-        assert query(restored_url, "SELECT identity::text FROM chat_deployment") == [(deployment_identity(),)]
+        assert pg_query(restored_url, "SELECT identity::text FROM chat_deployment") == [(deployment_identity(),)]
         manage("deployment_renew", database_url=restored_url)
-        [(identity,)] = query(restored_url, "SELECT identity::text FROM chat_deployment")
+        [(identity,)] = pg_query(restored_url, "SELECT identity::text FROM chat_deployment")
         assert identity != deployment_identity()
         # ... and the group reset to the replay point (kafka-consumer-groups.sh --reset-offsets
         # --to-datetime, done here through the admin API): the worker re-applies the records since.

@@ -3,14 +3,14 @@ Postgres whose backend is killed under them: a connection idle past the window i
 and replaced before the batch runs; one broken while batches keep it busy fails one batch, and
 the next batch reconnects."""
 
-import psycopg2
+import os
+
 import pytest
-from django.conf import settings
 from django.db import OperationalError, connection
 
 from chat import batching
 from chat.batching import ThreadBatch
-from tests.support import wait_until
+from tests.support import pg_query, wait_until
 
 
 def _backend_pids(requests: list) -> list[int]:
@@ -20,23 +20,14 @@ def _backend_pids(requests: list) -> list[int]:
     return [pid] * len(requests)
 
 
-def _query(sql: str, params: list) -> list:
-    db = settings.DATABASES["default"]
-    conn = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
-                            port=db["PORT"])
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    finally:
-        conn.close()
+def _database(statement: str, params: list) -> list:
+    return pg_query(os.environ["DATABASE_URL"], statement, params)
 
 
 def _kill(pid: int) -> None:
     """Ends the backend, as a Postgres restart or a proxy's idle timeout would, and waits until it is gone."""
-    assert _query("SELECT pg_terminate_backend(%s)", [pid]) == [(True,)]
-    wait_until(lambda: not _query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]), 10,
+    assert _database("SELECT pg_terminate_backend(%s)", [pid]) == [(True,)]
+    wait_until(lambda: not _database("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]), 10,
                message=f"backend {pid} to end")
 
 

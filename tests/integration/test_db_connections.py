@@ -4,25 +4,17 @@ join does not pay for a new connection; HTTP requests leave none behind."""
 import os
 
 import httpx
-import psycopg2
 import pytest
-from django.conf import settings
 
 from tests.conftest import child_env
-from tests.support import WebServer, chat_socket, unique, wait_until
+from tests.support import WebServer, chat_socket, pg_query, unique, wait_until
 
 
 def backends(application_name: str) -> set[int]:
     """Postgres backends (pids) connected under this application name."""
-    db = settings.DATABASES["default"]
-    conn = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
-                            port=db["PORT"])
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [application_name])
-            return {pid for (pid,) in cursor.fetchall()}
-    finally:
-        conn.close()
+    return {pid for (pid,) in pg_query(os.environ["DATABASE_URL"],
+                                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                        [application_name])}
 
 
 @pytest.fixture
