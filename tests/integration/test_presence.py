@@ -150,8 +150,11 @@ async def test_a_heartbeat_keeps_every_connection_and_drops_the_expired(room):
 
     users = [user.pk for user in [make_user("refresh") for _ in range(3)]]
     sockets = [(users[n % 3], f"sock-{n}") for n in range(1200)]
-    for user_id, conn_id in sockets[:-1]:  # the last one closed before the heartbeat
-        assert await state.limits.socket_open(user_id, conn_id, 10_000, 1)
+    # Opened with 20 s to live (long enough that none runs out while the others open, on any host)
+    # and refreshed to 60: a score past now + 30 is the refresh's.
+    opened = await asyncio.gather(*(state.limits.socket_open(user_id, conn_id, 10_000, 20)
+                                    for user_id, conn_id in sockets[:-1]))  # the last one closed before the heartbeat
+    assert all(opened)
     await state.limits.sockets_refresh(sockets, 60)
     redis, base, _ = state.limits._user(users[0])
     assert await redis.zscore(f"{base}:sockets", "sock-0") > time.time() + 30
