@@ -45,14 +45,14 @@ def _database_answers() -> bool:
 
 
 def _kafka_answers() -> bool:
-    from chat.bus.topics import cluster_answers  # its client gives up after 2.5 s a request, 30 s to bootstrap
+    from chat.bus.topics import cluster_answers  # its client gives up after 2.5 s, to bootstrap or a request
 
     return cluster_answers()
 
 
 def _in_thread(name: str, check) -> asyncio.Future:
     """The check of `name` still running from an earlier probe, or a new one: a dependency that
-    hangs (a Kafka client bootstrapping takes 30 s to give up) holds one thread, not one per probe."""
+    hangs holds one thread, not one per probe."""
     if name not in _running or _running[name].done():
         _running[name] = _threads.submit(check)
     return asyncio.shield(asyncio.wrap_future(_running[name]))  # a probe's timeout leaves it to the next

@@ -23,9 +23,19 @@ def dead_letter_topic(topic: str) -> str:
 
 
 def admin_client(**options):
+    """A bootstrapped KafkaAdminClient. One that cannot bootstrap raises, its IO thread stopped:
+    kafka-python leaves it running, so a probe retried through an outage would pile them up."""
     from kafka.admin import KafkaAdminClient
 
-    return KafkaAdminClient(**client_kwargs(), **options)
+    admin = KafkaAdminClient.__new__(KafkaAdminClient)
+    try:
+        admin.__init__(**client_kwargs(), **options)
+    except Exception:
+        if hasattr(admin, "_net"):  # got as far as starting its thread (kafka-python 3.0's attributes)
+            admin._closed = False
+            admin.close()
+        raise
+    return admin
 
 
 def replication(broker_count: int) -> tuple[int, int]:
@@ -129,6 +139,9 @@ def cluster_answers() -> bool:
 
     with _admin_lock:
         if _admin is None:
-            _admin = admin_client(request_timeout_ms=2_500, reconnect_backoff_max_ms=1_000)
+            # Bounded like a request: an unreachable cluster frees the readiness thread (and a
+            # stopping process, which waits for it) in seconds, not kafka-python's 30.
+            _admin = admin_client(request_timeout_ms=2_500, bootstrap_timeout_ms=2_500,
+                                  reconnect_backoff_max_ms=1_000)
         admin = _admin
     return bool(admin.describe_cluster().get("brokers"))

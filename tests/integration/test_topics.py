@@ -2,12 +2,16 @@
 topic, replicated as the broker count allows, checked when they exist, and deleted by prefix
 without touching anyone else's. (Three brokers: tests/faults/test_kafka_cluster.py.)"""
 
+import threading
+
+import pytest
 from django.conf import settings
 from django.test import override_settings
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import KafkaTimeoutError
 
-from chat.bus.topics import delete_topics, ensure_topics
-from tests.support import unique_topic, wait_until
+from chat.bus.topics import admin_client, delete_topics, ensure_topics
+from tests.support import free_port, unique_topic, wait_until
 
 
 def topic_names() -> set[str]:
@@ -69,3 +73,13 @@ def test_an_existing_topic_below_the_configured_replication_or_partitions_is_rep
     assert any(f"topic {topic} has 2 partitions, KAFKA_TOPIC_PARTITIONS is 4" in p for p in problems)
     assert describe(topic)[:2] == (2, 1)
     delete_topics(prefix=topic)
+
+
+def test_an_admin_client_that_cannot_bootstrap_leaves_no_thread_running():
+    """Readiness and the worker's cluster watch build one per check while Kafka is unreachable."""
+    before = threading.active_count()
+    with override_settings(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}"):
+        for _ in range(3):
+            with pytest.raises(KafkaTimeoutError):
+                admin_client(bootstrap_timeout_ms=300)
+    assert threading.active_count() == before
