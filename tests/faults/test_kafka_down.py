@@ -42,11 +42,15 @@ async def test_kafka_stopped_live_chat_flows_and_nothing_acked_is_lost(web_a, we
                 await a.send({"type": "message.send", "body": f"while kafka is down {n}", "client_id": cid})
                 live = await b.recv_type("message", timeout=5)
                 assert live["client_id"] == cid
-            # The loop still answers at once while produce calls wait on the missing broker.
-            started = time.monotonic()
-            await a.send({"type": "ping"})
-            await a.recv_type("pong", timeout=2)
-            assert time.monotonic() - started < 1.0
+            # The loop still answers at once while produce calls wait on the missing broker (the
+            # median of five pings: one can meet a busy shared core, a blocked loop delays them all).
+            rounds = []
+            for _ in range(5):
+                started = time.monotonic()
+                await a.send({"type": "ping"})
+                await a.recv_type("pong", timeout=2)
+                rounds.append(time.monotonic() - started)
+            assert sorted(rounds)[2] < 1.0, rounds
             outcomes = {}
             while len(outcomes) < len(sent):
                 frame = await a.recv_type("ack", "error", timeout=30)

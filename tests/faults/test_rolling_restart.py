@@ -83,7 +83,8 @@ def test_a_worker_killed_mid_stream_and_restarted_stores_everything_once():
     batch = created_records(rooms, author, 3000)
     produce(topic, [(records.record_key(r), records.encode(r)) for r in batch])
     group = unique("group")
-    first = run_worker(topic, group, unique("wkill"), idle=30)
+    # Small batches: the kill must land while most of the stream is still unwritten.
+    first = run_worker(topic, group, unique("wkill"), 30, "--max-records", "200")
     wait_until(lambda: Message.objects.filter(room__in=rooms).exists(), 60, 0.01, "the first rows")
     first.kill()  # SIGKILL: no commit, no cleanup
     assert Message.objects.filter(room__in=rooms).count() < len(batch), "killed too late to prove anything"
