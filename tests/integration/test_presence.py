@@ -59,7 +59,7 @@ async def test_a_burst_of_joins_and_of_leaves_is_a_few_frames_with_the_newest_li
         since = len(observer.frames)
         async with AsyncExitStack() as stack:
             # All at once on the other instance: its changes within CHAT_PRESENCE_COALESCE_SECONDS
-            # (0.25 s) of the first go out as one frame, read when it goes.
+            # (1 s by default) of the first go out as one frame, read when it goes.
             socks = await asyncio.gather(*(stack.enter_async_context(chat_socket(web_b, room.slug, cookie))
                                            for cookie in cookies))
             await next_presence(observer, lambda online: online == everyone)
