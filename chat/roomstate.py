@@ -170,22 +170,31 @@ class RedisRoomState:
             await self._renew_identity(shard, deployment)
         return self._send_outcome(shard, status, value, message)
 
-    async def send_many(self, sends: list[dict], *, rate: tuple[int, float]) -> list[SendOutcome]:
-        """Several sends to one room (send's arguments, without seed), their steps in one pipeline:
-        Redis runs them in this order, so their seqs follow it."""
+    async def send_many(self, sends: list[dict], *, rate: tuple[int, float]) -> list[SendOutcome | Exception]:
+        """Several sends to one room (send's arguments, without seed), their steps in one transaction:
+        Redis runs them in this order with no other client's step between them, so their seqs follow
+        it and they all see the room at one moment (if one needs a seed, they all do: another
+        sender's seed between them would sequence the later ones before the earlier). Each one's
+        outcome, or the error of one the shard's identity kept refusing (those before it stand)."""
         shard, _ = self._room(sends[0]["room_id"])
         deployment = await self.deployment()
-        async with shard.redis.pipeline(transaction=False) as pipe:
-            for send in sends:
-                await shard.send(**self._send_call(**send, seed=None, rate=rate, deployment=deployment), client=pipe)
-            replies = await pipe.execute()
-        outcomes = []
-        for send, (status, value) in zip(sends, replies, strict=True):
-            if status == b"identity":  # the shard's identity changed: this one and those after it again, one by one
-                outcomes.append(await self.send(**send, seed=None, rate=rate))
-            else:
+        outcomes: list[SendOutcome | Exception] = []
+        for _ in range(3):
+            pending = sends[len(outcomes):]
+            async with shard.redis.pipeline(transaction=True) as pipe:
+                for send in pending:
+                    await shard.send(**self._send_call(**send, seed=None, rate=rate, deployment=deployment),
+                                     client=pipe)
+                replies = await pipe.execute()
+            for send, (status, value) in zip(pending, replies, strict=True):
+                if status == b"identity":  # the shard's identity changed: this one and those after it again
+                    break
                 outcomes.append(self._send_outcome(shard, status, value, send["message"]))
-        return outcomes
+            if len(outcomes) == len(sends):
+                return outcomes
+            await self._renew_identity(shard, deployment)
+        refused = ConnectionError(f"Redis shard {shard.name} changed hands during the send; try again")
+        return outcomes + [refused] * (len(sends) - len(outcomes))
 
     def _send_call(self, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
                    rate: tuple[int, float] | None, deployment: str) -> dict:

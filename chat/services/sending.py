@@ -95,7 +95,8 @@ async def message_send_many(*, who: Participant, requests: list[SendRequest]) ->
         outcomes = await state.send_many(sends, rate=send_rate())
     except SEND_FAILURES as exc:
         return [exc] * len(sends)
-    return [await _outcome_of(_sent(who, state, send, outcome)) for send, outcome in zip(sends, outcomes, strict=True)]
+    return [outcome if isinstance(outcome, Exception) else await _outcome_of(_sent(who, state, send, outcome))
+            for send, outcome in zip(sends, outcomes, strict=True)]
 
 
 # What refuses or fails one send; the socket reports it for that send and goes on.
