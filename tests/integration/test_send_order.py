@@ -29,11 +29,11 @@ async def test_a_batch_sees_the_room_at_one_moment_while_another_sender_seeds_it
         room_id = 10**12 + secrets.randbelow(10**9)  # a room of Redis state only, its counter not seeded yet
         batch = [send(room_id, 7, n) for n in range(400)]
 
-        async def seed_it():
+        async def seed_it(room_id: int):
             await asyncio.sleep(0)
             return await state.send(**send(room_id, 8, -1), seed=0)
 
-        outcomes, seeded = await asyncio.gather(state.send_many(batch, rate=NO_LIMIT), seed_it())
+        outcomes, seeded = await asyncio.gather(state.send_many(batch, rate=NO_LIMIT), seed_it(room_id))
         assert seeded.status == "ok"
         statuses = {outcome.status for outcome in outcomes}
         assert statuses in ({"seed"}, {"ok"}), [outcome.status for outcome in outcomes]
