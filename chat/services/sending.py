@@ -83,7 +83,7 @@ async def message_send_many(*, who: Participant, requests: list[SendRequest]) ->
     """A socket's checked sends read while its last ones were on their way, in order: each's SentMessage,
     or the exception that refused it (the others go on). When the user's bucket is on the room's
     shard and none needs a database read first (a reply's quote, attachments), their room steps go
-    in one pipeline, in order on one connection: a socket sending fast waits for Redis once a batch."""
+    in one transaction, in order: a socket sending fast waits for Redis once a batch."""
     state = room_state()
     if len(requests) == 1 or not state.bucket_in_send(user_id=who.user_id, room_id=who.room_id) or any(
             request.reply_to or request.attachments for request in requests):
