@@ -54,6 +54,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
     _sends: sending.SocketSends | None = None  # from the socket's first send
     _sent_seq: int | None = None  # the highest message seq queued to this socket
     _closing = False
+    present = False  # entered the room's presence (the hub's heartbeat keeps it alive from then on)
     _greeted = False  # hello sent: the user's standing changes go as `standing` frames
     _counted = False
     _leaving: asyncio.Task | None = None  # the cleanup, once begun
@@ -133,6 +134,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
                 return await self.close(code=code)
             self.gate.load(archived=who.archived, blocked=who.blocked)
         hello = await presence.presence_arrive(who)  # enters presence first: its online list includes this user
+        self.present = True
         hello.update(protocol.standing_fields(muted_until=self._muted_until()))  # a mute that holds now
         self.push(hello)
         self._greeted = True
@@ -168,6 +170,7 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
             self._sends.cancel()
             self._sends = None
         if self.who is not None:
+            self.present = False
             await get_hub().leave(self)
             await self.sidebar_unwatch()
             try:

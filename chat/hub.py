@@ -41,6 +41,10 @@ class LocalConnection(Protocol):
     username: str
     session_tag: str  # digests of the socket's session key and its user's session hash (services.accounts)
     auth_tag: str
+    # In its room's presence in Redis: only these does the heartbeat keep alive. A socket is in the
+    # hub a moment before its join enters presence; refreshed then, its user would be online before
+    # the join looked, which would then find nobody new to announce.
+    present: bool
 
     def deliver(self, texts: tuple[str, ...], seqs: tuple[int | None, ...]) -> None: ...
 
@@ -161,6 +165,10 @@ class RoomHub:
         """The sockets in a room."""
         for members in self.rooms.values():
             yield from members
+
+    def present(self):
+        """The sockets in a room that have entered its presence (the heartbeat refreshes them)."""
+        return (conn for conn in self.connections() if conn.present)
 
     def sockets(self):
         """Every local socket: those in a room and the user sockets."""

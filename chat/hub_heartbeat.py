@@ -34,7 +34,7 @@ async def heartbeat_loop(hub: "RoomHub") -> None:
                     lost.add(index)
                 if server_id is not None:
                     server_ids[index] = server_id
-            entries = [(c.room_id, c.conn_id, c.username) for c in hub.connections()]
+            entries = [(c.room_id, c.conn_id, c.username) for c in hub.present()]
             rooms_left, failed = await state.presence_refresh(entries)
         except asyncio.CancelledError:
             raise

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from channels.layers import get_channel_layer
 
 from chat.hub import RoomHub
-from chat.roomstate import HUB_GROUP, room_group
+from chat.roomstate import HUB_GROUP, room_group, room_state
+from chat.services import presence
 from tests.support import unique
 
 
@@ -21,6 +22,7 @@ class Sink:
     got: list = field(default_factory=list)
     runs: list = field(default_factory=list)  # frames handed over per call
     closed: list = field(default_factory=list)
+    present: bool = False
 
     def deliver(self, texts, seqs):
         self.got.extend(zip(seqs, texts, strict=True))
@@ -165,3 +167,25 @@ async def test_a_new_epoch_is_a_gap_the_rooms_sockets_resume():
     # Another epoch (the room's state lost or replaced, a failover): a gap even where `prev` matches.
     hub.dispatch(message(3, 2, "1764530000000000"))
     assert sink.closed == [1012] and len(sink.got) == 2
+
+
+async def test_a_heartbeat_while_a_socket_joins_leaves_its_users_arrival_to_be_announced(room):
+    """A socket is in its hub a moment before its join enters presence (the room subscribed, its
+    access read again). A heartbeat in that moment must not put its user online: the join would
+    find them online already, announce nothing, and the other instances' sockets never list them."""
+    hub_a, hub_b = RoomHub(), RoomHub()
+    watching = Sink(room.id, username=unique("watching"), present=True)  # on the other instance
+    await hub_b.join(watching)
+    await room_state().presence_join(room.id, watching.conn_id, watching.username)
+    joining = Sink(room.id, username=unique("joining"))
+    await hub_a.join(joining)
+
+    # The heartbeats' refreshes, landing between the hub's join and presence's.
+    for hub in (hub_a, hub_b):
+        await room_state().presence_refresh([(c.room_id, c.conn_id, c.username) for c in hub.present()])
+    who = presence.Participant(user_id=joining.user_id, username=joining.username, is_staff=False, room_id=room.id,
+                               room_slug=room.slug, room_name=room.name, room_private=False, conn_id=joining.conn_id)
+    hello = await presence.presence_arrive(who)
+
+    assert hello["online"] == sorted([watching.username, joining.username])
+    await until(lambda: any(f'"{joining.username}"' in text for _, text in watching.got), timeout=10)
