@@ -35,7 +35,7 @@ async def heartbeat_loop(hub: "RoomHub") -> None:
                 if server_id is not None:
                     server_ids[index] = server_id
             entries = [(c.room_id, c.conn_id, c.username) for c in hub.present()]
-            rooms_left, failed = await state.presence_refresh(entries)
+            rooms_changed, failed = await state.presence_refresh(entries)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -54,5 +54,5 @@ async def heartbeat_loop(hub: "RoomHub") -> None:
             await hub.after_redis_outage(back)
         from chat.services.presence import presence_announce  # services build on the hub's layer
 
-        for room_id in rooms_left:
+        for room_id in rooms_changed:
             await presence_announce(room_id)

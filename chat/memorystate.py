@@ -144,6 +144,10 @@ class MemoryRoomState:
             self.presence[room_id][conn_id] = (username, time.time() + _ttl())
         return [], set()
 
+    async def presence_announce(self, room_id: int) -> None:
+        text = protocol.encode(protocol.presence_frame(online=await self.presence_online(room_id)))
+        await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": text, "seq": None})
+
     async def presence_online(self, room_id: int) -> list[str]:
         now = time.time()
         return sorted({name for name, expiry in self.presence[room_id].values() if expiry > now})

@@ -245,21 +245,42 @@ if was and tonumber(was) > tonumber(ARGV[4]) then new = 0 end
 return {new, redis.call('HGET', KEYS[3], 'seq') or '', redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], '+inf')}
 """
 
+# KEYS: the room's online set, its channel. ARGV: now, the event to publish, then who was read as
+# online. Publishes only if that is still who is online (1; else 0): a room's presence frames then
+# reach its sockets in the order their lists were read, and a list read before a change never
+# arrives after one read since (two instances announcing at once).
+PRESENCE_PUBLISH_SCRIPT = """
+local current = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+if #current ~= #ARGV - 2 then return 0 end
+local read = {}
+for i = 3, #ARGV do read[ARGV[i]] = true end
+for _, name in ipairs(current) do
+  if not read[name] then return 0 end
+end
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1
+"""
+
 # KEYS: n users' connection sets, the n rooms' online sets (one per connection), then the online
 # sets to trim. ARGV: expiry, ttl, now, n, the n conn ids, the n usernames. Re-adding (not XX) heals
-# the sets after Redis restarts empty. Returns how many expired users each trimmed set lost.
+# the sets after Redis restarts empty. Returns how many expired users each trimmed set lost, and the
+# positions (1-based) of the connections whose user was not online in their room until now.
 PRESENCE_REFRESH_SCRIPT = """
 local n = tonumber(ARGV[4])
+local now = tonumber(ARGV[3])
+local back = {}
 for i = 1, n do
   redis.call('ZADD', KEYS[i], ARGV[1], ARGV[4 + i])
   redis.call('EXPIRE', KEYS[i], ARGV[2])
+  local was = redis.call('ZSCORE', KEYS[n + i], ARGV[4 + n + i])
+  if not was or tonumber(was) <= now then back[#back + 1] = i end
   redis.call('ZADD', KEYS[n + i], 'GT', ARGV[1], ARGV[4 + n + i])
 end
 local removed = {}
 for j = 2 * n + 1, #KEYS do
   removed[#removed + 1] = redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', ARGV[3])
 end
-return removed
+return {removed, back}
 """
 
 # KEYS as above. ARGV: username, conn_id, now. Returns 1 when the user has no live connection left.

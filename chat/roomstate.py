@@ -27,6 +27,7 @@ from chat.roomscripts import (
     IDENTITY_SCRIPT,
     PRESENCE_JOIN_SCRIPT,
     PRESENCE_LEAVE_SCRIPT,
+    PRESENCE_PUBLISH_SCRIPT,
     PRESENCE_REFRESH_SCRIPT,
     REPLAY_SCRIPT,
     RESTORE_SCRIPT,
@@ -92,6 +93,7 @@ class RedisShard:
         self.presence_join = batch.script(self.redis.register_script(PRESENCE_JOIN_SCRIPT))
         self.presence_leave = batch.script(self.redis.register_script(PRESENCE_LEAVE_SCRIPT))
         self.presence_refresh = self.redis.register_script(PRESENCE_REFRESH_SCRIPT)
+        self.presence_publish = self.redis.register_script(PRESENCE_PUBLISH_SCRIPT)
 
 
 class RedisRoomState:
@@ -312,7 +314,8 @@ class RedisRoomState:
 
     async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> tuple[list[int], set[int]]:
         """Extend this instance's connections and drop expired users, shard by shard side by side;
-        returns the rooms that lost someone and the shards that could not be reached."""
+        returns the rooms whose online list changed (someone expired, or is back after their entries
+        ran out, a stall or an empty restart) and the shards that could not be reached."""
         by_shard: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
         for entry in entries:
             by_shard[self.shard_index(entry[0])].append(entry)
@@ -328,7 +331,7 @@ class RedisRoomState:
             return []
         expiry, now = time.time() + _ttl(), time.time()
         rooms = sorted({room_id for room_id, _, _ in entries})
-        removed: list[int] = []
+        changed: set[int] = set()
         for start in range(0, len(entries), REFRESH_CHUNK):
             chunk = entries[start:start + REFRESH_CHUNK]
             trim = rooms if start + REFRESH_CHUNK >= len(entries) else []
@@ -338,8 +341,23 @@ class RedisRoomState:
             keys += [f"{self._room(room_id)[1]}:presence" for room_id in trim]
             args = [expiry, _ttl(), now, len(chunk), *(conn_id for _, conn_id, _ in chunk),
                     *(username for _, username in names)]
-            removed = await self.shards[index].presence_refresh(keys=keys, args=args)
-        return [room_id for room_id, count in zip(rooms, removed, strict=True) if count]
+            removed, back = await self.shards[index].presence_refresh(keys=keys, args=args)
+            changed.update(chunk[position - 1][0] for position in back)
+        changed.update(room_id for room_id, count in zip(rooms, removed, strict=True) if count)
+        return sorted(changed)
+
+    async def presence_announce(self, room_id: int) -> None:
+        """Publish who is online to the room's sockets, if that is still who is online when it goes
+        (PRESENCE_PUBLISH_SCRIPT): read again while it changes, a few times; past that, the change's
+        own announcement follows."""
+        shard, room = self._room(room_id)
+        for _ in range(3):
+            online = await self.presence_online(room_id)
+            text = protocol.encode(protocol.presence_frame(online=online))
+            event = msgpack.packb({"type": "room.frame", "room": room_id, "text": text, "seq": None}, use_bin_type=True)
+            if await shard.presence_publish(keys=[f"{room}:presence", self.room_channel(room_id)],
+                                            args=[time.time(), event, *online]):
+                return
 
     async def presence_online(self, room_id: int) -> list[str]:
         shard, room = self._room(room_id)

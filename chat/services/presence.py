@@ -214,8 +214,7 @@ class _Announcer:
                 # Cleared before the read: a change from here on is after it and gets a round of its own.
                 self.changed.discard(room_id)
                 try:
-                    online = await room_state().presence_online(room_id)
-                    await room_broadcast(room_id, protocol.presence_frame(online=online))
+                    await room_state().presence_announce(room_id)
                 except Exception as exc:  # noqa: BLE001 - the room's next change announces again
                     logger.warning("presence of room %s not announced (%r); its next change tries again",
                                    room_id, exc)

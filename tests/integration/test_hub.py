@@ -1,10 +1,12 @@
 """The per-process room hub on the real Redis channel layer: two hubs stand for two instances."""
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 
+from chat import protocol
 from chat.hub import RoomHub
 from chat.roomstate import HUB_GROUP, room_group, room_state
 from chat.services import presence
@@ -189,3 +191,36 @@ async def test_a_heartbeat_while_a_socket_joins_leaves_its_users_arrival_to_be_a
 
     assert hello["online"] == sorted([watching.username, joining.username])
     await until(lambda: any(f'"{joining.username}"' in text for _, text in watching.got), timeout=10)
+
+
+async def test_an_announcement_goes_out_only_while_its_online_list_is_current(room):
+    """Two instances announcing at once must not leave the sockets with the older list: a list goes
+    out only if it is still who is online when published, so the room's frames arrive in the order
+    their lists were read. The frame is the one protocol.presence_frame makes."""
+    state = room_state()
+    hub = RoomHub()
+    sink = Sink(room.id)
+    await hub.join(sink)
+    names = ["zoë", "bob.smith@example.com", "a+b-c_d", "Ærø"]
+    for n, name in enumerate(names):
+        await state.presence_join(room.id, f"conn-{n}", name)
+
+    await state.presence_announce(room.id)
+    await until(lambda: sink.got)
+    assert sink.got == [(None, protocol.encode(protocol.presence_frame(online=sorted(names))))]
+
+    # Another instance's list, read before this leave and published after it: refused.
+    shard, prefix = state._room(room.id)
+    await state.presence_leave(room.id, "conn-0", names[0])
+    stale = await shard.presence_publish(keys=[f"{prefix}:presence", state.room_channel(room.id)],
+                                         args=[time.time(), b"stale", *sorted(names)])
+    assert stale == 0
+    await state.presence_announce(room.id)
+    await until(lambda: len(sink.got) == 2)
+    assert sink.got[1] == (None, protocol.encode(protocol.presence_frame(online=sorted(names[1:]))))
+
+    for n, name in enumerate(names[1:], start=1):
+        await state.presence_leave(room.id, f"conn-{n}", name)
+    await state.presence_announce(room.id)
+    await until(lambda: len(sink.got) == 3)
+    assert sink.got[2] == (None, '{"type":"presence","online":[]}')

@@ -133,6 +133,21 @@ async def test_typing_is_relayed_once_a_start_and_once_a_stop_per_throttle_windo
             break
 
 
+async def test_a_heartbeat_that_finds_a_user_run_out_puts_them_back_and_names_the_room(room):
+    """An instance stalled past the presence TTL (or a shard restarted empty) still has the socket:
+    its heartbeat puts the user back online and names the room, whose sockets then hear it."""
+    state = room_state()
+    shard, prefix = state._room(room.id)
+    entry = (room.id, "conn-stalled", "stalled-user")
+    await state.presence_join(*entry)
+    await shard.redis.zadd(f"{prefix}:presence", {"stalled-user": time.time() - 1})  # ran out, not trimmed yet
+    assert "stalled-user" not in await state.presence_online(room.id)
+
+    assert await state.presence_refresh([entry]) == ([room.id], set())
+    assert "stalled-user" in await state.presence_online(room.id)
+    assert await state.presence_refresh([entry]) == ([], set()), "online all along: nothing to announce"
+
+
 async def test_a_heartbeat_keeps_every_connection_and_drops_the_expired(room):
     """More connections than one refresh call takes (chat.limits.REFRESH_CHUNK): each is extended,
     each user's socket count too (closed ones stay closed), and a user whose entries ran out leaves."""
@@ -141,9 +156,9 @@ async def test_a_heartbeat_keeps_every_connection_and_drops_the_expired(room):
     shard, prefix = state._room(room.id)
     await shard.redis.zadd(f"{prefix}:presence", {"gone-user": time.time() - 1})
 
-    rooms_left, failed = await state.presence_refresh(entries)
+    rooms_changed, failed = await state.presence_refresh(entries)
 
-    assert rooms_left == [room.id] and not failed
+    assert rooms_changed == [room.id] and not failed
     online = await state.presence_online(room.id)
     assert "gone-user" not in online and len(online) == 1500
     assert await shard.redis.zscore(f"{prefix}:presence:user-7", "conn-1507") > time.time() + 1
