@@ -70,6 +70,10 @@ def split_message_frame(message: dict) -> tuple[str, str]:
     return head + '"seq":', tail
 
 
+class ShardChangedHands(ConnectionError):
+    """A shard kept refusing a write for its identity (another master or deployment each time): try again."""
+
+
 DEPLOYMENT_RELOAD_SECONDS = 60  # how soon a renewed deployment identity (after a restore) is used
 
 
@@ -164,12 +168,13 @@ class RedisRoomState:
         (bucket_in_send; else the caller took it, on the user's shard)."""
         shard, _ = self._room(room_id)
         deployment = await self.deployment()
-        for _ in range(3):
+
+        async def attempt():
             status, value = await shard.send(**self._send_call(room_id, user_id, client_id, message, seed, rate,
                                                                deployment))
-            if status != b"identity":
-                break
-            await self._renew_identity(shard, deployment)
+            return None if status == b"identity" else (status, value)
+
+        status, value = await self._claimed(shard, deployment, attempt, "the send")
         return self._send_outcome(shard, status, value, message)
 
     async def send_many(self, sends: list[dict], *, rate: tuple[int, float]) -> list[SendOutcome | Exception]:
@@ -181,7 +186,8 @@ class RedisRoomState:
         shard, _ = self._room(sends[0]["room_id"])
         deployment = await self.deployment()
         outcomes: list[SendOutcome | Exception] = []
-        for _ in range(3):
+
+        async def attempt():
             pending = sends[len(outcomes):]
             async with shard.redis.pipeline(transaction=True) as pipe:
                 for send in pending:
@@ -189,14 +195,26 @@ class RedisRoomState:
                                      client=pipe)
                 replies = await pipe.execute()
             for send, (status, value) in zip(pending, replies, strict=True):
-                if status == b"identity":  # the shard's identity changed: this one and those after it again
-                    break
+                if status == b"identity":  # this one and those after it go again
+                    return None
                 outcomes.append(self._send_outcome(shard, status, value, send["message"]))
-            if len(outcomes) == len(sends):
-                return outcomes
+            return outcomes
+
+        try:
+            return await self._claimed(shard, deployment, attempt, "the send")
+        except ShardChangedHands as refused:
+            return outcomes + [refused] * (len(sends) - len(outcomes))
+
+    async def _claimed(self, shard: RedisShard, deployment: str, attempt, what: str):
+        """`attempt()`'s result once the shard stops refusing it for its identity (None: refused,
+        the shard changed hands since this process last wrote there), renewing the identity between
+        tries; ShardChangedHands after three refusals."""
+        for _ in range(3):
+            result = await attempt()
+            if result is not None:
+                return result
             await self._renew_identity(shard, deployment)
-        refused = ConnectionError(f"Redis shard {shard.name} changed hands during the send; try again")
-        return outcomes + [refused] * (len(sends) - len(outcomes))
+        raise ShardChangedHands(f"Redis shard {shard.name} changed hands during {what}; try again")
 
     def _send_call(self, room_id: int, user_id: int, client_id: str, message: dict, seed: int | None,
                    rate: tuple[int, float] | None, deployment: str) -> dict:
@@ -284,12 +302,12 @@ class RedisRoomState:
         keys = [f"{room}:ids", f"{room}:recent", f"{room}:meta", self.identity_key]
         if channel:
             keys.append(self.room_channel(room_id))
-        for _ in range(3):
+
+        async def attempt():
             status, row = await getattr(shard, name)(keys=keys, args=[*head, deployment, f"{room}:changed:", *tail])
-            if status != b"identity":
-                return status, row
-            await self._renew_identity(shard, deployment)
-        raise ConnectionError(f"Redis shard {shard.name} changed hands during a message change; try again")
+            return None if status == b"identity" else (status, row)
+
+        return await self._claimed(shard, deployment, attempt, "a message change")
 
     # Presence is two levels, so reading who is online costs one entry per user, not per socket:
     # `<room>:presence` scores each online username by its latest expiry, and

@@ -24,6 +24,17 @@ ARTIFACTS = ROOT / "test-artifacts"
 PYTHON = sys.executable
 
 
+def state_message(room_id: int, author_id: int, body: str) -> dict:
+    """A message frame for a send straight into the room state (RoomState.send), which sets its seq."""
+    from django.utils import timezone
+
+    from chat import protocol
+
+    return protocol.message_object(id=str(uuid.uuid4()), room=f"room-{room_id}", seq=0, author_id=author_id,
+                                   author_username="state", body=body, created_at=timezone.now(), edited_at=None,
+                                   client_id=None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,23 +10,15 @@ import uuid
 
 import pytest
 from django.test import override_settings
-from django.utils import timezone
 
-from chat import protocol
 from chat.models import Message
 from chat.roomstate import room_state
 from tests.conftest import child_env, make_room
-from tests.support import WebServer, chat_socket, unique, wait_until
+from tests.support import WebServer, chat_socket, state_message, unique, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 BYTES_PER_MESSAGE_TARGET = 60
-
-
-def message(room_id: int, author_id: int, body: str) -> dict:
-    return protocol.message_object(id=str(uuid.uuid4()), room=f"room-{room_id}", seq=0, author_id=author_id,
-                                   author_username="bench", body=body, created_at=timezone.now(), edited_at=None,
-                                   client_id=None)
 
 
 async def room_keys_bytes(room_id: int) -> dict[str, int]:
@@ -46,7 +38,7 @@ async def send_many(room_id: int, count: int, body_size: int = 40) -> dict[str, 
         client_id = uuid.uuid4().hex
         body = secrets.token_urlsafe(body_size)[:body_size]
         outcome = await state.send(room_id=room_id, user_id=7, client_id=client_id,
-                                   message=message(room_id, 7, body), seed=0 if n == 0 else None)
+                                   message=state_message(room_id, 7, body), seed=0 if n == 0 else None)
         assert outcome.status == "ok", outcome
         sent[client_id] = (outcome.message_id, outcome.seq)
     return sent
@@ -77,18 +69,18 @@ async def test_the_windows_entries_cost_under_60_bytes_a_message_and_each_retry_
     state = room_state()
     for client_id in list(sent)[:: count // 50]:
         outcome = await state.send(room_id=room_id, user_id=7, client_id=client_id,
-                                   message=message(room_id, 7, "retry"), seed=None)
+                                   message=state_message(room_id, 7, "retry"), seed=None)
         assert (outcome.status, outcome.message_id, outcome.seq) == ("dup", *sent[client_id])
         assert not outcome.acked
     # The same client_id from another user is another message.
     other = await state.send(room_id=room_id, user_id=8, client_id=next(iter(sent)),
-                             message=message(room_id, 8, "mine"), seed=None)
+                             message=state_message(room_id, 8, "mine"), seed=None)
     assert other.status == "ok" and other.seq == count + 1
     # Once Kafka has it, a retry is answered as acked.
     client_id = next(iter(sent))
     await state.send_acked(room_id=room_id, user_id=7, client_id=client_id, message_id=sent[client_id][0],
                            seq=sent[client_id][1])
-    outcome = await state.send(room_id=room_id, user_id=7, client_id=client_id, message=message(room_id, 7, "x"),
+    outcome = await state.send(room_id=room_id, user_id=7, client_id=client_id, message=state_message(room_id, 7, "x"),
                                seed=None)
     assert (outcome.status, outcome.acked, outcome.seq) == ("dup", True, sent[client_id][1])
 

@@ -5,19 +5,22 @@ import asyncio
 import secrets
 import uuid
 
-from django.utils import timezone
-
-from chat import protocol
 from chat.roomstate import room_state
+from tests.support import state_message
 
 NO_LIMIT = (10**6, 10**6)
 
 
 def send(room_id: int, user_id: int, n: int) -> dict:
-    message = protocol.message_object(id=str(uuid.uuid4()), room=f"room-{room_id}", seq=0, author_id=user_id,
-                                      author_username="order", body=str(n), created_at=timezone.now(),
-                                      edited_at=None, client_id=None)
-    return dict(room_id=room_id, user_id=user_id, client_id=uuid.uuid4().hex, message=message)
+    return dict(room_id=room_id, user_id=user_id, client_id=uuid.uuid4().hex,
+                message=state_message(room_id, user_id, str(n)))
+
+
+async def seed_it(room_id: int):
+    """Another sender's first message to the room, which seeds its counter: one turn later, so it
+    lands while the batch is on its way."""
+    await asyncio.sleep(0)
+    return await room_state().send(**send(room_id, 8, -1), seed=0)
 
 
 async def test_a_batch_sees_the_room_at_one_moment_while_another_sender_seeds_it():
@@ -28,11 +31,6 @@ async def test_a_batch_sees_the_room_at_one_moment_while_another_sender_seeds_it
     for _ in range(20):
         room_id = 10**12 + secrets.randbelow(10**9)  # a room of Redis state only, its counter not seeded yet
         batch = [send(room_id, 7, n) for n in range(400)]
-
-        async def seed_it(room_id: int):
-            await asyncio.sleep(0)
-            return await state.send(**send(room_id, 8, -1), seed=0)
-
         outcomes, seeded = await asyncio.gather(state.send_many(batch, rate=NO_LIMIT), seed_it(room_id))
         assert seeded.status == "ok"
         statuses = {outcome.status for outcome in outcomes}
@@ -40,3 +38,19 @@ async def test_a_batch_sees_the_room_at_one_moment_while_another_sender_seeds_it
         if statuses == {"ok"}:
             seqs = [outcome.seq for outcome in outcomes]
             assert seqs == sorted(seqs)
+
+
+async def test_a_batch_the_shard_refuses_for_its_identity_goes_again_whole_once_it_is_renewed():
+    """Another deployment's identity on the shard (a restore, a failover): the batch's first step is
+    refused, the identity written back, and the whole batch goes again as one transaction. The room
+    starts a new epoch there, so every send of it asks for the seed (none fails, none is sequenced)."""
+    state = room_state()
+    room_id = 10**12 + secrets.randbelow(10**9)
+    assert (await state.send(**send(room_id, 8, -1), seed=0)).status == "ok"
+    shard, _ = state._room(room_id)
+    await shard.redis.hset(state.identity_key, "deployment", "another-database")
+
+    outcomes = await state.send_many([send(room_id, 7, n) for n in range(50)], rate=NO_LIMIT)
+
+    assert [getattr(outcome, "status", outcome) for outcome in outcomes] == ["seed"] * 50
+    assert (await shard.redis.hget(state.identity_key, "deployment")).decode() == await state.deployment()
