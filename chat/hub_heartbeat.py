@@ -34,8 +34,7 @@ async def heartbeat_loop(hub: "RoomHub") -> None:
                     lost.add(index)
                 if server_id is not None:
                     server_ids[index] = server_id
-            entries = [(c.room_id, c.conn_id, c.username) for c in hub.present()]
-            rooms_changed, failed = await state.presence_refresh(entries)
+            rooms_changed, failed = await presence_keep_alive(hub, state)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -56,3 +55,11 @@ async def heartbeat_loop(hub: "RoomHub") -> None:
 
         for room_id in rooms_changed:
             await presence_announce(room_id)
+
+
+async def presence_keep_alive(hub: "RoomHub", state) -> tuple[list[int], set[int]]:
+    """Extend the presence of the hub's sockets in a room (RoomState.presence_refresh), each checked
+    again as its call goes: a socket that left since the list was taken must not be put back online."""
+    present = {c.conn_id: c for c in hub.present()}
+    entries = [(c.room_id, c.conn_id, c.username) for c in present.values()]
+    return await state.presence_refresh(entries, keep=lambda entry: present[entry[1]].present)

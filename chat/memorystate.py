@@ -139,8 +139,8 @@ class MemoryRoomState:
         self.presence[room_id].pop(conn_id, None)
         return username not in await self.presence_online(room_id)
 
-    async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> tuple[list[int], set[int]]:
-        for room_id, conn_id, username in entries:
+    async def presence_refresh(self, entries: list[tuple[int, str, str]], keep=None) -> tuple[list[int], set[int]]:
+        for room_id, conn_id, username in filter(keep, entries):
             self.presence[room_id][conn_id] = (username, time.time() + _ttl())
         return [], set()
 

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -330,20 +331,25 @@ class RedisRoomState:
         return bool(await shard.presence_leave(keys=[f"{room}:presence", f"{room}:presence:{username}"],
                                                args=[username, conn_id, time.time()]))
 
-    async def presence_refresh(self, entries: list[tuple[int, str, str]]) -> tuple[list[int], set[int]]:
+    async def presence_refresh(self, entries: list[tuple[int, str, str]],
+                               keep: Callable[[tuple[int, str, str]], bool] | None = None
+                               ) -> tuple[list[int], set[int]]:
         """Extend this instance's connections and drop expired users, shard by shard side by side;
         returns the rooms whose online list changed (someone expired, or is back after their entries
-        ran out, a stall or an empty restart) and the shards that could not be reached."""
+        ran out, a stall or an empty restart) and the shards that could not be reached. `keep` says
+        whether a connection is still there as its call goes: one that left meanwhile (its entries
+        gone) must not be put back."""
         by_shard: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
         for entry in entries:
             by_shard[self.shard_index(entry[0])].append(entry)
         indexes = range(len(self.shards))
-        results = await asyncio.gather(*(self._presence_refresh(i, by_shard[i]) for i in indexes),
+        results = await asyncio.gather(*(self._presence_refresh(i, by_shard[i], keep) for i in indexes),
                                        return_exceptions=True)
         failed = {i for i, result in zip(indexes, results, strict=True) if isinstance(result, BaseException)}
         return [room for result in results if not isinstance(result, BaseException) for room in result], failed
 
-    async def _presence_refresh(self, index: int, entries: list[tuple[int, str, str]]) -> list[int]:
+    async def _presence_refresh(self, index: int, entries: list[tuple[int, str, str]],
+                                keep: Callable[[tuple[int, str, str]], bool] | None) -> list[int]:
         """One script call per REFRESH_CHUNK connections; the last also trims the rooms' online sets."""
         if not entries:
             return []
@@ -351,7 +357,7 @@ class RedisRoomState:
         rooms = sorted({room_id for room_id, _, _ in entries})
         changed: set[int] = set()
         for start in range(0, len(entries), REFRESH_CHUNK):
-            chunk = entries[start:start + REFRESH_CHUNK]
+            chunk = [entry for entry in entries[start:start + REFRESH_CHUNK] if keep is None or keep(entry)]
             trim = rooms if start + REFRESH_CHUNK >= len(entries) else []
             names = [(self._room(room_id)[1], username) for room_id, _, username in chunk]
             keys = [f"{room}:presence:{username}" for room, username in names]

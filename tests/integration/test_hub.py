@@ -8,6 +8,7 @@ from channels.layers import get_channel_layer
 
 from chat import protocol
 from chat.hub import RoomHub
+from chat.hub_heartbeat import presence_keep_alive
 from chat.roomstate import HUB_GROUP, room_group, room_state
 from chat.services import presence
 from tests.support import unique
@@ -184,13 +185,35 @@ async def test_a_heartbeat_while_a_socket_joins_leaves_its_users_arrival_to_be_a
 
     # The heartbeats' refreshes, landing between the hub's join and presence's.
     for hub in (hub_a, hub_b):
-        await room_state().presence_refresh([(c.room_id, c.conn_id, c.username) for c in hub.present()])
+        await presence_keep_alive(hub, room_state())
     who = presence.Participant(user_id=joining.user_id, username=joining.username, is_staff=False, room_id=room.id,
                                room_slug=room.slug, room_name=room.name, room_private=False, conn_id=joining.conn_id)
     hello = await presence.presence_arrive(who)
 
     assert hello["online"] == sorted([watching.username, joining.username])
     await until(lambda: any(f'"{joining.username}"' in text for _, text in watching.got), timeout=10)
+
+
+async def test_a_heartbeat_does_not_put_back_a_socket_that_left_while_it_ran(room):
+    """The heartbeat takes its list of sockets, then makes its calls (one per thousand sockets): a
+    socket that leaves in between must not be put back online, or its user would show online again
+    for a whole TTL after leaving."""
+    state = room_state()
+    hub = RoomHub()
+    staying = Sink(room.id, username=unique("staying"), present=True)
+    leaving = Sink(room.id, username=unique("leaving"), present=True)
+    for sink in (staying, leaving):
+        await hub.join(sink)
+        await state.presence_join(room.id, sink.conn_id, sink.username)
+    present = {c.conn_id: c for c in hub.present()}  # the heartbeat's list (hub_heartbeat.presence_keep_alive)...
+    entries = [(c.room_id, c.conn_id, c.username) for c in present.values()]
+    leaving.present = False  # ...then the socket leaves, as ChatConsumer does
+    await hub.leave(leaving)
+    assert await state.presence_leave(room.id, leaving.conn_id, leaving.username)
+
+    await state.presence_refresh(entries, keep=lambda entry: present[entry[1]].present)
+
+    assert await state.presence_online(room.id) == [staying.username]
 
 
 async def test_an_announcement_goes_out_only_while_its_online_list_is_current(room):
