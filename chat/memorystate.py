@@ -10,7 +10,8 @@ from django.conf import settings
 
 from chat import idempotency, protocol
 from chat.limits import MemoryLimits
-from chat.roomstate import SendOutcome, _ttl
+from chat.roompresence import presence_ttl
+from chat.roomstate import SendOutcome
 
 
 class MemoryRoomState:
@@ -132,7 +133,7 @@ class MemoryRoomState:
 
     async def presence_join(self, room_id: int, conn_id: str, username: str) -> tuple[bool, int | None, list[str]]:
         was_online = username in await self.presence_online(room_id)
-        self.presence[room_id][conn_id] = (username, time.time() + _ttl())
+        self.presence[room_id][conn_id] = (username, time.time() + presence_ttl())
         return not was_online, await self.last_seq(room_id), await self.presence_online(room_id)
 
     async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
@@ -141,7 +142,7 @@ class MemoryRoomState:
 
     async def presence_refresh(self, entries: list[tuple[int, str, str]], keep=None) -> tuple[list[int], set[int]]:
         for room_id, conn_id, username in filter(keep, entries):
-            self.presence[room_id][conn_id] = (username, time.time() + _ttl())
+            self.presence[room_id][conn_id] = (username, time.time() + presence_ttl())
         return [], set()
 
     async def presence_announce(self, room_id: int) -> None:

@@ -1,5 +1,5 @@
 """Shared, fast room state: sequences, the send step, the recent-message buffer and its id index,
-presence, typing and each room's publishes; per-user limits beside it (chat/limits.py).
+presence (chat/roompresence.py), typing and each room's publishes; per-user limits beside it (chat/limits.py).
 `RedisRoomState` is shared by every instance, each room on the shard of its partition
 (chat/shards.py); `MemoryRoomState` serves the embedded single-process default. `room_state()`
 returns the one this process uses.
@@ -9,8 +9,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +18,8 @@ from django.conf import settings
 
 from chat import idempotency, protocol
 from chat.batching import PipelineBatch
-from chat.limits import REFRESH_CHUNK, RedisLimits
+from chat.limits import RedisLimits
+from chat.roompresence import RedisPresence
 from chat.roomscripts import (
     ACK_SCRIPT,
     CHANGE_SCRIPT,
@@ -101,7 +100,7 @@ class RedisShard:
         self.presence_publish = self.redis.register_script(PRESENCE_PUBLISH_SCRIPT)
 
 
-class RedisRoomState:
+class RedisRoomState(RedisPresence):
     """Room state over the shards of REDIS_URLS: each room's keys, scripts and publishes on the
     shard of its partition (chat/shards.py), each user's limits on the user's."""
 
@@ -310,84 +309,6 @@ class RedisRoomState:
 
         return await self._claimed(shard, deployment, attempt, "a message change")
 
-    # Presence is two levels, so reading who is online costs one entry per user, not per socket:
-    # `<room>:presence` scores each online username by its latest expiry, and
-    # `<room>:presence:<username>` scores that user's connections. Instances refresh their
-    # connections' expiries; a crashed instance's entries run out on their own.
-
-    async def presence_join(self, room_id: int, conn_id: str, username: str) -> tuple[bool, int | None, list[str]]:
-        """Adds the connection; whether its user was not online in the room before, the room's seq
-        (None: no counter) and who is online, the user included."""
-        shard, room = self._room(room_id)
-        now = time.time()
-        new, seq, members = await shard.presence_join(
-            keys=[f"{room}:presence", f"{room}:presence:{username}", f"{room}:meta"],
-            args=[username, conn_id, now + _ttl(), now, _ttl()])
-        return bool(new), int(seq) if seq else None, sorted(member.decode() for member in members)
-
-    async def presence_leave(self, room_id: int, conn_id: str, username: str) -> bool:
-        """Removes the connection; True when that was the user's last one in the room."""
-        shard, room = self._room(room_id)
-        return bool(await shard.presence_leave(keys=[f"{room}:presence", f"{room}:presence:{username}"],
-                                               args=[username, conn_id, time.time()]))
-
-    async def presence_refresh(self, entries: list[tuple[int, str, str]],
-                               keep: Callable[[tuple[int, str, str]], bool] | None = None
-                               ) -> tuple[list[int], set[int]]:
-        """Extend this instance's connections and drop expired users, shard by shard side by side;
-        returns the rooms whose online list changed (someone expired, or is back after their entries
-        ran out, a stall or an empty restart) and the shards that could not be reached. `keep` says
-        whether a connection is still there as its call goes: one that left meanwhile (its entries
-        gone) must not be put back."""
-        by_shard: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
-        for entry in entries:
-            by_shard[self.shard_index(entry[0])].append(entry)
-        indexes = range(len(self.shards))
-        results = await asyncio.gather(*(self._presence_refresh(i, by_shard[i], keep) for i in indexes),
-                                       return_exceptions=True)
-        failed = {i for i, result in zip(indexes, results, strict=True) if isinstance(result, BaseException)}
-        return [room for result in results if not isinstance(result, BaseException) for room in result], failed
-
-    async def _presence_refresh(self, index: int, entries: list[tuple[int, str, str]],
-                                keep: Callable[[tuple[int, str, str]], bool] | None) -> list[int]:
-        """One script call per REFRESH_CHUNK connections; the last also trims the rooms' online sets."""
-        if not entries:
-            return []
-        expiry, now = time.time() + _ttl(), time.time()
-        rooms = sorted({room_id for room_id, _, _ in entries})
-        changed: set[int] = set()
-        for start in range(0, len(entries), REFRESH_CHUNK):
-            chunk = [entry for entry in entries[start:start + REFRESH_CHUNK] if keep is None or keep(entry)]
-            trim = rooms if start + REFRESH_CHUNK >= len(entries) else []
-            names = [(self._room(room_id)[1], username) for room_id, _, username in chunk]
-            keys = [f"{room}:presence:{username}" for room, username in names]
-            keys += [f"{room}:presence" for room, _ in names]
-            keys += [f"{self._room(room_id)[1]}:presence" for room_id in trim]
-            args = [expiry, _ttl(), now, len(chunk), *(conn_id for _, conn_id, _ in chunk),
-                    *(username for _, username in names)]
-            removed, back = await self.shards[index].presence_refresh(keys=keys, args=args)
-            changed.update(chunk[position - 1][0] for position in back)
-        changed.update(room_id for room_id, count in zip(rooms, removed, strict=True) if count)
-        return sorted(changed)
-
-    async def presence_announce(self, room_id: int) -> None:
-        """Publish who is online to the room's sockets, if that is still who is online when it goes
-        (PRESENCE_PUBLISH_SCRIPT): read again while it changes, a few times; past that, the change's
-        own announcement follows."""
-        shard, room = self._room(room_id)
-        for _ in range(3):
-            online = await self.presence_online(room_id)
-            text = protocol.encode(protocol.presence_frame(online=online))
-            event = msgpack.packb({"type": "room.frame", "room": room_id, "text": text, "seq": None}, use_bin_type=True)
-            if await shard.presence_publish(keys=[f"{room}:presence", self.room_channel(room_id)],
-                                            args=[time.time(), event, *online]):
-                return
-
-    async def presence_online(self, room_id: int) -> list[str]:
-        shard, room = self._room(room_id)
-        members = await shard.redis.zrangebyscore(f"{room}:presence", time.time(), "+inf")
-        return sorted(m.decode() for m in members)
-
     async def typing_allow(self, room_id: int, user_id: int, active: bool, every: float) -> bool:
         """Whether to relay this "typing": at most one start and one stop per user and room every
         `every` seconds across instances, and a stop only after a relayed start."""
@@ -407,10 +328,6 @@ class RedisRoomState:
         results = await asyncio.gather(*(shard.redis.info("server") for shard in self.shards),
                                        return_exceptions=True)
         return [None if isinstance(r, BaseException) else r["run_id"] for r in results]
-
-
-def _ttl() -> int:
-    return settings.CHAT_PRESENCE_TTL
 
 
 _states: dict = {}
