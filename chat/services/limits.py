@@ -143,13 +143,18 @@ def joins_free() -> int:
 
 JOIN_RATE_SECONDS = 5.0  # the span the rate joins end at is measured over...
 JOIN_RATE_MIN_ENDS = 20  # ...from at least this many ends in it
+# A few seconds of ends say little of the next few: at a storm's start the joins under way end slowly
+# while the process takes them in (500 joins at a dozen ends a second make 40 s), and a second later
+# it ends hundreds a second. A client shed again backs off further on its own
+# (chat/static/chat/connection.js), so a short hint does not pile retries up.
+JOIN_RETRY_MAX_SECONDS = 10.0
 
 
 def join_wait(pending: int, ended: deque[float], now: float) -> float:
     """Seconds `pending` joins need at the rate joins ended lately (in the last JOIN_RATE_SECONDS,
-    from the oldest of them), at least CHAT_JOIN_RETRY_SECONDS, at most 60. Too few recent ends say
-    nothing of the rate (a storm's first moment, stragglers of an earlier burst, a quiet spell): then
-    the setting."""
+    from the oldest of them), at least CHAT_JOIN_RETRY_SECONDS, at most JOIN_RETRY_MAX_SECONDS (or the
+    setting, if larger). Too few recent ends say nothing of the rate (a storm's first moment,
+    stragglers of an earlier burst, a quiet spell): then the setting."""
     count, oldest = 0, now
     for end in reversed(ended):  # newest first; stop at the first too old (a shed is on the hot path)
         if now - end > JOIN_RATE_SECONDS:
@@ -158,7 +163,7 @@ def join_wait(pending: int, ended: deque[float], now: float) -> float:
     wait = settings.CHAT_JOIN_RETRY_SECONDS
     if count >= JOIN_RATE_MIN_ENDS:
         rate = count / max(1.0, now - oldest)
-        wait = max(wait, min(60.0, pending / rate))
+        wait = max(wait, min(JOIN_RETRY_MAX_SECONDS, pending / rate))
     return wait
 
 

@@ -137,8 +137,8 @@ async def test_past_the_pending_joins_limit_sockets_are_shed_and_join_on_retry(s
         assert shed, "no socket was shed with one join allowed at a time"
         assert {code for code, _ in shed} == {1013}
         for _, reason in shed:
-            # At least half the setting; more while the joins under way need longer (at most 90 s).
-            assert reason.startswith("retry_after=") and 0.1 <= float(reason.partition("=")[2]) <= 90
+            # At least half the setting; more while the joins under way need longer (10 s at most, spread).
+            assert reason.startswith("retry_after=") and 0.1 <= float(reason.partition("=")[2]) <= 15
         assert len(held) >= 40
     finally:
         await asyncio.gather(*(ws.close() for ws in held))
