@@ -36,9 +36,10 @@ if SERVER == "daphne":
     daphne_handshake.install()
     daphne_listen.install()
 if SERVER == "uvicorn":
-    from config import uvicorn_frames
+    from config import uvicorn_frames, uvicorn_logs
 
     uvicorn_frames.install()
+    uvicorn_logs.install()
 
 router = ProtocolTypeRouter(
     {
