@@ -7,18 +7,20 @@ Only the logging API is used: if uvicorn or websockets change their wording, the
 nothing breaks."""
 
 import logging
-import re
 
-# uvicorn's lines for a handshake answered (accepted, refused, an HTTP response) and websockets' own.
-_ACCESS_LINE = re.compile(r'%s - "WebSocket %s" (\[accepted\]|403|%d)$')
-_SOCKET_LINES = {"connection open", "connection rejected (%d %s)", "HTTP response sent (%d %s)"}
+# The templates of uvicorn's lines for a handshake answered (accepted, refused, an HTTP response)
+# and of websockets' own: a record's `msg` is the template, its arguments apart.
+_SOCKET_LINES = frozenset({
+    '%s - "WebSocket %s" [accepted]', '%s - "WebSocket %s" 403', '%s - "WebSocket %s" %d',
+    "connection open", "connection rejected (%d %s)", "HTTP response sent (%d %s)",
+})
 
 
 class WebSocketAccessLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.INFO or not isinstance(record.msg, str):
             return True
-        return not (record.msg in _SOCKET_LINES or _ACCESS_LINE.match(record.msg))
+        return record.msg not in _SOCKET_LINES
 
 
 def access_log_off() -> bool:
