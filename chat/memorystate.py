@@ -10,6 +10,7 @@ from django.conf import settings
 
 from chat import idempotency, protocol
 from chat.limits import MemoryLimits
+from chat.roomfeed import room_frame_event
 from chat.roompresence import presence_ttl
 from chat.roomstate import SendOutcome
 
@@ -63,8 +64,8 @@ class MemoryRoomState:
             buffer[seq], ids[message["id"]] = frame, seq
             for old in itertools.islice(sorted(buffer), max(0, len(buffer) - settings.CHAT_RECENT_BUFFER)):
                 ids.pop(buffer.pop(old)["id"], None)
-            await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": protocol.encode(frame),
-                                         "seq": seq, "prev": prev, "epoch": self.epochs[room_id]})
+            await self.publish(room_id, room_frame_event(room_id, protocol.encode(frame), seq, prev=prev,
+                                                         epoch=self.epochs[room_id]))
         return SendOutcome("ok", seq, message["id"])
 
     def _sweep(self) -> None:
@@ -127,8 +128,7 @@ class MemoryRoomState:
             else:
                 self.changed[room_id][frame["id"]] = frame
             if live is not None:
-                await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": protocol.encode(live),
-                                             "seq": None})
+                await self.publish(room_id, room_frame_event(room_id, protocol.encode(live)))
             return None
 
     async def presence_join(self, room_id: int, conn_id: str, username: str) -> tuple[bool, int | None, list[str]]:
@@ -147,7 +147,7 @@ class MemoryRoomState:
 
     async def presence_announce(self, room_id: int) -> None:
         text = protocol.encode(protocol.presence_frame(online=await self.presence_online(room_id)))
-        await self.publish(room_id, {"type": "room.frame", "room": room_id, "text": text, "seq": None})
+        await self.publish(room_id, room_frame_event(room_id, text))
 
     async def presence_online(self, room_id: int) -> list[str]:
         now = time.time()

@@ -12,6 +12,12 @@ import msgpack
 logger = logging.getLogger(__name__)
 
 
+def room_frame_event(room_id: int, text: str, seq: int | None = None, **extra) -> dict:
+    """The event a room's hubs hand to its sockets (chat.hub): a frame's text, with `seq` only for a
+    message, which the sockets check for duplicates and gaps (the send script builds its own)."""
+    return {"type": "room.frame", "room": room_id, "text": text, "seq": seq, **extra}
+
+
 class RedisRoomFeed:
     """One shard's pub/sub connection. `on_event` gets each event; `on_lost` is called when the
     connection failed, since events published meanwhile never arrive (redis-py reconnects and

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from chat import protocol
 from chat.limits import REFRESH_CHUNK
+from chat.roomfeed import room_frame_event
 
 
 def presence_ttl() -> int:
@@ -89,7 +90,7 @@ class RedisPresence:
         for _ in range(3):
             online = await self.presence_online(room_id)
             text = protocol.encode(protocol.presence_frame(online=online))
-            event = msgpack.packb({"type": "room.frame", "room": room_id, "text": text, "seq": None}, use_bin_type=True)
+            event = msgpack.packb(room_frame_event(room_id, text), use_bin_type=True)
             if await shard.presence_publish(keys=[f"{room}:presence", self.room_channel(room_id)],
                                             args=[time.time(), event, *online]):
                 return

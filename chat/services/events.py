@@ -10,6 +10,7 @@ from django.db import transaction
 
 from chat import metrics, protocol
 from chat.errors import NotPersisted
+from chat.roomfeed import room_frame_event
 from chat.roomstate import HUB_GROUP, room_state
 from chat.signals import NotConfirmed, message_changed, persist
 
@@ -20,7 +21,7 @@ async def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = Non
     # Only message frames carry a seq for the sockets' duplicate check; edits and deletes of older
     # messages, and a message the worker `moved` to a new seq (chat.storage), must always get through.
     seq = frame["seq"] if frame["type"] == "message" and not moved else None
-    event = {"type": "room.frame", "room": room_id, "text": protocol.encode(frame), "seq": seq}
+    event = room_frame_event(room_id, protocol.encode(frame), seq)
     if exclude:
         event["exclude"] = exclude
     await room_state().publish(room_id, event)  # on the room's shard, where its hubs subscribe
