@@ -34,8 +34,7 @@ def _consumer():
             # A group member in name only: it never subscribes, so it never joins or rebalances the
             # group; it only reads the group's committed offsets and the partitions' ends.
             _client = KafkaConsumer(**client_kwargs(), group_id=settings.KAFKA_CONSUMER_GROUP,
-                                    enable_auto_commit=False, request_timeout_ms=5_000, bootstrap_timeout_ms=5_000,
-                                    reconnect_backoff_max_ms=1_000)
+                                    enable_auto_commit=False, request_timeout_ms=5_000, bootstrap_timeout_ms=5_000)
         return _client
 
 

@@ -66,8 +66,7 @@ class ClusterWatch(threading.Thread):
 
     def check(self) -> None:
         if self._admin is None:
-            self._admin = admin_client(request_timeout_ms=PROBE_TIMEOUT_MS, bootstrap_timeout_ms=PROBE_TIMEOUT_MS,
-                                       reconnect_backoff_max_ms=1_000)
+            self._admin = admin_client(request_timeout_ms=PROBE_TIMEOUT_MS, bootstrap_timeout_ms=PROBE_TIMEOUT_MS)
         admin = self._admin
         self._brokers = brokers = sorted(broker["broker_id"] for broker in admin.describe_cluster()["brokers"])
         metrics.KAFKA_BROKERS.set(len(brokers))

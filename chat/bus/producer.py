@@ -55,8 +55,6 @@ class MessageProducer:
                 request_timeout_ms=self._request_timeout_ms,
                 delivery_timeout_ms=self._delivery_timeout_ms,
                 retry_backoff_ms=200,
-                # Try a restarted broker again within 2 s (the default backs off up to 30 s).
-                reconnect_backoff_max_ms=2_000,
             )
         return self._producer
 

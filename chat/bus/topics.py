@@ -141,7 +141,6 @@ def cluster_answers() -> bool:
         if _admin is None:
             # Bounded like a request: an unreachable cluster frees the readiness thread (and a
             # stopping process, which waits for it) in seconds, not kafka-python's 30.
-            _admin = admin_client(request_timeout_ms=2_500, bootstrap_timeout_ms=2_500,
-                                  reconnect_backoff_max_ms=1_000)
+            _admin = admin_client(request_timeout_ms=2_500, bootstrap_timeout_ms=2_500)
         admin = _admin
     return bool(admin.describe_cluster().get("brokers"))

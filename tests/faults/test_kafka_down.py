@@ -24,6 +24,9 @@ from tests.support import ROOT, chat_socket, unique, unique_topic, wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("worker")]
 
 
+WORKER_BACK_WITHIN = 20  # seconds from Kafka ready again to the worker's commit (its dead-letter retry waits up to 10)
+
+
 def services(*args: str) -> None:
     subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], check=True, timeout=180)
 
@@ -124,8 +127,10 @@ def test_a_worker_whose_offset_commit_finds_kafka_gone_keeps_running_and_commits
         wait_until(lambda: "offset commit failed" in worker.log() or not worker.alive(), 30,
                    message="the failed commit logged")
         assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
-    wait_until(lambda: committed_offsets(group, topic) == len(batch), 90,
-               message="the stored batch's offsets committed")
+    # Back in seconds: kafka-python's default backoff (up to 30 s between tries) once left a worker
+    # 20-40 s behind a Kafka that was back.
+    wait_until(lambda: committed_offsets(group, topic) == len(batch), WORKER_BACK_WITHIN,
+               message=f"the stored batch's offsets committed within {WORKER_BACK_WITHIN} s of Kafka's return")
     assert worker.alive(), worker.log()[-3000:]
     assert worker.stop() == 0
     assert Message.objects.filter(room=room).count() == len(batch)
@@ -147,7 +152,8 @@ def test_a_worker_that_must_dead_letter_while_kafka_is_gone_waits_for_it_and_goe
         wait_until(lambda: "could not dead-letter" in worker.log() or not worker.alive(), 60,
                    message="the failed dead-lettering logged")
         assert worker.alive(), f"the worker exited:\n{worker.log()[-3000:]}"
-    wait_until(lambda: committed_offsets(group, topic) == 2, 90, message="both records' offsets committed")
+    wait_until(lambda: committed_offsets(group, topic) == 2, WORKER_BACK_WITHIN,
+               message=f"both records' offsets committed within {WORKER_BACK_WITHIN} s of Kafka's return")
     consumer = KafkaConsumer(dead_letter_topic(topic), bootstrap_servers=BROKERS, auto_offset_reset="earliest",
                              consumer_timeout_ms=5000)
     dead = list(consumer)

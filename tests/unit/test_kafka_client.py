@@ -16,7 +16,8 @@ SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SH
 
 def test_plaintext_by_default():
     with override_settings(KAFKA_BOOTSTRAP_SERVERS=["a:9092", "b:9092"]):
-        assert client_kwargs() == {"bootstrap_servers": ["a:9092", "b:9092"], "security_protocol": "PLAINTEXT"}
+        assert client_kwargs() == {"bootstrap_servers": ["a:9092", "b:9092"], "security_protocol": "PLAINTEXT",
+                                   "reconnect_backoff_max_ms": 1_000}
 
 
 def test_sasl_over_tls_with_a_ca_file():
@@ -24,7 +25,8 @@ def test_sasl_over_tls_with_a_ca_file():
         kwargs = client_kwargs()
     assert kwargs == {"bootstrap_servers": ["a:9093"], "security_protocol": "SASL_SSL",
                       "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "chat",
-                      "sasl_plain_password": "secret", "ssl_cafile": "/etc/kafka/ca.pem"}
+                      "sasl_plain_password": "secret", "ssl_cafile": "/etc/kafka/ca.pem",
+                      "reconnect_backoff_max_ms": 1_000}
     # Producer, consumer and admin client all take every one of them.
     for client in (KafkaProducer, KafkaConsumer, KafkaAdminClient):
         assert set(kwargs) <= set(client.DEFAULT_CONFIG), client
