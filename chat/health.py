@@ -12,6 +12,10 @@ from chat import drain, metrics
 from chat.roomstate import room_state
 
 CHECK_TIMEOUT = 3.0  # each dependency's answer; the checks run side by side, so the whole probe too
+# A balancer's probe may give up after a second (Kubernetes' default): a dependency the instance can
+# serve without must not make it time out, or a shared outage takes the fleet out after all. Once its
+# check has answered before, a probe waits this long for it, then reports that answer.
+QUICK_ANSWER = 0.5
 # Without these an instance cannot serve its sockets; without the others only some of it degrades
 # (Kafka: acks wait; Postgres: history and new sockets), and an outage every instance shares must
 # not take the whole fleet out of the balancer (contract §3).
@@ -20,6 +24,7 @@ NEEDED = ("redis",)
 # loop's default executor, whose few threads also resolve the names Redis connections need.
 _threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness")
 _running: dict[str, Future] = {}
+_last: dict[str, str] = {}  # each blocking check's last answer
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -52,10 +57,20 @@ def _kafka_answers() -> bool:
 
 def _in_thread(name: str, check) -> asyncio.Future:
     """The check of `name` still running from an earlier probe, or a new one: a dependency that
-    hangs holds one thread, not one per probe."""
+    hangs holds one thread, not one per probe. Its answer is kept in `_last` when it comes."""
     if name not in _running or _running[name].done():
         _running[name] = _threads.submit(check)
+        _running[name].add_done_callback(lambda done: _remember(name, done))
     return asyncio.shield(asyncio.wrap_future(_running[name]))  # a probe's timeout leaves it to the next
+
+
+async def _degraded_only(name: str, check) -> str:
+    """A dependency the instance serves without: its check's answer if it comes within QUICK_ANSWER
+    (the whole CHECK_TIMEOUT before its first), else the last one (it goes on for the next probe)."""
+    try:
+        return await _check(_in_thread(name, check), QUICK_ANSWER if name in _last else CHECK_TIMEOUT)
+    except TimeoutError:
+        return _last.get(name, "failed: TimeoutError")
 
 
 async def _redis_answers() -> str:
@@ -65,14 +80,34 @@ async def _redis_answers() -> str:
     return "failed: " + ", ".join(down) if down else "ok"
 
 
-async def _check(check) -> str:
+def _described(result) -> str:
+    """A check's answer as the body names it: "ok", "failed" or the check's own text."""
+    if isinstance(result, str):
+        return result
+    return "ok" if result else "failed"
+
+
+def _remember(name: str, done: Future) -> None:
+    exc = done.exception()
+    _last[name] = f"failed: {type(exc).__name__}" if exc else _described(done.result())
+
+
+async def _check(check, timeout: float = CHECK_TIMEOUT) -> str:
+    """The check's answer; TimeoutError when it takes longer than `timeout`."""
     try:
-        result = await asyncio.wait_for(check, CHECK_TIMEOUT)
-        if isinstance(result, str):
-            return result
-        return "ok" if result else "failed"
+        result = await asyncio.wait_for(check, timeout)
+    except TimeoutError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure of a dependency is reported, not raised
         return f"failed: {type(exc).__name__}"
+    return _described(result)
+
+
+async def _answer(check) -> str:
+    try:
+        return await _check(check)
+    except TimeoutError:
+        return "failed: TimeoutError"
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
@@ -80,12 +115,12 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     room state needs) unreachable; otherwise 200, naming each dependency that is degraded."""
     if drain.is_draining():  # answer at once: the balancer must stop sending traffic here now
         return JsonResponse({"ready": False, "failed": ["draining"], "degraded": [], "checks": {}}, status=503)
-    checks = {"database": _in_thread("database", _database_answers)}
+    checks = {"database": _degraded_only("database", _database_answers)}
     if settings.REDIS_SHARDS:
-        checks["redis"] = _redis_answers()
+        checks["redis"] = _answer(_redis_answers())
     if settings.KAFKA_BOOTSTRAP_SERVERS:
-        checks["kafka"] = _in_thread("kafka", _kafka_answers)
-    results = dict(zip(checks, await asyncio.gather(*map(_check, checks.values())), strict=True))
+        checks["kafka"] = _degraded_only("kafka", _kafka_answers)
+    results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
     for name, result in results.items():  # for alerts: the readiness probes keep it current
         metrics.DEPENDENCY_UP.labels(dependency=name).set(result == "ok")
     down = [name for name, result in results.items() if result != "ok"]

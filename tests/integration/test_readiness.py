@@ -33,10 +33,14 @@ def test_readiness_fails_only_without_redis_and_names_what_is_degraded(down, sta
     try:
         # Probed again and again, as a balancer does: a check that hangs must not pile up threads
         # until the other checks wait behind it.
-        for _ in range(8 if down == ("kafka",) else 1):
+        for probe in range(8 if down == ("kafka",) else 1):
             started = time.monotonic()
             response = httpx.get(f"{server.url}/readyz", timeout=15)
-            assert time.monotonic() - started < 5, "each check is bounded, and they run side by side"
+            took = time.monotonic() - started
+            assert took < 5, "each check is bounded, and they run side by side"
+            # After its first answer a hanging Kafka is reported as last found, within a balancer's
+            # usual probe timeout (1 s in Kubernetes): a shared outage must not fail every instance.
+            assert probe == 0 or took < 1, f"probe {probe + 1} took {took:.2f} s"
             body = response.json()
             assert response.status_code == status, body
             assert body["ready"] is (status == 200)
