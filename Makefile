@@ -19,11 +19,20 @@ run: venv
 	@echo ""
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
+# Test processes for what runs side by side: each has its own database, Kafka topics, Redis key prefix
+# and servers. The fault scenarios stop, restart or empty the services every test shares, so they
+# run afterwards in one process; `make test` fails if either part does.
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+
 test: venv services browser nginx promtool lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(PARALLEL) -m "not faults"; shared=$$?; \
+	$(PY) -m pytest -m faults; faults=$$?; \
+	echo "make test: everything but the faults exited $$shared, the fault scenarios $$faults"; \
+	[ $$shared -eq 0 ] && [ $$faults -eq 0 ]
 
 test-fast: venv services
-	$(PY) -m pytest -m "not faults and not browser"
+	$(PY) -m pytest $(PARALLEL) -m "not faults and not browser"
 
 test-faults: venv services
 	$(PY) -m pytest -m faults

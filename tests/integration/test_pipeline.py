@@ -65,6 +65,7 @@ async def test_duplicate_client_id_creates_no_second_message_even_across_instanc
     assert Message.objects.filter(room=room, client_id=cid).count() == 1
 
 
+@pytest.mark.faults  # FLUSHALL empties the Redis every test shares: it runs with the faults, alone
 async def test_seq_is_never_reused_after_redis_loses_its_data(web_a, web_b, alice, room):
     client = redis.Redis.from_url(SERVICES["REDIS_URL"])
     async with chat_socket(web_a, room.slug, alice.cookie) as a:
