@@ -27,7 +27,7 @@ class RedisRoomFeed:
                  on_lost: Callable[[int], None]) -> None:
         self.state, self.index = state, index
         self.on_event, self.on_lost = on_event, on_lost
-        self.pubsub = state.shards[index].redis.pubsub()
+        self.pubsub = state.shards[index].events.pubsub()
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
 

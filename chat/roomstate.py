@@ -83,6 +83,7 @@ class RedisShard:
     def __init__(self, spec: dict) -> None:
         self.name = shard_name(spec)
         self.redis = shard_client(spec)
+        self.events = shard_client(spec, reconnect=False)  # the room feed's pub/sub (chat/roomfeed.py)
         self.send = self.redis.register_script(SEND_SCRIPT)
         self.ack = self.redis.register_script(ACK_SCRIPT)
         self.restore = self.redis.register_script(RESTORE_SCRIPT)

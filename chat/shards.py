@@ -5,6 +5,9 @@ shards moves whole partitions (docs/scaling.md). Every key of a partition carrie
 import zlib
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Fixed forever: a room's partition never changes, only which shard holds the partition.
 PARTITIONS = 1024
@@ -24,9 +27,25 @@ def hash_tag(partition: int) -> str:
     return f"{{p{partition}}}"
 
 
-def shard_client(spec: dict) -> aioredis.Redis:
-    """A client for one shard; a Sentinel shard's follows its master through failovers."""
+def reconnect_once() -> Retry:
+    """The retry policy of every async Redis connection of the app: a command whose pooled connection
+    turns out dead runs once more on a new one. redis-py hands out a connection the network reset
+    (a Redis restart or failover, a balancer dropping it) as if alive, so without this the first
+    command on each pooled connection failed after every blip: joins closed with 1011, a ban's live
+    close raised. Connection errors only, not timeouts: a command that timed out may still run. A
+    command that reached Redis before its connection died may run twice, which every command of the
+    app allows (a send's client_id is answered, a presence entry set again, an event the sockets
+    apply once)."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def shard_client(spec: dict, *, reconnect: bool = True) -> aioredis.Redis:
+    """A client for one shard; a Sentinel shard's follows its master through failovers. Its commands
+    run again once on a new connection when theirs was dead (reconnect_once); not a pub/sub reader's
+    (`reconnect=False`), which must see the connection fail: what was published meanwhile is lost."""
     timeouts = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 30}
+    if reconnect:
+        timeouts["retry"] = reconnect_once()
     if "url" in spec:
         # A blocking pool: a burst (thousands of sockets closing at once) waits for a connection
         # instead of failing with MaxConnectionsError, as the default pool does past its limit.

@@ -32,11 +32,15 @@ def shard_spec(entry: str) -> dict:
     return {"sentinels": sentinels, "master_name": master, "db": int(db or 0), "password": password}
 
 
-def layer_host(spec: dict) -> str | dict:
-    """The shard as a channels-redis `hosts` entry (its Sentinel form for a Sentinel shard)."""
+def layer_host(spec: dict) -> dict:
+    """The shard as a channels-redis `hosts` entry (its Sentinel form for a Sentinel shard), whose
+    connections retry a command once on a new connection as the app's own do."""
+    from chat.shards import reconnect_once
+
     if "url" in spec:
-        return spec["url"]
-    host = {"sentinels": spec["sentinels"], "master_name": spec["master_name"], "db": spec["db"]}
+        return {"address": spec["url"], "retry": reconnect_once()}
+    host = {"sentinels": spec["sentinels"], "master_name": spec["master_name"], "db": spec["db"],
+            "retry": reconnect_once()}
     if spec["password"]:
         host["password"] = spec["password"]
     return host

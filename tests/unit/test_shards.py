@@ -22,9 +22,12 @@ def test_each_entry_form_of_contract_section_7():
                          "master_name": "shard0", "db": 3, "password": None}
     assert shards[3]["password"] == "pw" and shards[3]["sentinels"] == [("h1", 1), ("h2", 2)]
     # channels-redis takes the same shards, a Sentinel one in its own host form.
-    assert layer_host(shards[0]) == "redis://127.0.0.1:6380/0"
-    assert layer_host(shards[3]) == {"sentinels": [("h1", 1), ("h2", 2)], "master_name": "shard1", "db": 0,
-                                     "password": "pw"}
+    url_host, sentinel_host = layer_host(shards[0]), layer_host(shards[3])
+    assert url_host.pop("address") == "redis://127.0.0.1:6380/0"
+    assert {"sentinels": [("h1", 1), ("h2", 2)], "master_name": "shard1", "db": 0,
+            "password": "pw"}.items() <= sentinel_host.items()
+    # Its connections run a command again once on a new connection, as the app's own (chat.shards).
+    assert url_host["retry"].get_retries() == sentinel_host["retry"].get_retries() == 1
 
 
 def test_redis_url_alone_is_the_one_shard_and_redis_urls_wins():
@@ -43,14 +46,16 @@ def test_a_malformed_entry_is_refused(entry):
 
 def test_settings_refuse_a_malformed_entry_and_build_the_layer_from_every_shard():
     probe = ("import json, django; django.setup(); from django.conf import settings as s; "
-             "print(json.dumps([s.REDIS_SHARDS, s.CHANNEL_LAYERS['default']['CONFIG']['hosts'], s.EMBEDDED]))")
+             "print(json.dumps([s.REDIS_SHARDS, s.CHANNEL_LAYERS['default']['CONFIG']['hosts'], s.EMBEDDED], "
+             "default=repr))")
     env = {"REDIS_URLS": f"redis://127.0.0.1:6380/0 redis+sentinel://{SENTINELS}/shard1/0", "DEBUG": "true"}
     done = subprocess.run([PYTHON, "-c", probe], cwd=ROOT,
                           env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", **env},
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     shards, hosts, embedded = json.loads(done.stdout)
-    assert len(shards) == 2 and hosts[0] == "redis://127.0.0.1:6380/0" and hosts[1]["master_name"] == "shard1"
+    assert len(shards) == 2 and hosts[1]["master_name"] == "shard1"
+    assert hosts[0]["address"] == "redis://127.0.0.1:6380/0"
     assert not embedded
     refused = start(REDIS_URLS="memcached://127.0.0.1:11211", DEBUG="true")
     assert refused.returncode != 0 and "REDIS_URLS" in refused.stderr
