@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import drain, logcontext, metrics, permissions, protocol
-from chat.errors import ChatError
+from chat.errors import SERVICE_UNAVAILABLE, ChatError
 from chat.hub import get_hub
 from chat.join_gate import join_done
 from chat.services import accounts, limits, messages, presence, reactions, rooms, sending
@@ -101,7 +101,11 @@ class ChatConsumer(SidebarWatcher, AsyncWebsocketConsumer):
         self._counted = True
         if drain.is_draining():  # shutting down: try another instance
             return await self.close(code=protocol.CLOSE_SERVICE_RESTART)
-        await self._join()
+        try:
+            await self._join()
+        except SERVICE_UNAVAILABLE as exc:  # Postgres or a Redis shard did not answer: come back shortly
+            logger.warning("join told to try again later: %s: %s", type(exc).__name__, exc)
+            await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER, reason=f"retry_after={limits.join_retry_hint()}")
 
     async def _join(self):
         user = self.scope.get("user")

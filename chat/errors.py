@@ -1,5 +1,13 @@
 """Typed errors the actions raise; the consumer and the API turn them into contract errors."""
 
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# A service a request needs did not answer (Postgres, a Redis shard: down, unreachable, failing over).
+# Nothing is wrong with the request, and the same request may well succeed shortly.
+SERVICE_UNAVAILABLE = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, TimeoutError)
+
 
 class ChatError(Exception):
     """A request the chat refuses, with the contract's error code."""

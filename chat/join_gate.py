@@ -40,7 +40,7 @@ class JoinGateMiddleware:
     async def __call__(self, scope, receive, send):
         retry_after = limits.join_begin(queued=bool(_listeners))
         if retry_after is not None:
-            return await _shed(receive, send, retry_after)
+            return await try_again_later(receive, send, retry_after)
         if not limits.joins_free():
             _accepting(False)
         counted = True
@@ -82,7 +82,9 @@ def _accepting(on: bool) -> None:
             listener.resume()
 
 
-async def _shed(receive, send, retry_after: float) -> None:
+async def try_again_later(receive, send, retry_after: float) -> None:
+    """Accept the socket and close it at once with 1013 and the `retry_after` reason, before the
+    application has seen it."""
     metrics.CLOSES.labels(code=str(protocol.CLOSE_TRY_AGAIN_LATER)).inc()
     message = await receive()
     if message["type"] != "websocket.connect":  # the client left before its handshake was answered

@@ -23,7 +23,7 @@ CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003
 CLOSE_SERVICE_RESTART = 1012
-CLOSE_TRY_AGAIN_LATER = 1013  # too many joins under way; the close reason says retry_after=<seconds>
+CLOSE_TRY_AGAIN_LATER = 1013  # joins over the limit, or a service a join needs down; reason: retry_after=<seconds>
 
 # Error codes of refusals that depend on the room's or the pair's state (docs/protocol.md).
 ERROR_ROOM_ARCHIVED = "room_archived"  # the room is archived: read-only

@@ -6,6 +6,7 @@ reconnects costs two queries per batch instead of two (and a connection check) p
 It takes the place of channels' AuthMiddlewareStack for WebSockets: the scope gets `user` and
 `session_key`; nothing is written to the session, which a WebSocket cannot send back anyway."""
 
+import logging
 import re
 from importlib import import_module
 
@@ -19,6 +20,11 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from chat.batching import ThreadBatch
+from chat.errors import SERVICE_UNAVAILABLE
+from chat.join_gate import try_again_later
+from chat.services.limits import join_retry_hint
+
+logger = logging.getLogger(__name__)
 
 
 class SocketAuthMiddleware:
@@ -27,7 +33,12 @@ class SocketAuthMiddleware:
 
     async def __call__(self, scope, receive, send):
         key = _session_cookie(scope)
-        user = await _users_of_sessions(key) if key else None
+        try:
+            user = await _users_of_sessions(key) if key else None
+        except SERVICE_UNAVAILABLE as exc:  # the database did not answer: the client comes back shortly
+            logger.warning("socket told to try again later: its session could not be read (%s: %s)",
+                           type(exc).__name__, exc)
+            return await try_again_later(receive, send, join_retry_hint())
         return await self.inner(dict(scope, user=user or AnonymousUser(), session_key=key if user else None),
                                 receive, send)
 

@@ -120,9 +120,19 @@ def join_begin(*, queued: bool = False) -> float | None:
     global _joining
     if _joining >= settings.CHAT_MAX_PENDING_JOINS:
         wait = settings.CHAT_JOIN_RETRY_SECONDS if queued else join_wait(_joining, _joined, time.monotonic())
-        return round(wait * random.uniform(0.5, 1.5), 1)
+        return _spread(wait)
     _joining += 1
     return None
+
+
+def join_retry_hint() -> float:
+    """The retry hint of a join refused for something other than the joins under way (a service it
+    needs did not answer): the least wait, spread as a shed's is."""
+    return _spread(settings.CHAT_JOIN_RETRY_SECONDS)
+
+
+def _spread(wait: float) -> float:
+    return round(wait * random.uniform(0.5, 1.5), 1)
 
 
 def joins_crowded() -> bool:
