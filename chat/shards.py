@@ -31,8 +31,8 @@ def reconnect_once() -> Retry:
     """The retry policy of every async Redis connection of the app: a command whose pooled connection
     turns out dead runs once more on a new one. redis-py hands out a connection the network reset
     (a Redis restart or failover, a balancer dropping it) as if alive, so without this the first
-    command on each pooled connection failed after every blip: joins closed with 1011, a ban's live
-    close raised. Connection errors only, not timeouts: a command that timed out may still run. A
+    command on each pooled connection fails after every blip (a join refused, a ban's live close
+    raised). Connection errors only, not timeouts: a command that timed out may still run. A
     command that reached Redis before its connection died may run twice, which every command of the
     app allows (a send's client_id is answered, a presence entry set again, an event the sockets
     apply once)."""

@@ -2,6 +2,8 @@
 
 from urllib.parse import unquote, urlsplit
 
+from chat.shards import reconnect_once
+
 SENTINEL_SCHEME = "redis+sentinel"
 
 
@@ -35,8 +37,6 @@ def shard_spec(entry: str) -> dict:
 def layer_host(spec: dict) -> dict:
     """The shard as a channels-redis `hosts` entry (its Sentinel form for a Sentinel shard), whose
     connections retry a command once on a new connection as the app's own do."""
-    from chat.shards import reconnect_once
-
     if "url" in spec:
         return {"address": spec["url"], "retry": reconnect_once()}
     host = {"sentinels": spec["sentinels"], "master_name": spec["master_name"], "db": spec["db"],

@@ -112,7 +112,8 @@ export class Connection {
     // Exponential backoff with full jitter, capped at 30 s.
     const ceiling = Math.min(30000, 500 * 2 ** this.#attempt);
     const backoff = this.#attempt === 0 ? Math.random() * 500 : Math.random() * ceiling;
-    // An instance that cannot take the join now (1013) says how long: that, spread a little, unless backoff is longer.
+    // An instance that cannot take the join now (1013) says how long: that, spread a little,
+    // unless backoff is longer.
     const delay = Math.max(backoff, notBefore * (1 + Math.random() * 0.5));
     this.#attempt += 1;
     this.#setState({ state: "reconnecting", delay, code });
