@@ -2,13 +2,14 @@
 
 import functools
 import json
+import logging
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.http import require_http_methods
 
-from chat import selectors
-from chat.errors import ChatError
+from chat import protocol, selectors
+from chat.errors import SERVICE_UNAVAILABLE, ChatError
 from chat.services import blocks
 from chat.services.attachments import UploadLimited, attachment_object, attachment_upload
 from chat.services.rooms import (
@@ -21,30 +22,46 @@ from chat.services.rooms import (
 )
 from chat.services.text import without_nul
 
+logger = logging.getLogger(__name__)
+
 
 def error_response(status: int, code: str, detail: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
 
 
 def api_view(*methods: str):
-    """Session auth with a JSON 401, allowed methods, and ChatError -> the contract's error body."""
+    """Session auth with a JSON 401, allowed methods, ChatError -> the contract's error body, and a
+    503 `unavailable` with Retry-After while Postgres or Redis does not answer (the session's read
+    included), instead of the server error page."""
 
     def decorate(view):
         @require_http_methods(list(methods))
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs):
-            if not request.user.is_authenticated:
-                return error_response(401, "not_authenticated", "Log in first.")
-            if selectors.user_is_banned(request.user):
-                return error_response(403, "banned", "This account is banned from the chat.")
             try:
+                if not request.user.is_authenticated:
+                    return error_response(401, "not_authenticated", "Log in first.")
+                if selectors.user_is_banned(request.user):
+                    return error_response(403, "banned", "This account is banned from the chat.")
                 return view(request, *args, **kwargs)
             except ChatError as exc:
                 return error_response(exc.http_status, exc.code, exc.detail)
+            except SERVICE_UNAVAILABLE as exc:
+                logger.warning("%s %s not served: %s: %s", request.method, request.path, type(exc).__name__, exc)
+                return unavailable_response()
 
         return wrapper
 
     return decorate
+
+
+def unavailable_response() -> JsonResponse:
+    wait = protocol.UNAVAILABLE_RETRY_AFTER
+    response = JsonResponse({"error": {"code": protocol.ERROR_UNAVAILABLE, "retry_after": wait,
+                                       "detail": "The chat could not do this just now; try again in a moment."}},
+                            status=503)
+    response["Retry-After"] = str(max(1, round(wait)))
+    return response
 
 
 def json_body(request: HttpRequest) -> dict:

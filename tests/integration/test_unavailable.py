@@ -1,13 +1,25 @@
-"""A frame a store fails (here Postgres, out of reach behind a cut connection) is answered with
-`error unavailable` and a retry hint; the socket stays open and works again once the store is back."""
+"""What a request gets while a service it needs does not answer: the server tells the client to
+try again (docs/protocol.md) and logs one warning line, no traceback; the instance goes on serving
+whatever does not need that service.
+
+- A frame a store fails (here Postgres, out of reach behind a cut connection): `error unavailable`
+  and a retry hint; the socket stays open and works again once the store is back.
+- A join (Postgres for the session, a Redis shard for the room): closed with 1013 and a
+  `retry_after` hint, as a shed join is.
+- An API request: 503 `unavailable` with Retry-After."""
 
 import os
+import re
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+import pytest
+import websockets
+
 from chat.models import Message
-from tests.conftest import RUN, child_env
+from tests.conftest import OWNER_DATABASE_URL, RUN, child_env
 from tests.integration.test_rich_messages import say
-from tests.support import FailoverProxy, WebServer, chat_socket, wait_until
+from tests.support import FailoverProxy, WebServer, chat_socket, free_port, wait_until
 
 
 def through(proxy: FailoverProxy, url: str) -> str:
@@ -38,3 +50,43 @@ async def test_a_frame_postgres_fails_gets_unavailable_and_the_socket_goes_on(wo
     finally:
         web.stop()
         proxy.stop()
+
+
+def unreachable(service: str) -> dict[str, str]:
+    dead = free_port()  # nothing listens there
+    if service == "redis":
+        return child_env(REDIS_URL=f"redis://127.0.0.1:{dead}/0")
+    return child_env(DATABASE_URL=re.sub(r"@127\.0\.0\.1:\d+/", f"@127.0.0.1:{dead}/", OWNER_DATABASE_URL))
+
+
+@pytest.mark.parametrize("server_kind", ["daphne", "uvicorn"])
+@pytest.mark.parametrize("service", ["postgres", "redis"])
+async def test_a_join_while_a_service_does_not_answer_is_told_to_try_again_later(alice, room, service, server_kind):
+    server = WebServer(f"web-unavailable-{service}-{server_kind}-{RUN}", unreachable(service), server_kind).start()
+    try:
+        url = f"ws://127.0.0.1:{server.port}/ws/chat/{room.slug}/"
+        for _ in range(2):  # the instance goes on answering each join the same way
+            async with websockets.connect(url, origin=server.url, open_timeout=10,
+                                          additional_headers={"Cookie": f"sessionid={alice.cookie}"}) as ws:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+            assert closed.value.rcvd.code == 1013, closed.value
+            hint = re.fullmatch(r"retry_after=([\d.]+)", closed.value.rcvd.reason)
+            assert hint and 1 <= float(hint.group(1)) <= 3, closed.value.rcvd.reason  # 2 s (the default), spread
+        log = server.log()
+        assert "told to try again later" in log and "Traceback" not in log, log[-3000:]
+    finally:
+        server.stop()
+
+
+async def test_an_api_request_while_postgres_does_not_answer_is_a_503_to_retry(alice, room):
+    server = WebServer(f"web-unavailable-api-{RUN}", unreachable("postgres")).start()
+    try:
+        for path in ("/api/rooms/", f"/api/rooms/{room.slug}/messages/"):
+            response = httpx.get(server.url + path, cookies={"sessionid": alice.cookie}, timeout=15)
+            assert response.status_code == 503 and response.headers["Retry-After"] == "1", response.text
+            assert response.json()["error"]["code"] == "unavailable", response.text
+        log = server.log()
+        assert "not served: OperationalError" in log and "Traceback" not in log, log[-3000:]
+    finally:
+        server.stop()
