@@ -9,7 +9,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from chat import metrics, protocol
-from chat.errors import NotPersisted
+from chat.errors import SERVICE_UNAVAILABLE, NotPersisted
 from chat.roomfeed import room_frame_event
 from chat.roomstate import HUB_GROUP, room_state
 from chat.signals import NotConfirmed, message_changed, persist
@@ -57,13 +57,19 @@ def after_commit(coroutine_function, **kwargs) -> None:
 
     async_to_sync from a view's or the admin's worker thread runs it on the server's own event
     loop, where the channel layer's connections live; an action called straight from a coroutine
-    (its thread runs the loop) schedules it there instead."""
+    (its thread runs the loop) schedules it there instead. An effect Redis cannot carry now does not
+    fail the action, whose change is stored: a socket that missed it reads the change when it next
+    joins (after an outage the hub has the sockets on that Redis rejoin)."""
 
     def run() -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            async_to_sync(coroutine_function)(**kwargs)
+            try:
+                async_to_sync(coroutine_function)(**kwargs)
+            except SERVICE_UNAVAILABLE as exc:
+                logger.warning("live effect %s not sent, its change is stored: %s: %s",
+                               coroutine_function.__name__, type(exc).__name__, exc)
             return
         task = loop.create_task(coroutine_function(**kwargs))
         _effects.add(task)

@@ -6,17 +6,19 @@ whatever does not need that service.
   and a retry hint; the socket stays open and works again once the store is back.
 - A join (Postgres for the session, a Redis shard for the room): closed with 1013 and a
   `retry_after` hint, as a shed join is.
-- An API request: 503 `unavailable` with Retry-After."""
+- An API request: 503 `unavailable` with Retry-After, when nothing was done; a change that was
+  stored but whose live effect Redis could not carry is answered as done."""
 
 import os
 import re
+import secrets
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 import websockets
 
-from chat.models import Message
+from chat.models import Message, Room
 from tests.conftest import OWNER_DATABASE_URL, RUN, child_env
 from tests.integration.test_rich_messages import say
 from tests.support import FailoverProxy, WebServer, chat_socket, free_port, wait_until
@@ -88,5 +90,21 @@ async def test_an_api_request_while_postgres_does_not_answer_is_a_503_to_retry(a
             assert response.json()["error"]["code"] == "unavailable", response.text
         log = server.log()
         assert "not served: OperationalError" in log and "Traceback" not in log, log[-3000:]
+    finally:
+        server.stop()
+
+
+def test_a_change_stored_while_redis_does_not_answer_is_answered_as_done(alice, bob):
+    server = WebServer(f"web-unavailable-effect-{RUN}", unreachable("redis")).start()
+    try:
+        token = secrets.token_hex(16)
+        response = httpx.post(server.url + "/api/dms/", json={"username": bob.username}, timeout=15,
+                              cookies={"sessionid": alice.cookie, "csrftoken": token},
+                              headers={"X-CSRFToken": token, "Referer": server.url})
+        # The event that puts it in both sidebars could not be published; the DM is stored all the same.
+        assert response.status_code == 201, response.text
+        assert Room.objects.filter(slug=response.json()["slug"], private=True).exists()
+        log = server.log()
+        assert "live effect sidebar_changed not sent" in log and "Traceback" not in log, log[-3000:]
     finally:
         server.stop()
