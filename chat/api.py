@@ -25,8 +25,15 @@ from chat.services.text import without_nul
 logger = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, detail: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+def error_response(status: int, code: str, detail: str, retry_after: float | None = None) -> JsonResponse:
+    """The contract's error body; with `retry_after` (s) also in it and as the Retry-After header."""
+    error = {"code": code, "detail": detail}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    response = JsonResponse({"error": error}, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(max(1, round(retry_after)))
+    return response
 
 
 def api_view(*methods: str):
@@ -48,20 +55,13 @@ def api_view(*methods: str):
                 return error_response(exc.http_status, exc.code, exc.detail)
             except SERVICE_UNAVAILABLE as exc:
                 logger.warning("%s %s not served: %s: %s", request.method, request.path, type(exc).__name__, exc)
-                return unavailable_response()
+                return error_response(503, protocol.ERROR_UNAVAILABLE,
+                                      "The chat could not do this just now; try again in a moment.",
+                                      retry_after=protocol.UNAVAILABLE_RETRY_AFTER)
 
         return wrapper
 
     return decorate
-
-
-def unavailable_response() -> JsonResponse:
-    wait = protocol.UNAVAILABLE_RETRY_AFTER
-    response = JsonResponse({"error": {"code": protocol.ERROR_UNAVAILABLE, "retry_after": wait,
-                                       "detail": "The chat could not do this just now; try again in a moment."}},
-                            status=503)
-    response["Retry-After"] = str(max(1, round(wait)))
-    return response
 
 
 def json_body(request: HttpRequest) -> dict:
@@ -156,13 +156,7 @@ def room_attachments(request: HttpRequest, slug: str) -> JsonResponse:
     try:
         attachment = attachment_upload(user=request.user, room=room, upload=upload)
     except UploadLimited as exc:
-        body = {"error": {"code": exc.code, "detail": exc.detail}}
-        if exc.retry_after is not None:
-            body["error"]["retry_after"] = exc.retry_after
-        response = JsonResponse(body, status=exc.http_status)
-        if exc.retry_after is not None:
-            response["Retry-After"] = str(max(1, round(exc.retry_after)))
-        return response
+        return error_response(exc.http_status, exc.code, exc.detail, retry_after=exc.retry_after)
     return JsonResponse(attachment_object(attachment), status=201)
 
 
